@@ -1,0 +1,1 @@
+"""ChromaDB helpers for receipt embeddings."""

@@ -1,0 +1,1 @@
+"""Labelling and embedding records for receipts."""
