@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+from textwrap import dedent
+
+import pytest
+from pants.backend.docker.target_types import DockerImageTarget
+from pants.backend.python import target_types_rules
+from pants.backend.python.dependency_inference import rules as dependency_inference_rules
+from pants.backend.python.target_types import (
+    PythonRequirementTarget,
+    PythonSourcesGeneratorTarget,
+    PythonSourceTarget,
+)
+from pants.backend.python.util_rules import faas, python_sources
+from pants.core.target_types import (
+    FilesGeneratorTarget,
+    FileTarget,
+    ResourcesGeneratorTarget,
+    ResourceTarget,
+)
+from pants.engine.addresses import Address
+from pants.engine.internals.scheduler import ExecutionError
+from pants.testutil.rule_runner import QueryRule, RuleRunner
+
+from chromadb_lambda import closure, dependency_inference
+from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest
+from chromadb_lambda.target_types import ChromadbLambdaTarget
+
+
+@pytest.fixture
+def rule_runner() -> RuleRunner:
+    rule_runner = RuleRunner(
+        rules=[
+            *closure.rules(),
+            *dependency_inference.rules(),
+            *faas.rules(),
+            *dependency_inference_rules.rules(),
+            *python_sources.rules(),
+            *target_types_rules.rules(),
+            QueryRule(LambdaClosure, [LambdaClosureRequest]),
+        ],
+        target_types=[
+            ChromadbLambdaTarget,
+            DockerImageTarget,
+            FileTarget,
+            FilesGeneratorTarget,
+            PythonRequirementTarget,
+            PythonSourceTarget,
+            PythonSourcesGeneratorTarget,
+            ResourceTarget,
+            ResourcesGeneratorTarget,
+        ],
+    )
+    set_options(rule_runner)
+    return rule_runner
+
+
+# The machine-specific options the `./pants` wrapper exports (a locally built pex tool, CA bundle).
+BOOTSTRAP_ENV = {"PATH", "PYENV_ROOT", "HOME", "PANTS_PEX_CLI_VERSION", "PANTS_PEX_CLI_KNOWN_VERSIONS", "PANTS_PEX_CLI_URL_TEMPLATE", "PANTS_CA_CERTS_PATH"}
+
+
+def set_options(rule_runner: RuleRunner, *args: str) -> None:
+    rule_runner.set_options(
+        ["--source-root-patterns=['/app', '/functions']", *args], env_inherit=BOOTSTRAP_ENV
+    )
+
+
+# A small monorepo laid out unlike the example repo: other source roots, a package with code in its
+# `__init__.py`, relative imports, a resource, a module baked into the base image.
+BASE_REPO = {
+    "3rdparty/BUILD": dedent(
+        """\
+        python_requirement(name="boto3", requirements=["boto3"])
+        python_requirement(name="requests", requirements=["requests"])
+        """
+    ),
+    "base/BUILD": 'docker_image(name="base", dependencies=["3rdparty:boto3", "app/shared:shared"])',
+    "base/Dockerfile": "FROM scratch\n",
+    "app/shared/BUILD": "python_sources()",
+    "app/shared/__init__.py": "",
+    "app/shared/logs.py": "def log(msg):\n    print(msg)\n",
+    "app/store/BUILD": "python_sources()",
+    "app/store/__init__.py": "from .tables import TABLE\n",
+    "app/store/tables.py": "import boto3\nTABLE = 'receipts'\n",
+    "app/store/unused.py": "X = 1\n",
+    "app/text/BUILD": dedent(
+        """\
+        python_sources(overrides={"vocab.py": {"dependencies": [":data"]}})
+        resources(name="data", sources=["words.txt"])
+        """
+    ),
+    "app/text/__init__.py": "",
+    "app/text/vocab.py": "WORDS = 'words.txt'\n",
+    "app/text/words.txt": "apple\n",
+}
+
+
+def lambda_build(name: str, handler: str = "main.py:handle", extra: str = "") -> str:
+    return dedent(
+        f"""\
+        python_sources(name="src")
+        chromadb_lambda(name="{name}", handler="{handler}", base_image="//base:base"{extra})
+        """
+    )
+
+
+def get_closure(rule_runner: RuleRunner, address: Address) -> LambdaClosure:
+    return rule_runner.request(LambdaClosure, [LambdaClosureRequest(address)])
+
+
+def context_files(rule_runner: RuleRunner, address: Address) -> set[str]:
+    return {f.path for f in get_closure(rule_runner, address).files}
+
+
+def test_relative_imports_packages_with_code_and_resources(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/poller/BUILD": lambda_build("poller"),
+            "functions/poller/__init__.py": "",
+            "functions/poller/main.py": dedent(
+                """\
+                from . import helpers
+                from store import TABLE
+                from shared.logs import log
+
+                def handle(event, context):
+                    return helpers.go(TABLE)
+                """
+            ),
+            "functions/poller/helpers.py": "from text import vocab\n\ndef go(x):\n    return x\n",
+        }
+    )
+    closure_ = get_closure(rule_runner, Address("functions/poller", target_name="poller"))
+    assert {f.path for f in closure_.files} == {
+        "poller/__init__.py",
+        "poller/main.py",
+        "poller/helpers.py",
+        # `from store import TABLE` pulls the package's __init__.py, whose code imports tables.py.
+        "store/__init__.py",
+        "store/tables.py",
+        "text/__init__.py",
+        "text/vocab.py",
+        "text/words.txt",
+    }
+    # The base image's own first-party dependency is left out, with its ancestor __init__.py.
+    assert closure_.provided_by_base == ("shared/__init__.py", "shared/logs.py")
+    assert closure_.handler == "poller.main.handle"
+    assert closure_.base_address == Address("base", target_name="base")
+    assert closure_.total_bytes == sum(f.size for f in closure_.files) > 0
+
+
+def test_from_package_import_module_and_module_beside_another_lambda(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/words/BUILD": lambda_build("words"),
+            "functions/words/__init__.py": "",
+            "functions/words/main.py": "def handle(event, context):\n    return 1\n",
+            "functions/words/polling.py": "from text import vocab\n",
+            "functions/lines/BUILD": lambda_build("lines"),
+            "functions/lines/__init__.py": "",
+            "functions/lines/main.py": "from words import polling\n\ndef handle(event, context):\n    return 2\n",
+        }
+    )
+    assert context_files(rule_runner, Address("functions/lines", target_name="lines")) == {
+        "lines/__init__.py",
+        "lines/main.py",
+        "words/__init__.py",
+        "words/polling.py",
+        "text/__init__.py",
+        "text/vocab.py",
+        "text/words.txt",
+    }
+
+
+def test_dotted_module_handler(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/dotted/BUILD": lambda_build("dotted", handler="dotted.main:handle"),
+            "functions/dotted/main.py": "def handle(event, context):\n    return 1\n",
+        }
+    )
+    closure_ = get_closure(rule_runner, Address("functions/dotted", target_name="dotted"))
+    assert {f.path for f in closure_.files} == {"dotted/main.py"}
+    assert closure_.handler == "dotted.main.handle"
+
+
+def test_missing_third_party_requirement_is_an_error(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/web/BUILD": lambda_build("web"),
+            "functions/web/main.py": "import requests\n\ndef handle(event, context):\n    return 1\n",
+        }
+    )
+    with pytest.raises(ExecutionError) as e:
+        get_closure(rule_runner, Address("functions/web", target_name="web"))
+    message = str(e.value)
+    assert "MissingThirdPartyRequirementError" in message
+    assert "functions/web:web" in message and "3rdparty:requests" in message and "base:base" in message
+
+    set_options(rule_runner, "--lambda-image-missing-third-party=warning")
+    assert context_files(rule_runner, Address("functions/web", target_name="web")) == {"web/main.py"}
+
+
+@pytest.mark.parametrize(
+    "handler, expected",
+    [
+        ("main.py:handel", r"names the function `handel`, but `fn.main` \(fn/main.py\) does not define it\. Did you mean 'handle'\?"),
+        ("nope.py:handle", r"nope\.py"),
+        ("fn.nope:handle", r"names the module `fn.nope`, but no `python_source` target"),
+        ("main.py", r"must end in the format `:my_handler_func`"),
+    ],
+)
+def test_bad_handler_names_target_and_field(rule_runner: RuleRunner, handler: str, expected: str) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": lambda_build("fn", handler=handler),
+            "functions/fn/main.py": "def handle(event, context):\n    return 1\n",
+        }
+    )
+    with pytest.raises(ExecutionError, match=expected) as e:
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+    assert "functions/fn:fn" in str(e.value)
+    assert "handler" in str(e.value)
+
+
+def test_base_image_must_be_a_docker_image(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": dedent(
+                """\
+                python_sources(name="src")
+                chromadb_lambda(name="fn", handler="main.py:handle", base_image="app/shared:shared")
+                """
+            ),
+            "functions/fn/main.py": "def handle(event, context):\n    return 1\n",
+        }
+    )
+    with pytest.raises(ExecutionError, match=r"The `base_image` field in target functions/fn:fn must be the address of a `docker_image`"):
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))

@@ -1,0 +1,38 @@
+"""Checks that a handler names a function its module defines (pure functions, no engine)."""
+from __future__ import annotations
+
+import ast
+import difflib
+
+
+class HandlerSyntaxError(ValueError):
+    """The handler module does not parse."""
+
+
+def module_path_candidates(module: str) -> tuple[str, str]:
+    """Source-root-relative paths a module may live at: `a/b.py` or `a/b/__init__.py`."""
+    base = module.replace(".", "/")
+    return f"{base}.py", f"{base}/__init__.py"
+
+
+def defined_names(source: bytes, path: str) -> frozenset[str]:
+    """Top-level names a module binds: functions, classes, assignments and imports."""
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        raise HandlerSyntaxError(f"{path}:{e.lineno}: {e.msg}") from e
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return frozenset(names)
+
+
+def close_names(name: str, candidates: frozenset[str]) -> list[str]:
+    return difflib.get_close_matches(name, sorted(candidates), n=3)

@@ -1,0 +1,19 @@
+"""The `chromadb_lambda` backend: AWS Lambda container images with minimal, inferred build contexts."""
+from pants.backend.python.util_rules import faas
+
+from chromadb_lambda import closure, context, dependency_inference, package
+from chromadb_lambda.target_types import ChromadbLambdaTarget
+
+
+def rules():
+    return [
+        *faas.rules(),
+        *closure.rules(),
+        *context.rules(),
+        *dependency_inference.rules(),
+        *package.rules(),
+    ]
+
+
+def target_types():
+    return [ChromadbLambdaTarget]

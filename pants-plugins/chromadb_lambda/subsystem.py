@@ -1,0 +1,43 @@
+"""Options of the `[lambda-image]` scope (the target alias `chromadb_lambda` cannot share its name)."""
+from __future__ import annotations
+
+from enum import Enum
+
+from pants.option.option_types import EnumOption, StrOption
+from pants.option.subsystem import Subsystem
+from pants.util.strutil import help_text
+
+
+class MissingThirdPartyBehavior(Enum):
+    error = "error"
+    warning = "warning"
+
+
+class ChromadbLambdaSubsystem(Subsystem):
+    options_scope = "lambda-image"
+    help = help_text(
+        """
+        Options for `chromadb_lambda` targets: AWS Lambda container images whose build context Pants
+        infers from the handler's imports.
+        """
+    )
+
+    task_root = StrOption(
+        default="/var/task",
+        help=help_text(
+            """
+            Directory in the image that receives the context files and is the working directory of
+            the handler: AWS Lambda's `LAMBDA_TASK_ROOT`.
+            """
+        ),
+    )
+    missing_third_party = EnumOption(
+        default=MissingThirdPartyBehavior.error,
+        help=help_text(
+            """
+            What to do when a handler's closure uses a third-party requirement that the base image
+            does not install (so the image would fail with `ImportError` at run time): `error`
+            stops the build; `warning` logs and builds anyway.
+            """
+        ),
+    )

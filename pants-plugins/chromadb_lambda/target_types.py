@@ -1,0 +1,133 @@
+"""The `chromadb_lambda` target and its fields."""
+from __future__ import annotations
+
+from pants.backend.python.target_types import PythonResolveField
+from pants.backend.python.util_rules.faas import PythonFaaSDependencies, PythonFaaSHandlerField
+from pants.core.goals.package import OutputPathField
+from pants.engine.target import (
+    COMMON_TARGET_FIELDS,
+    BoolField,
+    StringField,
+    StringSequenceField,
+    Target,
+)
+from pants.util.strutil import help_text
+
+
+class ChromadbLambdaHandlerField(PythonFaaSHandlerField):
+    # Subclassing Pants' FaaS handler field reuses its parsing, its inferred dependency on the module
+    # that defines the handler, and its file-argument ownership (`pants package path/to/handler.py`).
+    help = help_text(
+        """
+        The Lambda's entry point: `file.py:function`, relative to this BUILD file, or
+        `dotted.module:function`. The module's transitive first-party imports become the image's
+        build context, and the image's `CMD` is `module.function`.
+
+        Example: `handler="handler.py:handle"`.
+        """
+    )
+
+
+class ChromadbLambdaBaseImageField(StringField):
+    alias = "base_image"
+    required = True
+    value: str
+    help = help_text(
+        """
+        Address of the `docker_image` target this Lambda image builds `FROM`: the image that holds the
+        runtime, the third-party requirements and any first-party code shared by many Lambdas.
+
+        Files that the base's own dependencies already provide are left out of this Lambda's context.
+        The base is a dependency of this target, so a change to its inputs selects this Lambda in
+        `--changed-since`.
+
+        Example: `base_image="//base:lambda-base"`.
+        """
+    )
+
+
+class ChromadbLambdaDependenciesField(PythonFaaSDependencies):
+    help = help_text(
+        """
+        Addresses of targets the handler needs beyond what Pants infers from its imports: `resources`
+        and `files` it reads, or modules it loads dynamically (`importlib.import_module(name)`).
+
+        The handler's module and the `base_image` are inferred; you need not list them.
+        """
+    )
+
+
+class ChromadbLambdaRepositoryField(StringField):
+    alias = "repository"
+    help = help_text(
+        """
+        The repository name of the image, as for `docker_image`: defaults to
+        `[docker].default_repository` (`{name}` unless configured) and may use the placeholders
+        `{name}`, `{directory}` and `{parent_directory}`.
+
+        Example: `repository="receipts/{name}"`.
+        """
+    )
+
+
+class ChromadbLambdaImageTagsField(StringSequenceField):
+    alias = "image_tags"
+    default = ("latest",)
+    help = help_text(
+        """
+        Tags of the built image, as for `docker_image`. Each tag is applied to the repository
+        (and, when publishing, to every registry of the `registries` field).
+        """
+    )
+
+
+class ChromadbLambdaRegistriesField(StringSequenceField):
+    alias = "registries"
+    default = ("<all default registries>",)
+    help = help_text(
+        """
+        Registries to push this image to, as for `docker_image`: addresses, or `@alias` names
+        from `[docker].registries`. The default pushes to every registry marked `default` there.
+        """
+    )
+
+
+class ChromadbLambdaSkipPushField(BoolField):
+    alias = "skip_push"
+    default = False
+    help = "If true, `pants publish` builds this image but does not push it."
+
+
+class ChromadbLambdaTarget(Target):
+    alias = "chromadb_lambda"
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        ChromadbLambdaHandlerField,
+        ChromadbLambdaBaseImageField,
+        ChromadbLambdaDependenciesField,
+        ChromadbLambdaRepositoryField,
+        ChromadbLambdaImageTagsField,
+        ChromadbLambdaRegistriesField,
+        ChromadbLambdaSkipPushField,
+        PythonResolveField,
+        OutputPathField,
+    )
+    help = help_text(
+        """
+        An AWS Lambda function shipped as a container image, built `FROM` a base `docker_image`.
+
+        The image's build context holds only the first-party files the handler needs (its
+        transitive imports, inferred by Pants, plus declared `resources`/`files`), minus what the
+        base image already provides, with source roots stripped: kilobytes, not the repo. The
+        Dockerfile is generated; `pants package` writes a docker-info JSON and a context manifest
+        per image to `dist/`.
+
+        Example:
+
+            chromadb_lambda(
+                name="word_polling",
+                handler="handler.py:handle",
+                base_image="//base:lambda-base",
+            )
+        """
+    )
