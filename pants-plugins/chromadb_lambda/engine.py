@@ -1,6 +1,8 @@
 """The Docker engine side: image names and the `docker build` process (through Pants' DockerBinary)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -10,9 +12,15 @@ from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_args import DockerBuildArgs
 from pants.engine.addresses import Address
 from pants.engine.fs import Digest
-from pants.engine.process import Process
+from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.process import Process, ProcessCacheScope, ProcessResult
+from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import InvalidFieldException
+from pants.util.frozendict import FrozenDict
 from pants.util.strutil import softwrap
+
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
 # Docker's grammar for a repository path component and a tag.
 _REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
@@ -66,16 +74,151 @@ class LambdaImageBuild:
     context: Digest
     dockerfile: str
     base_image_id: str
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DockerEnvironment:
+    """The environment of docker processes: `[docker].env_vars` (DOCKER_HOST, DOCKER_BUILDKIT...)."""
+
+    env: FrozenDict[str, str]
+
+
+def docker_process(docker: DockerBinary, argv: tuple[str, ...], env: Mapping[str, str], description: str) -> Process:
+    # PER_SESSION like Pants' own docker processes: the engine's state can change between runs.
+    return Process(
+        argv=(docker.path, *argv),
+        description=description,
+        env={**docker.extra_env, **env},
+        immutable_input_digests=docker.extra_input_digests,
+        cache_scope=ProcessCacheScope.PER_SESSION,
+    )
+
+
+def engine_state_process(process: Process, engine: EngineImages) -> Process:
+    """Makes a process that changes the engine run once per engine state, not once per session.
+
+    With pantsd, a new run first re-requests what the same rule requested in the previous run, to
+    decide whether the rule must run again: a PER_SESSION `docker build` would run again right there,
+    even when the rule then finds the image up to date. Keyed by the engine's state (its image list,
+    queried every run) and kept for the daemon's life, the old process is not run again, while any
+    change of the engine (say, an image removed) makes a new process that does run.
+    """
+    return dataclasses.replace(
+        process,
+        env=FrozenDict({**process.env, "__CHROMADB_LAMBDA_ENGINE_STATE": engine.fingerprint}),
+        cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
+    )
+
+
+@dataclass(frozen=True)
+class EngineImagesRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class EngineImages:
+    """Every `repository:tag` the engine holds, with its image id: one query per Pants run."""
+
+    refs: FrozenDict[str, str]
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(sorted(f"{r} {i}" for r, i in self.refs.items())).encode()).hexdigest()
+
+
+def parse_image_listing(output: str) -> dict[str, str]:
+    refs = {}
+    for line in output.splitlines():
+        ref, _, image_id = line.strip().rpartition(" ")
+        if ref and not ref.endswith(":<none>") and not ref.startswith("<none>"):
+            refs[ref] = image_id
+    return refs
+
+
+@rule(desc="Listing the images of the Docker engine")
+async def list_engine_images(
+    _: EngineImagesRequest, docker: DockerBinary, env: DockerEnvironment
+) -> EngineImages:
+    result = await Get(
+        ProcessResult,
+        Process,
+        docker_process(
+            docker,
+            ("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"),
+            env.env,
+            "Listing the images of the Docker engine",
+        ),
+    )
+    return EngineImages(FrozenDict(parse_image_listing(result.stdout.decode())))
+
+
+@rule
+async def docker_environment(docker_env_aware: DockerOptions.EnvironmentAware) -> DockerEnvironment:
+    env = await Get(EnvironmentVars, EnvironmentVarsRequest(docker_env_aware.env_vars))
+    return DockerEnvironment(FrozenDict(env))
+
+
+def tag_process(docker: DockerBinary, image_id: str, ref: str, env: Mapping[str, str]) -> Process:
+    return docker_process(docker, ("tag", image_id, ref), env, f"Tagging {image_id[:19]} as {ref}")
+
+
+# `docker build --iidfile` writes the image id here: more robust than parsing BuildKit's progress output.
+IMAGE_ID_FILE = ".chromadb-lambda-image-id"
+
+
+def cache_args(subsystem: ChromadbLambdaSubsystem, repository: str) -> tuple[str, ...]:
+    """BuildKit registry cache: inline cache metadata on build, `--cache-from` the configured images."""
+    args: list[str] = []
+    if subsystem.inline_cache:
+        args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    for template in subsystem.cache_from:
+        args += ["--cache-from", template.format(repository=repository)]
+    return tuple(args)
+
+
+def docker_build_process(
+    docker: DockerBinary,
+    *,
+    refs: tuple[str, ...],
+    digest: Digest,
+    dockerfile: str,
+    build_args: DockerBuildArgs,
+    context_root: str,
+    env: Mapping[str, str],
+    extra_args: tuple[str, ...] = (),
+    invalidation: Mapping[str, str] | None = None,
+) -> Process:
+    """`docker build` through Pants' DockerBinary, writing the image id to `IMAGE_ID_FILE`.
+
+    `invalidation` values are mixed into the environment so that Pants reruns the build when they
+    change even if the context does not (e.g. the base image id), as Pants' docker_image rule does.
+    """
+    process = docker.build_image(
+        tags=refs,
+        digest=digest,
+        dockerfile=dockerfile,
+        build_args=build_args,
+        context_root=context_root,
+        env={**env, **(invalidation or {})},
+        extra_args=("--iidfile", IMAGE_ID_FILE, *extra_args),
+    )
+    return dataclasses.replace(process, output_files=(IMAGE_ID_FILE,))
 
 
 def build_process(docker: DockerBinary, build: LambdaImageBuild, env: Mapping[str, str]) -> Process:
-    # The base image id is mixed into the environment so that Pants reruns the build when the base
-    # changes even if the context does not, as Pants' own docker_image rule does.
-    return docker.build_image(
-        tags=build.refs,
+    return docker_build_process(
+        docker,
+        refs=build.refs,
         digest=build.context,
         dockerfile=build.dockerfile,
         build_args=DockerBuildArgs(()),
         context_root=".",
-        env={**env, "__CHROMADB_LAMBDA_BASE_IMAGE_ID": build.base_image_id},
+        env=env,
+        extra_args=build.extra_args,
+        invalidation={"__CHROMADB_LAMBDA_BASE_IMAGE_ID": build.base_image_id},
     )
+
+
+def rules():
+    return collect_rules()

@@ -1,4 +1,5 @@
-"""`pants package` of a `chromadb_lambda`: build the base, then the Lambda image on top of it."""
+"""`pants package` of a `chromadb_lambda`: skip it when the engine has its content key, else build
+the base (when needed), then the Lambda image on top of it."""
 from __future__ import annotations
 
 import json
@@ -6,25 +7,39 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pants.backend.docker.goals.package_image import (
-    DockerPackageFieldSet,
-    parse_image_id_from_docker_build_output,
-)
 from pants.backend.docker.package_types import BuiltDockerImage
 from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, OutputPathField, PackageFieldSet
-from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.addresses import Address
+from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent
 from pants.engine.process import Process, ProcessResult
-from pants.engine.rules import Get, collect_rules, rule
-from pants.engine.target import WrappedTarget, WrappedTargetRequest
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.strutil import pluralize
 
+from chromadb_lambda.base_image import BaseImageIdentityRequest, BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest
-from chromadb_lambda.context import LambdaBuildContext, LambdaBuildContextRequest
-from chromadb_lambda.engine import LambdaImageBuild, build_process, format_repository, image_refs
+from chromadb_lambda.content_key import BaseImageIdentity, key_tag, lambda_content_key
+from chromadb_lambda.context import (
+    LambdaBuildContext,
+    LambdaBuildContextRequest,
+    context_manifest,
+    dockerfile_template,
+)
+from chromadb_lambda.engine import (
+    DockerEnvironment,
+    EngineImages,
+    EngineImagesRequest,
+    LambdaImageBuild,
+    build_process,
+    cache_args,
+    engine_state_process,
+    format_repository,
+    image_refs,
+    tag_process,
+)
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaHandlerField,
@@ -47,41 +62,56 @@ class ChromadbLambdaPackageFieldSet(PackageFieldSet):
 
 
 @dataclass(frozen=True)
-class BuiltBaseImage:
-    image_id: str
-    ref: str  # A tag the engine holds: BuildKit cannot build FROM an image id.
+class LambdaImageKeyRequest:
+    address: Address
 
 
-def pick_base_ref(image: BuiltDockerImage) -> str:
-    # Prefer a tag other than `latest`: a content-derived tag cannot be moved by another build.
-    tags = [t for t in image.tags if not t.endswith(":latest")] or list(image.tags)
-    return tags[0]
+@dataclass(frozen=True)
+class LambdaImageKey:
+    closure: LambdaClosure
+    base: BaseImageIdentity
+    key: str
+
+    @property
+    def tag(self) -> str:
+        return key_tag(self.key)
 
 
 def size_text(size: int) -> str:
     return f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB"
 
 
-def docker_info(address: str, image_id: str, refs: tuple[str, ...], base: BuiltBaseImage, closure: LambdaClosure) -> bytes:
+def docker_info(
+    address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, base_ref: str | None, built: bool
+) -> bytes:
+    closure = key.closure
     info = {
         "version": 1,
-        "address": address,
+        "address": str(address),
         "image_id": image_id,
         "tags": list(refs),
+        "content_key": key.key,
+        "built": built,
         "handler": closure.handler,
-        "base_image": {"address": str(closure.base_address), "ref": base.ref, "image_id": base.image_id},
+        "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": base_ref},
         "context": {"files": len(closure.files), "bytes": closure.total_bytes},
     }
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
 
-async def _build_base_image(closure: LambdaClosure) -> BuiltBaseImage:
-    wrapped = await Get(
-        WrappedTarget, WrappedTargetRequest(closure.base_address, description_of_origin="<infallible>")
+@rule(desc="Computing the content key of a chromadb_lambda image")
+async def compute_lambda_image_key(
+    request: LambdaImageKeyRequest, subsystem: ChromadbLambdaSubsystem
+) -> LambdaImageKey:
+    closure = await Get(LambdaClosure, LambdaClosureRequest(request.address))
+    base = await Get(BaseImageIdentity, BaseImageIdentityRequest(closure.base_address))
+    key = lambda_content_key(
+        dockerfile_template=dockerfile_template(closure, subsystem.task_root),
+        context_fingerprint=closure.digest.fingerprint,
+        base_key=base.key,
+        build_options={"task_root": subsystem.task_root},
     )
-    built = await Get(BuiltPackage, DockerPackageFieldSet, DockerPackageFieldSet.create(wrapped.target))
-    image = next(a for a in built.artifacts if isinstance(a, BuiltDockerImage))
-    return BuiltBaseImage(image_id=image.image_id, ref=pick_base_ref(image))
+    return LambdaImageKey(closure=closure, base=base, key=key)
 
 
 @rule(desc="Package a chromadb_lambda image")
@@ -89,20 +119,47 @@ async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet,
     docker: DockerBinary,
     docker_options: DockerOptions,
-    docker_env_aware: DockerOptions.EnvironmentAware,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
 ) -> BuiltPackage:
-    closure = await Get(LambdaClosure, LambdaClosureRequest(field_set.address))
-    base = await _build_base_image(closure)
-    context = await Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref))
-
     repository = format_repository(
         field_set.repository.value or docker_options.default_repository, field_set.address
     )
     refs = image_refs(repository, tuple(field_set.image_tags.value or ()), field_set.address)
-    env = await Get(EnvironmentVars, EnvironmentVarsRequest(docker_env_aware.env_vars))
-    build = LambdaImageBuild(refs=refs, context=context.digest, dockerfile=context.dockerfile, base_image_id=base.image_id)
-    result = await Get(ProcessResult, Process, build_process(docker, build, env))
-    image_id = parse_image_id_from_docker_build_output(result.stdout, result.stderr)
+    key, engine = await MultiGet(
+        Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
+        Get(EngineImages, EngineImagesRequest()),
+    )
+    key_ref = f"{repository}:{key.tag}"
+    closure = key.closure
+
+    image_id = engine.refs.get(key_ref)
+    base_ref = None
+    if image_id:
+        # The engine holds this exact content: no build, not even of the base. Only move tags that
+        # point elsewhere (e.g. `latest` after a checkout of another commit).
+        stale = [ref for ref in refs if engine.refs.get(ref) != image_id]
+        if stale:
+            await MultiGet(
+                Get(ProcessResult, Process, engine_state_process(tag_process(docker, image_id, ref, docker_env.env), engine))
+                for ref in stale
+            )
+        status = "is up to date"
+    else:
+        base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
+        base_ref = base.ref
+        context = await Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref))
+        build = LambdaImageBuild(
+            refs=(*refs, key_ref),
+            context=context.digest,
+            dockerfile=context.dockerfile,
+            base_image_id=base.image_id,
+            extra_args=cache_args(subsystem, repository),
+        )
+        result = await Get(ProcessResult, Process, engine_state_process(build_process(docker, build, docker_env.env), engine))
+        image_id_file = await Get(DigestContents, Digest, result.output_digest)
+        image_id = image_id_file[0].content.decode().strip()
+        status = "built"
 
     info_path = field_set.output_path.value_or_default(file_ending="docker-info.json")
     manifest_path = os.path.join(os.path.dirname(info_path), f"{field_set.address.target_name}.context.json")
@@ -110,24 +167,19 @@ async def package_chromadb_lambda(
         Digest,
         CreateDigest(
             [
-                FileContent(info_path, docker_info(str(field_set.address), image_id, refs, base, closure)),
-                FileContent(manifest_path, context.manifest),
+                FileContent(info_path, docker_info(field_set.address, image_id, (*refs, key_ref), key, base_ref, status == "built")),
+                FileContent(manifest_path, context_manifest(closure, subsystem.task_root)),
             ]
         ),
     )
     summary = (
-        f"{refs[0]}: {pluralize(len(closure.files), 'file')}, {size_text(closure.total_bytes)} of context "
-        f"on {base.ref}, image {image_id}"
+        f"Lambda image {refs[0]} {status}: {pluralize(len(closure.files), 'file')}, "
+        f"{size_text(closure.total_bytes)} of context, {key.tag}, image {image_id}"
     )
     return BuiltPackage(
         digest,
         (
-            BuiltDockerImage(
-                image_id=image_id,
-                tags=refs,
-                relpath=info_path,
-                extra_log_lines=(f"Built Lambda image {summary}",),
-            ),
+            BuiltDockerImage(image_id=image_id, tags=(*refs, key_ref), relpath=info_path, extra_log_lines=(summary,)),
             BuiltPackageArtifact(relpath=manifest_path),
         ),
     )

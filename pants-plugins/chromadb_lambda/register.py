@@ -1,16 +1,18 @@
 """The `chromadb_lambda` backend: AWS Lambda container images with minimal, inferred build contexts."""
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda import closure, context, dependency_inference, package
+from chromadb_lambda import base_image, closure, context, dependency_inference, engine, package
 from chromadb_lambda.target_types import ChromadbLambdaTarget
 
 
 def rules():
     return [
         *faas.rules(),
+        *base_image.rules(),
         *closure.rules(),
         *context.rules(),
         *dependency_inference.rules(),
+        *engine.rules(),
         *package.rules(),
     ]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pants.option.option_types import EnumOption, StrOption
+from pants.option.option_types import BoolOption, EnumOption, StrListOption, StrOption
 from pants.option.subsystem import Subsystem
 from pants.util.strutil import help_text
 
@@ -38,6 +38,29 @@ class ChromadbLambdaSubsystem(Subsystem):
             What to do when a handler's closure uses a third-party requirement that the base image
             does not install (so the image would fail with `ImportError` at run time): `error`
             stops the build; `warning` logs and builds anyway.
+            """
+        ),
+    )
+    inline_cache = BoolOption(
+        default=True,
+        help=help_text(
+            """
+            Write BuildKit's inline cache metadata into every image built (the build arg
+            `BUILDKIT_INLINE_CACHE=1`), so that a pushed image can serve as a layer cache for builds on
+            other machines (see `cache_from`). Costs nothing in image content.
+            """
+        ),
+    )
+    cache_from = StrListOption(
+        default=[],
+        help=help_text(
+            """
+            Images BuildKit may reuse layers from (`docker build --cache-from`), for the Lambda images
+            and their base. `{repository}` is replaced by each image's repository. A new CI runner
+            with an empty engine then pulls unchanged layers from the registry instead of rebuilding
+            them. Images that do not exist yet are skipped by BuildKit.
+
+            Example: `cache_from = ["registry.example.com:5000/{repository}:latest"]`.
             """
         ),
     )

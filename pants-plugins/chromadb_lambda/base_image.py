@@ -1,0 +1,127 @@
+"""The base `docker_image` of Lambda images: its content identity, and building it only when needed.
+
+Pants 2.17 builds a `docker_image` in every session and tags it with `{pants.hash}`, which mixes in
+`[docker].env_vars` values such as DOCKER_HOST, so the same commit gives other tags on other machines.
+Here the base is built from the same Pants build context (same Dockerfile, build args and options),
+but tagged with a content key and skipped when the engine already holds that key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
+from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.backend.docker.util_rules.docker_build_context import (
+    DockerBuildContext,
+    DockerBuildContextRequest,
+)
+from pants.engine.addresses import Address
+from pants.engine.fs import Digest, DigestContents
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import WrappedTarget, WrappedTargetRequest
+
+from chromadb_lambda.content_key import BaseImageIdentity, key_tag
+from chromadb_lambda.engine import (
+    DockerEnvironment,
+    EngineImages,
+    EngineImagesRequest,
+    cache_args,
+    docker_build_process,
+    engine_state_process,
+)
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+
+
+@dataclass(frozen=True)
+class BaseImageIdentityRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class BuiltBaseImageRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class BuiltBaseImage:
+    identity: BaseImageIdentity
+    image_id: str
+    # A tag the engine holds (BuildKit cannot build FROM an image id) that names the base's content.
+    ref: str
+    built: bool
+
+
+@rule(desc="Identifying a base image by its content")
+async def identify_base_image(request: BaseImageIdentityRequest) -> BaseImageIdentity:
+    # The base's build context: Pants builds what it COPYs (e.g. its PEX), but not the image.
+    context = await Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False))
+    return BaseImageIdentity(
+        context_fingerprint=context.digest.fingerprint,
+        dockerfile=context.dockerfile,
+        build_args=tuple(context.build_args),
+    )
+
+
+@rule(desc="Building a base image for chromadb_lambda images")
+async def build_base_image(
+    request: BuiltBaseImageRequest,
+    docker: DockerBinary,
+    docker_options: DockerOptions,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> BuiltBaseImage:
+    wrapped, context, identity, engine = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
+        Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
+        Get(EngineImages, EngineImagesRequest()),
+    )
+    field_set = DockerPackageFieldSet.create(wrapped.target)
+    repository = field_set.format_repository(docker_options.default_repository, context.interpolation_context)
+    ref = f"{repository}:{key_tag(identity.key)}"
+    image_id = engine.refs.get(ref)
+    if image_id:
+        return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
+
+    # The base's own tags too, as `pants package` of the base would give it.
+    refs = tuple(
+        tag.full_name
+        for registry in field_set.image_refs(
+            default_repository=docker_options.default_repository,
+            registries=docker_options.registries(),
+            interpolation_context=context.interpolation_context,
+        )
+        for tag in registry.tags
+    )
+    extra_args = (
+        *cache_args(subsystem, repository),
+        *get_build_options(
+            context=context,
+            field_set=field_set,
+            global_target_stage_option=docker_options.build_target_stage,
+            target=wrapped.target,
+        ),
+    )
+    process = engine_state_process(
+        docker_build_process(
+            docker,
+            refs=(*refs, ref),
+            digest=context.digest,
+            dockerfile=context.dockerfile,
+            build_args=context.build_args,
+            context_root=field_set.get_context_root(docker_options.default_context_root),
+            env={**docker_env.env, **context.build_env.environment},
+            extra_args=extra_args,
+            invalidation={"__UPSTREAM_IMAGE_IDS": ",".join(context.upstream_image_ids)},
+        ),
+        engine,
+    )
+    result = await Get(ProcessResult, Process, process)
+    image_id_file = await Get(DigestContents, Digest, result.output_digest)
+    return BuiltBaseImage(identity=identity, image_id=image_id_file[0].content.decode().strip(), ref=ref, built=True)
+
+
+def rules():
+    return collect_rules()

@@ -1,0 +1,90 @@
+import pytest
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.addresses import Address
+from pants.engine.fs import EMPTY_DIGEST
+from pants.engine.process import ProcessCacheScope
+from pants.engine.target import InvalidFieldException
+from pants.testutil.option_util import create_subsystem
+from pants.util.frozendict import FrozenDict
+
+from chromadb_lambda.engine import (
+    IMAGE_ID_FILE,
+    EngineImages,
+    LambdaImageBuild,
+    build_process,
+    cache_args,
+    engine_state_process,
+    format_repository,
+    image_refs,
+    parse_image_listing,
+    tag_process,
+)
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+
+ADDRESS = Address("lambdas/word_polling", target_name="word_polling")
+
+
+def test_format_repository_placeholders() -> None:
+    assert format_repository("{name}", ADDRESS) == "word_polling"
+    assert format_repository("receipts/{parent_directory}-{directory}", ADDRESS) == "receipts/lambdas-word_polling"
+
+
+@pytest.mark.parametrize("template, match", [("{nmae}", "unknown placeholder"), ("Upper/{name}", "Docker rejects")])
+def test_format_repository_errors_name_the_target(template: str, match: str) -> None:
+    with pytest.raises(InvalidFieldException, match=match) as e:
+        format_repository(template, ADDRESS)
+    assert "lambdas/word_polling:word_polling" in str(e.value)
+
+
+def test_image_refs_rejects_invalid_tags() -> None:
+    assert image_refs("repo", ("latest", "v1.2"), ADDRESS) == ("repo:latest", "repo:v1.2")
+    with pytest.raises(InvalidFieldException, match="image_tags"):
+        image_refs("repo", ("-bad",), ADDRESS)
+
+
+def test_parse_image_listing_skips_untagged_images() -> None:
+    output = "word_polling:latest sha256:aaa\n<none>:<none> sha256:bbb\nrepo:<none> sha256:ccc\nreg:5000/r:ck-1 sha256:ddd\n"
+    assert parse_image_listing(output) == {"word_polling:latest": "sha256:aaa", "reg:5000/r:ck-1": "sha256:ddd"}
+
+
+def test_build_process_tags_writes_image_id_and_runs_every_session() -> None:
+    docker = DockerBinary("/bin/docker", "sha")
+    build = LambdaImageBuild(refs=("r:latest", "r:ck-1"), context=EMPTY_DIGEST, dockerfile="Dockerfile", base_image_id="sha256:base")
+    process = build_process(docker, build, {"DOCKER_HOST": "unix:///x.sock"})
+    assert process.argv == (
+        "/bin/docker", "build", "--iidfile", IMAGE_ID_FILE, "--tag", "r:latest", "--tag", "r:ck-1", "--file", "Dockerfile", ".",
+    )
+    assert process.output_files == (IMAGE_ID_FILE,)
+    assert process.cache_scope == ProcessCacheScope.PER_SESSION
+    assert process.env["DOCKER_HOST"] == "unix:///x.sock"
+    assert process.env["__CHROMADB_LAMBDA_BASE_IMAGE_ID"] == "sha256:base"
+
+
+def test_tag_process() -> None:
+    process = tag_process(DockerBinary("/bin/docker", "sha"), "sha256:abc", "r:latest", {})
+    assert process.argv == ("/bin/docker", "tag", "sha256:abc", "r:latest")
+
+
+def test_cache_args_inline_cache_and_cache_from_per_repository() -> None:
+    subsystem = create_subsystem(
+        ChromadbLambdaSubsystem,
+        inline_cache=True,
+        cache_from=["reg:5000/{repository}:latest", "reg:5000/{repository}:main"],
+    )
+    assert cache_args(subsystem, "receipts/word_polling") == (
+        "--build-arg", "BUILDKIT_INLINE_CACHE=1",
+        "--cache-from", "reg:5000/receipts/word_polling:latest",
+        "--cache-from", "reg:5000/receipts/word_polling:main",
+    )
+    assert cache_args(create_subsystem(ChromadbLambdaSubsystem, inline_cache=False, cache_from=[]), "r") == ()
+
+
+def test_engine_state_process_is_keyed_by_the_engine_listing() -> None:
+    process = tag_process(DockerBinary("/bin/docker", "sha"), "sha256:abc", "r:latest", {})
+    before = EngineImages(FrozenDict({"r:ck-1": "sha256:abc"}))
+    after = EngineImages(FrozenDict({"r:ck-1": "sha256:abc", "r:latest": "sha256:abc"}))
+    keyed = engine_state_process(process, before)
+    assert keyed.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
+    assert keyed.argv == process.argv
+    assert keyed != engine_state_process(process, after)
+    assert keyed == engine_state_process(process, EngineImages(FrozenDict({"r:ck-1": "sha256:abc"})))
