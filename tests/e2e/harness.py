@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -57,10 +59,12 @@ class PantsResult:
         return self
 
 
-def run_pants(build_root: Path, args: Sequence[str], env: dict[str, str] | None = None) -> PantsResult:
-    # No pantsd: each test's build root is scratch, so a daemon would only linger after the test.
+def run_pants(
+    build_root: Path, args: Sequence[str], env: dict[str, str] | None = None, pantsd: bool = False
+) -> PantsResult:
+    """Real Pants in `build_root`. With `pantsd`, the caller stops it (`stop_pantsd`) when done."""
     proc = subprocess.run(
-        [str(build_root / "pants"), "--no-pantsd", "--no-dynamic-ui", *args],
+        [str(build_root / "pants"), "--pantsd" if pantsd else "--no-pantsd", "--no-dynamic-ui", *args],
         cwd=build_root,
         env={**os.environ, **(env or {})},
         text=True,
@@ -70,8 +74,9 @@ def run_pants(build_root: Path, args: Sequence[str], env: dict[str, str] | None 
     return PantsResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def image_layers(image: str) -> list[str]:
-    out = docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout
+def image_layers(image: str, host: str | None = None) -> list[str]:
+    """The diff ids of an image's layers, on the default engine or on `host`."""
+    out = docker(*(("-H", host) if host else ()), "image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout
     return json.loads(out)
 
 
@@ -101,3 +106,151 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def git(build_root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "e2e",
+        "GIT_AUTHOR_EMAIL": "e2e@example.com",
+        "GIT_COMMITTER_NAME": "e2e",
+        "GIT_COMMITTER_EMAIL": "e2e@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=build_root, env=env, check=True, text=True, capture_output=True
+    ).stdout
+
+
+def init_git_repo(build_root: Path) -> None:
+    (build_root / ".gitignore").write_text("/.pants.d/\n/dist/\n__pycache__/\n")
+    git(build_root, "init", "-q", "-b", "main")
+    git(build_root, "add", "-A")
+    git(build_root, "commit", "-q", "-m", "seed")
+
+
+def read_docker_infos(build_root: Path) -> dict[str, dict]:
+    """The docker-info JSON of every chromadb_lambda image this run packaged, by target name."""
+    infos = {}
+    for path in sorted((build_root / "dist").glob("**/*.docker-info.json")):
+        info = json.loads(path.read_text())
+        if "content_key" in info:
+            infos[info["address"].rsplit(":", 1)[1]] = info
+    return infos
+
+
+def stop_pantsd(build_root: Path) -> None:
+    for pid_file in (build_root / ".pids").glob("*/pantsd/pid"):
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
+def package(build_root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[dict[str, dict], PantsResult]:
+    """Runs Pants (`package` somewhere in `args`) in a clean `dist/`; the docker-info of each Lambda.
+
+    Uses pantsd (many runs per scratch repo): callers stop it with `stop_pantsd`.
+    """
+    shutil.rmtree(build_root / "dist", ignore_errors=True)
+    result = run_pants(build_root, [*args], env=env, pantsd=True).assert_success()
+    return read_docker_infos(build_root), result
+
+
+class Registry:
+    """A real registry (Debian's `docker-registry`, distribution 2.x) on loopback, no auth."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._root = root
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Registry":
+        binary = shutil.which("docker-registry")
+        assert binary, "docker-registry is not installed: `apt-get install docker-registry` (.ci/run does)"
+        self._root.mkdir(parents=True, exist_ok=True)
+        config = self._root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self._root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.address}\n"
+        )
+        self._log = open(self._root / "registry.log", "w")
+        self._proc = subprocess.Popen([binary, "serve", str(config)], stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+        self._log.close()
+
+
+class DockerEngine:
+    """A second, empty Docker engine (own data root, bridge and socket): a new CI runner."""
+
+    def __init__(self, root: Path, bridge: str = "cl-e2e0", subnet: str = "172.31.250.1/24") -> None:
+        # Unix socket paths are limited to 108 bytes: keep the run-time files short.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="cl-eng-", dir="/tmp"))
+        self.host = f"unix://{self.run_dir}/docker.sock"
+        self._root = root
+        self._bridge = bridge
+        self._subnet = subnet
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "DockerEngine":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> "DockerEngine":
+        # Its own bridge: the default `docker0` belongs to the first engine. A bridge left by a killed
+        # run is replaced.
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._log = open(self._root / "dockerd.log", "w")
+        subprocess.run(["ip", "link", "delete", self._bridge], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "add", self._bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", self._subnet, "dev", self._bridge], check=True)
+        subprocess.run(["ip", "link", "set", self._bridge, "up"], check=True)
+        self._proc = subprocess.Popen(
+            [
+                shutil.which("dockerd") or "/usr/sbin/dockerd",
+                "--data-root", str(self._root / "data"),
+                "--exec-root", str(self.run_dir / "exec"),
+                "--pidfile", str(self.run_dir / "docker.pid"),
+                "-H", self.host,
+                "--bridge", self._bridge,
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(120):
+            if docker("-H", self.host, "version", check=False).returncode == 0:
+                return self
+            time.sleep(0.25)
+        raise AssertionError(f"second engine did not start: {(self._root / 'dockerd.log').read_text()}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc:
+            self._proc.terminate()
+            self._proc.wait(timeout=60)
+        if hasattr(self, "_log"):
+            self._log.close()
+        subprocess.run(["ip", "link", "delete", self._bridge], check=False, capture_output=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")

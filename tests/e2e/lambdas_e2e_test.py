@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from e2e.harness import copy_repo, docker, files_added_over_base, free_port, run_pants
 from e2e.runtime_api import RuntimeApi
+from receipt_dynamo import DynamoClient, ReceiptWord, create_table
 
 TASK_ROOT = "/var/task"
 RECEIPT_DYNAMO = {f"receipt_dynamo/{m}.py" for m in ("__init__", "client", "entities", "queries")}
@@ -62,8 +63,9 @@ EXPECTED_CONTEXT = {
         "receipt_chroma/delta.py",
     },
 }
-# The tests tag their images apart from a developer's own `<name>:latest`.
-REPOSITORY = "chromadb-lambda-e2e"
+# The tests tag their images apart from a developer's own `<name>:latest`, and apart from earlier
+# runs, so that this run really builds them.
+REPOSITORY = f"chromadb-lambda-e2e-{uuid.uuid4().hex[:8]}"
 TABLE = "receipts-e2e"
 BUCKET = "receipt-embeddings-e2e"
 
@@ -73,7 +75,7 @@ def image(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`./pants package lambdas::` in a scratch copy of the repo; the docker-info of every image."""
     build_root = copy_repo(Path.cwd(), tmp_path_factory.mktemp("repo"))
     result = run_pants(build_root, [f"--docker-default-repository={REPOSITORY}/{{name}}", "package", "lambdas::"]).assert_success()
@@ -82,24 +84,28 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         info = json.loads(path.read_text())
         manifest = json.loads(path.with_name(path.name.replace(".docker-info.json", ".context.json")).read_text())
         infos[info["address"].rsplit(":", 1)[1]] = {**info, "manifest": manifest}
-    return {"infos": infos, "stderr": result.stderr}
+    yield {"infos": infos, "stderr": result.stderr}
+    docker("image", "rm", *(tag for info in infos.values() for tag in info["tags"]), check=False)
 
 
 def test_package_builds_every_lambda_and_reports_it(packaged: dict[str, Any]) -> None:
     infos = packaged["infos"]
     assert sorted(infos) == sorted(EXPECTED_CONTEXT)
     for name, info in infos.items():
-        assert info["tags"] == [image(name)]
+        assert info["tags"] == [image(name), f"{REPOSITORY}/{name}:ck-{info['content_key'][:32]}"]
         assert info["image_id"].startswith("sha256:")
+        assert info["built"] is True
+        # Built FROM the base by its content-key tag.
+        assert info["base_image"]["ref"] == f"chromadb-lambda/base:ck-{info['base_image']['key'][:32]}"
         assert info["handler"] == f"{name}.handler.handle"
         assert info["base_image"]["address"] == "base:lambda-base"
         manifest = info["manifest"]
         assert manifest["total_bytes"] == sum(f["size"] for f in manifest["files"]) == info["context"]["bytes"]
         assert manifest["provided_by_base"] == ["receipt_common/__init__.py"]
         # One summary line per image.
-        assert f"Built Lambda image {image(name)}: {manifest['file_count']} files" in packaged["stderr"]
-    # Every Lambda builds FROM the same base, by a tag the engine holds.
-    assert len({info["base_image"]["image_id"] for info in infos.values()}) == 1
+        assert f"Lambda image {image(name)} built: {manifest['file_count']} files" in packaged["stderr"]
+    # Every Lambda builds FROM the same base.
+    assert len({info["base_image"]["ref"] for info in infos.values()}) == 1
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +141,7 @@ def aws() -> Iterator[dict[str, str]]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        dynamodb = boto3.resource("dynamodb")
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "PK", "AttributeType": "S"},
-                {"AttributeName": "SK", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_table(TABLE)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield env
     finally:
@@ -173,21 +170,7 @@ def invoke(image: str, event: dict[str, Any], env: dict[str, str]) -> Any:
 
 
 def seed_words(words: list[tuple[int, int, int, str, str]]) -> None:
-    table = boto3.resource("dynamodb").Table(TABLE)
-    for receipt_id, line_id, word_id, text, status in words:
-        table.put_item(
-            Item={
-                "PK": "IMAGE#img-1",
-                "SK": f"RECEIPT#{receipt_id:05d}#LINE#{line_id:05d}#WORD#{word_id:05d}",
-                "TYPE": "WORD",
-                "image_id": "img-1",
-                "receipt_id": receipt_id,
-                "line_id": line_id,
-                "word_id": word_id,
-                "text": text,
-                "embedding_status": status,
-            }
-        )
+    DynamoClient(TABLE).put_words(ReceiptWord("img-1", r, line, w, text, status) for r, line, w, text, status in words)
 
 
 def batch_result(keys: list[str]) -> bytes:
