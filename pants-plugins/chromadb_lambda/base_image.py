@@ -22,7 +22,7 @@ from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 
-from chromadb_lambda.content_key import BaseImageIdentity, key_tag
+from chromadb_lambda.content_key import BaseImageIdentity
 from chromadb_lambda.engine import (
     DockerEnvironment,
     EngineImages,
@@ -54,13 +54,18 @@ class BuiltBaseImage:
 
 
 @rule(desc="Identifying a base image by its content")
-async def identify_base_image(request: BaseImageIdentityRequest) -> BaseImageIdentity:
+async def identify_base_image(request: BaseImageIdentityRequest, docker_options: DockerOptions) -> BaseImageIdentity:
     # The base's build context: Pants builds what it COPYs (e.g. its PEX), but not the image.
-    context = await Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False))
+    wrapped, context = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
+    )
+    field_set = DockerPackageFieldSet.create(wrapped.target)
     return BaseImageIdentity(
         context_fingerprint=context.digest.fingerprint,
         dockerfile=context.dockerfile,
         build_args=tuple(context.build_args),
+        repository=field_set.format_repository(docker_options.default_repository, context.interpolation_context),
     )
 
 
@@ -79,8 +84,7 @@ async def build_base_image(
         Get(EngineImages, EngineImagesRequest()),
     )
     field_set = DockerPackageFieldSet.create(wrapped.target)
-    repository = field_set.format_repository(docker_options.default_repository, context.interpolation_context)
-    ref = f"{repository}:{key_tag(identity.key)}"
+    ref = identity.ref
     image_id = engine.refs.get(ref)
     if image_id:
         return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
@@ -96,7 +100,7 @@ async def build_base_image(
         for tag in registry.tags
     )
     extra_args = (
-        *cache_args(subsystem, repository),
+        *cache_args(subsystem, identity.repository),
         *get_build_options(
             context=context,
             field_set=field_set,

@@ -30,6 +30,13 @@ class BaseImageIdentity:
     context_fingerprint: str
     dockerfile: str
     build_args: tuple[str, ...]
+    # The base's repository: names the image, not part of its identity.
+    repository: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The tag Lambda images build FROM: the base's repository and content key."""
+        return f"{self.repository}:{key_tag(self.key)}"
 
     @property
     def key(self) -> str:

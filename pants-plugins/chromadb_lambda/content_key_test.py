@@ -32,3 +32,9 @@ def test_base_identity_ignores_build_arg_order() -> None:
 def test_key_tag_is_a_valid_docker_tag() -> None:
     tag = key_tag(key())
     assert tag.startswith("ck-") and len(tag) == 35
+
+
+def test_base_ref_names_the_repository_and_content_but_repository_is_not_identity() -> None:
+    named = BaseImageIdentity("a" * 64, "base/Dockerfile", ("X=1", "Y=2"), repository="acme/base")
+    assert named.key == BASE.key
+    assert named.ref == f"acme/base:ck-{BASE.key[:32]}"

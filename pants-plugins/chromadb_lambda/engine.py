@@ -57,6 +57,10 @@ def format_repository(template: str, address: Address, field_alias: str = "repos
 
 
 def image_refs(repository: str, tags: tuple[str, ...], address: Address) -> tuple[str, ...]:
+    if not tags:
+        raise InvalidFieldException(
+            f"The `image_tags` field in target {address} must not be empty: give at least one tag, e.g. `[\"latest\"]`."
+        )
     for tag in tags:
         if not _TAG_RE.match(tag):
             raise InvalidFieldException(

@@ -88,3 +88,8 @@ def test_engine_state_process_is_keyed_by_the_engine_listing() -> None:
     assert keyed.argv == process.argv
     assert keyed != engine_state_process(process, after)
     assert keyed == engine_state_process(process, EngineImages(FrozenDict({"r:ck-1": "sha256:abc"})))
+
+
+def test_image_refs_needs_a_tag() -> None:
+    with pytest.raises(InvalidFieldException, match=r"`image_tags` field in target lambdas/word_polling:word_polling must not be empty"):
+        image_refs("repo", (), ADDRESS)

@@ -81,9 +81,7 @@ def size_text(size: int) -> str:
     return f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB"
 
 
-def docker_info(
-    address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, base_ref: str | None, built: bool
-) -> bytes:
+def docker_info(address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, built: bool) -> bytes:
     closure = key.closure
     info = {
         "version": 1,
@@ -93,7 +91,7 @@ def docker_info(
         "content_key": key.key,
         "built": built,
         "handler": closure.handler,
-        "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": base_ref},
+        "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": key.base.ref},
         "context": {"files": len(closure.files), "bytes": closure.total_bytes},
     }
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
@@ -134,7 +132,6 @@ async def package_chromadb_lambda(
     closure = key.closure
 
     image_id = engine.refs.get(key_ref)
-    base_ref = None
     if image_id:
         # The engine holds this exact content: no build, not even of the base. Only move tags that
         # point elsewhere (e.g. `latest` after a checkout of another commit).
@@ -147,7 +144,6 @@ async def package_chromadb_lambda(
         status = "is up to date"
     else:
         base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
-        base_ref = base.ref
         context = await Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref))
         build = LambdaImageBuild(
             refs=(*refs, key_ref),
@@ -167,7 +163,7 @@ async def package_chromadb_lambda(
         Digest,
         CreateDigest(
             [
-                FileContent(info_path, docker_info(field_set.address, image_id, (*refs, key_ref), key, base_ref, status == "built")),
+                FileContent(info_path, docker_info(field_set.address, image_id, (*refs, key_ref), key, status == "built")),
                 FileContent(manifest_path, context_manifest(closure, subsystem.task_root)),
             ]
         ),
