@@ -32,6 +32,7 @@ from chromadb_lambda.engine import (
     engine_state_process,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.target_types import ChromadbLambdaCacheFromField
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ async def build_base_image(
         for tag in registry.tags
     )
     extra_args = (
-        *cache_args(subsystem, identity.repository),
+        *cache_args(subsystem, identity.repository, wrapped.target.get(ChromadbLambdaCacheFromField).value),
         *get_build_options(
             context=context,
             field_set=field_set,

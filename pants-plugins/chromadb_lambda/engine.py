@@ -171,12 +171,18 @@ def tag_process(docker: DockerBinary, image_id: str, ref: str, env: Mapping[str,
 IMAGE_ID_FILE = ".chromadb-lambda-image-id"
 
 
-def cache_args(subsystem: ChromadbLambdaSubsystem, repository: str) -> tuple[str, ...]:
-    """BuildKit registry cache: inline cache metadata on build, `--cache-from` the configured images."""
+def cache_args(
+    subsystem: ChromadbLambdaSubsystem, repository: str, target_cache_from: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """BuildKit registry cache: inline cache metadata on build, `--cache-from` the configured images.
+
+    A target's own `cache_from` field, when set, replaces `[lambda-image].cache_from`.
+    """
     args: list[str] = []
     if subsystem.inline_cache:
         args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-    for template in subsystem.cache_from:
+    templates = subsystem.cache_from if target_cache_from is None else target_cache_from
+    for template in templates:
         args += ["--cache-from", template.format(repository=repository)]
     return tuple(args)
 

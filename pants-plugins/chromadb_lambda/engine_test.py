@@ -93,3 +93,10 @@ def test_engine_state_process_is_keyed_by_the_engine_listing() -> None:
 def test_image_refs_needs_a_tag() -> None:
     with pytest.raises(InvalidFieldException, match=r"`image_tags` field in target lambdas/word_polling:word_polling must not be empty"):
         image_refs("repo", (), ADDRESS)
+
+
+def test_target_cache_from_replaces_the_option() -> None:
+    subsystem = create_subsystem(ChromadbLambdaSubsystem, inline_cache=False, cache_from=["reg/{repository}:latest"])
+    assert cache_args(subsystem, "r", ("other/{repository}:main",)) == ("--cache-from", "other/r:main")
+    assert cache_args(subsystem, "r", ()) == ()
+    assert cache_args(subsystem, "r", None) == ("--cache-from", "reg/r:latest")

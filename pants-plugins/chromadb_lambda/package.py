@@ -42,6 +42,7 @@ from chromadb_lambda.engine import (
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
+    ChromadbLambdaCacheFromField,
     ChromadbLambdaHandlerField,
     ChromadbLambdaImageTagsField,
     ChromadbLambdaRepositoryField,
@@ -58,6 +59,7 @@ class ChromadbLambdaPackageFieldSet(PackageFieldSet):
     base_image: ChromadbLambdaBaseImageField
     repository: ChromadbLambdaRepositoryField
     image_tags: ChromadbLambdaImageTagsField
+    cache_from: ChromadbLambdaCacheFromField
     output_path: OutputPathField
 
 
@@ -150,7 +152,7 @@ async def package_chromadb_lambda(
             context=context.digest,
             dockerfile=context.dockerfile,
             base_image_id=base.image_id,
-            extra_args=cache_args(subsystem, repository),
+            extra_args=cache_args(subsystem, repository, field_set.cache_from.value),
         )
         result = await Get(ProcessResult, Process, engine_state_process(build_process(docker, build, docker_env.env), engine))
         image_id_file = await Get(DigestContents, Digest, result.output_digest)

@@ -1,12 +1,15 @@
 """The `chromadb_lambda` backend: AWS Lambda container images with minimal, inferred build contexts."""
+from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
 from chromadb_lambda import base_image, closure, context, dependency_inference, engine, package
-from chromadb_lambda.target_types import ChromadbLambdaTarget
+from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
 
 
 def rules():
     return [
+        # The base `docker_image` accepts `cache_from` too: the plugin builds it.
+        DockerImageTarget.register_plugin_field(ChromadbLambdaCacheFromField),
         *faas.rules(),
         *base_image.rules(),
         *closure.rules(),

@@ -92,6 +92,20 @@ class ChromadbLambdaRegistriesField(StringSequenceField):
     )
 
 
+class ChromadbLambdaCacheFromField(StringSequenceField):
+    alias = "cache_from"
+    default = None
+    help = help_text(
+        """
+        Images BuildKit may reuse layers from when building this image (`docker build
+        --cache-from`), instead of `[lambda-image].cache_from`. `{repository}` is replaced by the
+        image's repository. Also accepted on the base `docker_image` target, for the base build.
+
+        Example: `cache_from=["registry.example.com:5000/{repository}:main"]`.
+        """
+    )
+
+
 class ChromadbLambdaSkipPushField(BoolField):
     alias = "skip_push"
     default = False
@@ -109,6 +123,7 @@ class ChromadbLambdaTarget(Target):
         ChromadbLambdaImageTagsField,
         ChromadbLambdaRegistriesField,
         ChromadbLambdaSkipPushField,
+        ChromadbLambdaCacheFromField,
         PythonResolveField,
         OutputPathField,
     )
