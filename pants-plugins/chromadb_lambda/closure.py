@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterable
 
 from pants.backend.docker.target_types import DockerImageSourceField, DockerImageTarget
 from pants.backend.python.target_types import PythonRequirementsField
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 class MissingThirdPartyRequirementError(Exception):
     """The handler imports a requirement that the base image does not install."""
+
+
+class SplitPackageError(Exception):
+    """The Lambda would copy files into a package whose `__init__.py` only the base image has."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,42 @@ def missing_requirements_message(address: Address, base: Address, missing: tuple
 
         Add them to the dependencies of {base} (its PEX), or set
         `[lambda-image].missing_third_party = "warning"` to build anyway.
+        """
+    )
+
+
+def split_packages(kept: Iterable[str], provided: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """Packages whose `__init__.py` the base provides while the Lambda copies other files of them.
+
+    Python imports such a package from the base (a regular package wins over the task root's
+    directory without `__init__.py`), so the copied files could never be imported or read.
+    """
+    split: dict[str, list[str]] = {}
+    for path in kept:
+        if path in provided:
+            continue
+        parts = path.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            package = "/".join(parts[:depth])
+            if f"{package}/__init__.py" in provided:
+                split.setdefault(package, []).append(path)
+                break
+    return {package: tuple(sorted(paths)) for package, paths in sorted(split.items())}
+
+
+def split_packages_message(address: Address, base: Address, split: dict[str, tuple[str, ...]]) -> str:
+    files = [path for paths in split.values() for path in paths]
+    packages = ", ".join(f"`{p.replace('/', '.')}`" for p in split)
+    return softwrap(
+        f"""
+        The handler of {address} needs files of {packages}, but its `base_image` ({base}) installs
+        only part of that: Python would import the package from the base image and never see these
+        files copied to the task root:
+
+        {bullet_list(files)}
+
+        Add the targets owning them to the dependencies of {base}, or take the package out of the
+        base entirely.
         """
     )
 
@@ -206,6 +247,9 @@ async def compute_lambda_closure(
     base_files = frozenset(base_sources.stripped_source_files.snapshot.files)
     keep = tuple(sorted(f for f in snapshot.files if f not in base_files))
     provided = tuple(sorted(f for f in snapshot.files if f in base_files))
+    split = split_packages(keep, base_files)
+    if split:
+        raise SplitPackageError(split_packages_message(target.address, base.address, split))
     digest = await Get(Digest, DigestSubset(snapshot.digest, PathGlobs(keep)))
     entries = await Get(DigestEntries, Digest, digest)
     files = tuple(

@@ -23,7 +23,7 @@ from pants.engine.internals.scheduler import ExecutionError
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda import closure, dependency_inference
-from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest
+from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest, split_packages
 from chromadb_lambda.target_types import ChromadbLambdaTarget
 
 
@@ -243,3 +243,25 @@ def test_base_image_must_be_a_docker_image(rule_runner: RuleRunner) -> None:
     )
     with pytest.raises(ExecutionError, match=r"The `base_image` field in target functions/fn:fn must be the address of a `docker_image`"):
         get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+
+
+def test_package_split_between_base_and_lambda_is_an_error(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            # The base bakes in only the package's __init__.py.
+            "base/BUILD": 'docker_image(name="base", dependencies=["3rdparty:boto3", "app/text/__init__.py"])',
+            "functions/fn/BUILD": lambda_build("fn"),
+            "functions/fn/main.py": "from text import vocab\n\ndef handle(event, context):\n    return 1\n",
+        }
+    )
+    with pytest.raises(ExecutionError) as e:
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+    message = str(e.value)
+    assert "SplitPackageError" in message and "functions/fn:fn" in message and "`text`" in message
+    assert "text/vocab.py" in message and "text/words.txt" in message
+
+
+def test_split_packages_finds_the_outermost_base_package() -> None:
+    provided = frozenset({"a/__init__.py", "a/b/__init__.py", "c/__init__.py"})
+    assert split_packages(["a/b/m.py", "a/x.txt", "c/__init__.py", "d/m.py"], provided) == {"a": ("a/b/m.py", "a/x.txt")}
