@@ -3,7 +3,6 @@ the base (when needed), then the Lambda image on top of it."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 
@@ -47,8 +46,6 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaImageTagsField,
     ChromadbLambdaRepositoryField,
 )
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
