@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
 from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.target_types import DockerImageSourceField
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_context import (
     DockerBuildContext,
@@ -20,7 +21,7 @@ from pants.engine.addresses import Address
 from pants.engine.fs import Digest, DigestContents
 from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
-from pants.engine.target import WrappedTarget, WrappedTargetRequest
+from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
 
 from chromadb_lambda.content_key import BaseImageIdentity
 from chromadb_lambda.engine import (
@@ -61,11 +62,20 @@ async def identify_base_image(request: BaseImageIdentityRequest, docker_options:
         Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
         Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
     )
+    # An upstream docker_image the Dockerfile names by address is a dependency, and its content is
+    # part of the base's: fold in its identity (recursively).
+    dependencies = await Get(Targets, DependenciesRequest(wrapped.target[Dependencies]))
+    upstream = await MultiGet(
+        Get(BaseImageIdentity, BaseImageIdentityRequest(t.address))
+        for t in dependencies
+        if t.has_field(DockerImageSourceField)
+    )
     field_set = DockerPackageFieldSet.create(wrapped.target)
     return BaseImageIdentity(
         context_fingerprint=context.digest.fingerprint,
         dockerfile=context.dockerfile,
         build_args=tuple(context.build_args),
+        upstream_keys=tuple(u.key for u in upstream),
         repository=field_set.format_repository(docker_options.default_repository, context.interpolation_context),
     )
 
@@ -78,9 +88,8 @@ async def build_base_image(
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
 ) -> BuiltBaseImage:
-    wrapped, context, identity, engine = await MultiGet(
+    wrapped, identity, engine = await MultiGet(
         Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
-        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
         Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
         Get(EngineImages, EngineImagesRequest()),
     )
@@ -89,6 +98,10 @@ async def build_base_image(
     image_id = engine.refs.get(ref)
     if image_id:
         return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
+
+    # Only now build the images the base's Dockerfile names by target address (`FROM` an upstream
+    # docker_image), as Pants' own docker_image rule does.
+    context = await Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=True))
 
     # The base's own tags too, as `pants package` of the base would give it.
     refs = tuple(

@@ -30,6 +30,8 @@ class BaseImageIdentity:
     context_fingerprint: str
     dockerfile: str
     build_args: tuple[str, ...]
+    # The keys of docker_image targets the base builds FROM by address (upstream images Pants builds).
+    upstream_keys: tuple[str, ...] = ()
     # The base's repository: names the image, not part of its identity.
     repository: str = ""
 
@@ -45,6 +47,7 @@ class BaseImageIdentity:
                 "context": self.context_fingerprint,
                 "dockerfile": self.dockerfile,
                 "build_args": sorted(self.build_args),
+                "upstream": sorted(self.upstream_keys),
             }
         )
 

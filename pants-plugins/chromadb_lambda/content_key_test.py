@@ -38,3 +38,9 @@ def test_base_ref_names_the_repository_and_content_but_repository_is_not_identit
     named = BaseImageIdentity("a" * 64, "base/Dockerfile", ("X=1", "Y=2"), repository="acme/base")
     assert named.key == BASE.key
     assert named.ref == f"acme/base:ck-{BASE.key[:32]}"
+
+
+def test_upstream_images_are_part_of_the_base_identity() -> None:
+    with_upstream = BaseImageIdentity("a" * 64, "base/Dockerfile", ("X=1", "Y=2"), upstream_keys=("u" * 64,))
+    assert with_upstream.key != BASE.key
+    assert BaseImageIdentity("a" * 64, "base/Dockerfile", ("X=1", "Y=2"), upstream_keys=("v" * 64,)).key != with_upstream.key
