@@ -70,6 +70,8 @@ class LambdaClosure:
     handler_module: str
     handler_function: str
     base_address: Address
+    # Where the closure starts: the handler's module and declared dependencies (not the base).
+    roots: tuple[Address, ...]
     # The files to copy into the task root, source roots stripped, minus what the base provides.
     digest: Digest
     files: tuple[ContextFile, ...]
@@ -262,6 +264,7 @@ async def compute_lambda_closure(
         handler_module=handler.module,
         handler_function=handler.func,
         base_address=base.address,
+        roots=tuple(roots),
         digest=digest,
         files=files,
         provided_by_base=provided,

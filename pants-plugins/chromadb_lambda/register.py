@@ -2,7 +2,7 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda import base_image, closure, context, dependency_inference, engine, package
+from chromadb_lambda import base_image, closure, context, dependency_inference, engine, explain, package
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
 
 
@@ -16,6 +16,7 @@ def rules():
         *context.rules(),
         *dependency_inference.rules(),
         *engine.rules(),
+        *explain.rules(),
         *package.rules(),
     ]
 
