@@ -34,6 +34,12 @@ from pants.engine.target import (
 )
 from pants.util.strutil import bullet_list, softwrap
 
+from chromadb_lambda.checks import (
+    ClosureSyntaxError,
+    dynamic_imports_message,
+    large_context_message,
+    scan_python_file,
+)
 from chromadb_lambda.handler import HandlerSyntaxError, close_names, defined_names, module_path_candidates
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
 from chromadb_lambda.target_types import (
@@ -146,6 +152,25 @@ def split_packages_message(address: Address, base: Address, split: dict[str, tup
     )
 
 
+def check_context(
+    address: Address, python_files: DigestContents, files: tuple[ContextFile, ...], subsystem: ChromadbLambdaSubsystem
+) -> None:
+    """Syntax errors fail; dynamic imports and an oversized context warn (see `checks`)."""
+    dynamic = []
+    for content in python_files:
+        try:
+            dynamic.extend(scan_python_file(content.path, content.content))
+        except ClosureSyntaxError as e:
+            raise ClosureSyntaxError(f"A file in the handler closure of {address} does not parse: {e}") from e
+    if dynamic and subsystem.warn_dynamic_imports:
+        logger.warning(dynamic_imports_message(str(address), dynamic))
+    total = sum(f.size for f in files)
+    if subsystem.context_size_warning and total > subsystem.context_size_warning:
+        logger.warning(
+            large_context_message(str(address), total, subsystem.context_size_warning, ((f.path, f.size) for f in files))
+        )
+
+
 async def _resolve_base_image(target: Target) -> Target:
     field = target[ChromadbLambdaBaseImageField]
     addresses = await Get(
@@ -253,12 +278,16 @@ async def compute_lambda_closure(
     if split:
         raise SplitPackageError(split_packages_message(target.address, base.address, split))
     digest = await Get(Digest, DigestSubset(snapshot.digest, PathGlobs(keep)))
-    entries = await Get(DigestEntries, Digest, digest)
+    entries, python_files = await MultiGet(
+        Get(DigestEntries, Digest, digest),
+        Get(DigestContents, DigestSubset(digest, PathGlobs([f for f in keep if f.endswith(".py")]))),
+    )
     files = tuple(
         ContextFile(e.path, e.file_digest.serialized_bytes_length)
         for e in sorted(entries, key=lambda e: e.path)
         if isinstance(e, FileEntry)
     )
+    check_context(target.address, python_files, files, subsystem)
     return LambdaClosure(
         address=target.address,
         handler_module=handler.module,

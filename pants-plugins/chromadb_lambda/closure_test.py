@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from textwrap import dedent
 
 import pytest
@@ -265,3 +266,33 @@ def test_package_split_between_base_and_lambda_is_an_error(rule_runner: RuleRunn
 def test_split_packages_finds_the_outermost_base_package() -> None:
     provided = frozenset({"a/__init__.py", "a/b/__init__.py", "c/__init__.py"})
     assert split_packages(["a/b/m.py", "a/x.txt", "c/__init__.py", "d/m.py"], provided) == {"a": ("a/b/m.py", "a/x.txt")}
+
+
+def test_syntax_error_in_a_closure_file_names_file_and_line(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": lambda_build("fn"),
+            "functions/fn/main.py": "from fn import util\n\ndef handle(event, context):\n    return 1\n",
+            "functions/fn/util.py": "x = 1\ndef broken(:\n",
+        }
+    )
+    with pytest.raises(ExecutionError, match=r"handler closure of functions/fn:fn does not parse: fn/util.py:2: "):
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+
+
+def test_dynamic_imports_and_large_contexts_warn(rule_runner: RuleRunner, caplog) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": lambda_build("fn"),
+            "functions/fn/main.py": "import importlib\n\ndef handle(event, context):\n    return importlib.import_module(event['kind'])\n",
+        }
+    )
+    set_options(rule_runner, "--lambda-image-context-size-warning=10")
+    caplog.set_level(logging.WARNING)
+    get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "fn/main.py:4: importlib.import_module(...)" in warnings
+    assert "`dependencies` field of functions/fn:fn" in warnings
+    assert "over `[lambda-image].context_size_warning` (10)" in warnings and "fn/main.py:" in warnings

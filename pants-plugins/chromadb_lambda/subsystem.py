@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pants.option.option_types import BoolOption, EnumOption, StrListOption, StrOption
+from pants.option.option_types import BoolOption, EnumOption, IntOption, StrListOption, StrOption
 from pants.option.subsystem import Subsystem
 from pants.util.strutil import help_text
 
@@ -61,6 +61,25 @@ class ChromadbLambdaSubsystem(Subsystem):
             them. Images that do not exist yet are skipped by BuildKit.
 
             Example: `cache_from = ["registry.example.com:5000/{repository}:latest"]`.
+            """
+        ),
+    )
+    warn_dynamic_imports = BoolOption(
+        default=True,
+        help=help_text(
+            """
+            Warn about `importlib.import_module(name)` / `__import__(name)` calls with a computed name
+            in a handler's closure (file and line): no inference can see what they load, so those
+            modules must be declared in the target's `dependencies`.
+            """
+        ),
+    )
+    context_size_warning = IntOption(
+        default=5 * 1024 * 1024,
+        help=help_text(
+            """
+            Warn, with the largest files, when a Lambda's build context exceeds this many bytes: a
+            closure that large usually pulls in something by mistake. 0 turns the warning off.
             """
         ),
     )
