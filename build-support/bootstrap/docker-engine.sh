@@ -45,24 +45,44 @@ find_cli() {
 
 engine_answers() { DOCKER_HOST="$1" "$cli" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# Asks the engine itself: a pid file can outlive its dockerd (and its pid be reused) after a reboot
+# or a killed session.
 private_engine_running() {
-  [[ -S "$socket" && -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  [[ -S "$socket" ]] && engine_answers "unix://$socket"
+}
+
+# The pid of a dockerd serving our data root, if one runs (e.g. still starting up).
+private_engine_pid() {
+  local pid
+  [[ -f "$pidfile" ]] && pid="$(cat "$pidfile")" && [[ -r "/proc/$pid/cmdline" ]] \
+    && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "--data-root $data_root " && printf '%s' "$pid"
 }
 
 start_private_engine() {
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io
   is_root || die "no Docker engine reachable and starting one needs root: start Docker or set DOCKER_HOST."
   mkdir -p "$data_root" "$run_dir"
+  if [[ -z "$(private_engine_pid)" ]]; then
+    # Left by an engine that is gone: dockerd refuses to start over a pid file whose pid now runs.
+    rm -f "$pidfile" "$socket"
+  else
+    log "waiting for the private Docker engine that is already starting"
+    wait_for_engine && return 0
+  fi
   # No iptables/masquerading: containers reach only this host (there is no route out anyway), and the
   # machine's firewall stays untouched. The default bridge stays: RUN steps need a network.
   setsid dockerd --data-root "$data_root" --exec-root "$run_dir/exec" -H "unix://$socket" \
     --pidfile "$pidfile" --iptables=false --ip-masq=false >"$state/dockerd.log" 2>&1 < /dev/null &
+  wait_for_engine || die "the private Docker engine did not start within 30 s; see $state/dockerd.log"
+}
+
+wait_for_engine() {
   local i
   for i in $(seq 1 120); do
     engine_answers "unix://$socket" && return 0
     sleep 0.25
   done
-  die "the private Docker engine did not start within 30 s; see $state/dockerd.log"
+  return 1
 }
 
 ensure_cli() {
@@ -91,8 +111,10 @@ cmd_env() {
 }
 
 cmd_stop() {
-  if private_engine_running; then
-    kill "$(cat "$pidfile")"
+  local pid
+  pid="$(private_engine_pid)" || true
+  if [[ -n "$pid" ]]; then
+    kill "$pid"
     log "stopped the private Docker engine at unix://$socket"
   fi
 }
