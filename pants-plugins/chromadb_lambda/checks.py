@@ -38,12 +38,17 @@ def _is_dynamic_import_call(node: ast.Call) -> str | None:
     return name
 
 
-def scan_python_file(path: str, source: bytes) -> tuple[DynamicImport, ...]:
-    """Parses one file; returns its dynamic imports or raises `ClosureSyntaxError`."""
+def parse_python(path: str, source: bytes) -> ast.Module:
+    """Parses one file, or raises `ClosureSyntaxError` naming its path and line."""
     try:
-        tree = ast.parse(source, filename=path)
+        return ast.parse(source, filename=path)
     except SyntaxError as e:
         raise ClosureSyntaxError(f"{path}:{e.lineno}: {e.msg}") from e
+
+
+def scan_python_file(path: str, source: bytes) -> tuple[DynamicImport, ...]:
+    """Parses one file; returns its dynamic imports or raises `ClosureSyntaxError`."""
+    tree = parse_python(path, source)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):

@@ -40,12 +40,13 @@ from chromadb_lambda.checks import (
     large_context_message,
     scan_python_file,
 )
-from chromadb_lambda.handler import HandlerSyntaxError, close_names, defined_names, module_path_candidates
+from chromadb_lambda.handler import close_names, defined_names, module_path_candidates
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaDependenciesField,
     ChromadbLambdaHandlerField,
+    base_image_address_input,
 )
 
 logger = logging.getLogger(__name__)
@@ -173,14 +174,7 @@ def check_context(
 
 async def _resolve_base_image(target: Target) -> Target:
     field = target[ChromadbLambdaBaseImageField]
-    addresses = await Get(
-        Addresses,
-        UnparsedAddressInputs(
-            [field.value],
-            owning_address=target.address,
-            description_of_origin=f"the `{field.alias}` field of {target.address}",
-        ),
-    )
+    addresses = await Get(Addresses, UnparsedAddressInputs, base_image_address_input(field, target.address))
     wrapped = await Get(
         WrappedTarget,
         WrappedTargetRequest(addresses[0], description_of_origin=f"the `{field.alias}` field of {target.address}"),
@@ -217,7 +211,7 @@ async def _check_handler_defined(
     contents = await Get(DigestContents, DigestSubset(digest, PathGlobs([paths[0]])))
     try:
         names = defined_names(contents[0].content, paths[0])
-    except HandlerSyntaxError as e:
+    except ClosureSyntaxError as e:
         raise InvalidFieldException(
             f"The handler module of {target.address} does not parse: {e}"
         ) from e

@@ -39,8 +39,12 @@ def normalized_task_root(task_root: str) -> str:
     return task_root.rstrip("/") or "/"
 
 
+def lambda_dockerfile(closure: LambdaClosure, base_image_ref: str, task_root: str) -> str:
+    return generate_dockerfile(base_image_ref, normalized_task_root(task_root), closure.handler, bool(closure.files))
+
+
 def dockerfile_template(closure: LambdaClosure, task_root: str) -> str:
-    return generate_dockerfile(BASE_PLACEHOLDER, normalized_task_root(task_root), closure.handler, bool(closure.files))
+    return lambda_dockerfile(closure, BASE_PLACEHOLDER, task_root)
 
 
 def context_manifest(closure: LambdaClosure, task_root: str) -> bytes:
@@ -68,7 +72,6 @@ class LambdaBuildContextRequest:
 class LambdaBuildContext:
     digest: Digest
     dockerfile: str
-    dockerfile_text: str
 
 
 @rule(desc="Creating the Docker build context of a chromadb_lambda image")
@@ -76,18 +79,13 @@ async def create_lambda_build_context(
     request: LambdaBuildContextRequest, subsystem: ChromadbLambdaSubsystem
 ) -> LambdaBuildContext:
     closure = request.closure
-    task_root = normalized_task_root(subsystem.task_root)
-    dockerfile_text = generate_dockerfile(request.base_image_ref, task_root, closure.handler, bool(closure.files))
+    dockerfile_text = lambda_dockerfile(closure, request.base_image_ref, subsystem.task_root)
     dockerfile_digest, app_digest = await MultiGet(
         Get(Digest, CreateDigest([FileContent(DOCKERFILE, dockerfile_text.encode())])),
         Get(Digest, AddPrefix(closure.digest, APP_DIR)),
     )
     digest = await Get(Digest, MergeDigests([dockerfile_digest, app_digest]))
-    return LambdaBuildContext(
-        digest=digest,
-        dockerfile=DOCKERFILE,
-        dockerfile_text=dockerfile_text,
-    )
+    return LambdaBuildContext(digest=digest, dockerfile=DOCKERFILE)
 
 
 def rules():

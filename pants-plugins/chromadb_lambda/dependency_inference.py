@@ -14,7 +14,11 @@ from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import FieldSet, InferDependenciesRequest, InferredDependencies
 from pants.engine.unions import UnionRule
 
-from chromadb_lambda.target_types import ChromadbLambdaBaseImageField, ChromadbLambdaDependenciesField
+from chromadb_lambda.target_types import (
+    ChromadbLambdaBaseImageField,
+    ChromadbLambdaDependenciesField,
+    base_image_address_input,
+)
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,8 @@ class InferChromadbLambdaBaseImageDependency(InferDependenciesRequest):
 async def infer_chromadb_lambda_base_image(
     request: InferChromadbLambdaBaseImageDependency,
 ) -> InferredDependencies:
-    field = request.field_set.base_image
     addresses = await Get(
-        Addresses,
-        UnparsedAddressInputs(
-            [field.value],
-            owning_address=request.field_set.address,
-            description_of_origin=f"the `{field.alias}` field of {request.field_set.address}",
-        ),
+        Addresses, UnparsedAddressInputs, base_image_address_input(request.field_set.base_image, request.field_set.address)
     )
     return InferredDependencies(addresses)
 

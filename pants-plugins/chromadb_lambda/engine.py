@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_args import DockerBuildArgs
 from pants.engine.addresses import Address
 from pants.engine.fs import Digest
-from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule

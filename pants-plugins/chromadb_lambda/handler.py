@@ -4,9 +4,7 @@ from __future__ import annotations
 import ast
 import difflib
 
-
-class HandlerSyntaxError(ValueError):
-    """The handler module does not parse."""
+from chromadb_lambda.checks import parse_python
 
 
 def module_path_candidates(module: str) -> tuple[str, str]:
@@ -16,11 +14,11 @@ def module_path_candidates(module: str) -> tuple[str, str]:
 
 
 def defined_names(source: bytes, path: str) -> frozenset[str]:
-    """Top-level names a module binds: functions, classes, assignments and imports."""
-    try:
-        tree = ast.parse(source, filename=path)
-    except SyntaxError as e:
-        raise HandlerSyntaxError(f"{path}:{e.lineno}: {e.msg}") from e
+    """Top-level names a module binds: functions, classes, assignments and imports.
+
+    Raises `ClosureSyntaxError` (path and line) if the module does not parse.
+    """
+    tree = parse_python(path, source)
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -1,6 +1,7 @@
 import pytest
 
-from chromadb_lambda.handler import HandlerSyntaxError, close_names, defined_names, module_path_candidates
+from chromadb_lambda.checks import ClosureSyntaxError
+from chromadb_lambda.handler import close_names, defined_names, module_path_candidates
 
 
 def test_module_path_candidates() -> None:
@@ -13,7 +14,7 @@ def test_defined_names_sees_functions_assignments_and_imports() -> None:
 
 
 def test_syntax_error_names_file_and_line() -> None:
-    with pytest.raises(HandlerSyntaxError, match=r"m.py:2: "):
+    with pytest.raises(ClosureSyntaxError, match=r"m.py:2: "):
         defined_names(b"x = 1\ndef (:\n", "m.py")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pants.backend.python.target_types import PythonResolveField
 from pants.backend.python.util_rules.faas import PythonFaaSDependencies, PythonFaaSHandlerField
 from pants.core.goals.package import OutputPathField
+from pants.engine.addresses import Address, UnparsedAddressInputs
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     BoolField,
@@ -43,6 +44,13 @@ class ChromadbLambdaBaseImageField(StringField):
 
         Example: `base_image="//base:lambda-base"`.
         """
+    )
+
+
+def base_image_address_input(field: ChromadbLambdaBaseImageField, address: Address) -> UnparsedAddressInputs:
+    """The `base_image` value as an address to resolve, relative to the target that names it."""
+    return UnparsedAddressInputs(
+        [field.value], owning_address=address, description_of_origin=f"the `{field.alias}` field of {address}"
     )
 
 
