@@ -2,6 +2,9 @@
 
 PANTS_VERSION="2.17.1"
 PEX_VERSION="2.1.137"
+# What the Pants venv holds; boto3 is the chromadb_lambda plugin's one requirement (`pants publish`
+# authenticates to Amazon ECR with it). A change here updates existing venvs on the next run.
+PANTS_VENV_REQUIREMENTS="pantsbuild.pants==$PANTS_VERSION pex==$PEX_VERSION boto3>=1.28,<2"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
@@ -51,4 +54,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
       || die "apt-get install $* failed."
   fi
+}
+
+# What the end-to-end tests start on loopback: a registry (Debian's docker-registry) and its htpasswd
+# file (apache2-utils' `htpasswd`, for the ECR-authenticated registry of `pants publish` tests).
+ensure_test_tools() {
+  local missing=()
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+  if (( ${#missing[@]} )); then apt_install "${missing[@]}"; fi
 }

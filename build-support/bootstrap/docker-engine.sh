@@ -96,6 +96,9 @@ cmd_env() {
   ensure_cli
   echo "export PANTS_DOCKER_EXECUTABLE_SEARCH_PATHS='[\"$(dirname "$cli")\"]'"
   if [[ -n "${DOCKER_HOST:-}" ]]; then
+    # Said here, before Pants starts, rather than as a failed process in the middle of a build.
+    engine_answers "$DOCKER_HOST" \
+      || die "DOCKER_HOST=$DOCKER_HOST does not answer (\`docker version\` failed): start that engine, or unset DOCKER_HOST to let ./pants use the default socket or start its own engine."
     return 0
   fi
   if private_engine_running; then

@@ -15,10 +15,12 @@ if [[ ! -f "$venv/.complete" ]]; then
   log "creating the Pants $PANTS_VERSION venv with $python39 (once, ~30 s)"
   rm -rf "$venv"
   "$python39" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "pantsbuild.pants==$PANTS_VERSION" "pex==$PEX_VERSION" \
-    || die "pip could not install pantsbuild.pants==$PANTS_VERSION; is PyPI reachable?"
-  touch "$venv/.complete"
+fi
+if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$PANTS_VENV_REQUIREMENTS" ]]; then
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $PANTS_VENV_REQUIREMENTS \
+    || die "pip could not install $PANTS_VENV_REQUIREMENTS; is PyPI reachable?"
+  printf '%s' "$PANTS_VENV_REQUIREMENTS" > "$venv/.complete"
 fi
 
 if [[ ! -f "$pex_tool" ]]; then

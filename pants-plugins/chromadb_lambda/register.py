@@ -2,7 +2,16 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda import base_image, closure, context, dependency_inference, engine, explain, package
+from chromadb_lambda import (
+    base_image,
+    closure,
+    context,
+    dependency_inference,
+    engine,
+    explain,
+    package,
+    publish,
+)
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
 
 
@@ -18,6 +27,7 @@ def rules():
         *engine.rules(),
         *explain.rules(),
         *package.rules(),
+        *publish.rules(),
     ]
 
 

@@ -13,6 +13,11 @@ class MissingThirdPartyBehavior(Enum):
     warning = "warning"
 
 
+class EcrTagMutability(Enum):
+    MUTABLE = "MUTABLE"
+    IMMUTABLE = "IMMUTABLE"
+
+
 class ChromadbLambdaSubsystem(Subsystem):
     options_scope = "lambda-image"
     help = help_text(
@@ -80,6 +85,67 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
             Warn, with the largest files, when a Lambda's build context exceeds this many bytes: a
             closure that large usually pulls in something by mistake. 0 turns the warning off.
+            """
+        ),
+    )
+
+    ecr_registries = StrListOption(
+        default=[],
+        help=help_text(
+            """
+            Registries (addresses or `@alias` names from `[docker].registries`) to authenticate as
+            Amazon ECR although their address is not `<account>.dkr.ecr.<region>.amazonaws.com`
+            (e.g. a pull-through proxy or an ECR emulator). ECR-shaped addresses need no entry.
+
+            `pants publish` gets a token with boto3 (`ecr:GetAuthorizationToken`; the standard AWS
+            credential chain, `AWS_PROFILE`, `AWS_ENDPOINT_URL_ECR`) and hands it to Docker through a
+            private temporary config, removed after the push.
+
+            Example: `ecr_registries = ["@ecr-proxy"]`.
+            """
+        ),
+    )
+    ecr_create_repositories = BoolOption(
+        default=True,
+        help=help_text(
+            """
+            Create a missing ECR repository before the first push to it (`ecr:CreateRepository`),
+            with `[lambda-image].ecr_scan_on_push` and `[lambda-image].ecr_tag_mutability`.
+            """
+        ),
+    )
+    ecr_scan_on_push = BoolOption(
+        default=True,
+        help="`imageScanningConfiguration.scanOnPush` of ECR repositories that `pants publish` creates.",
+    )
+    ecr_tag_mutability = EnumOption(
+        default=EcrTagMutability.MUTABLE,
+        help=help_text(
+            """
+            `imageTagMutability` of ECR repositories that `pants publish` creates. `IMMUTABLE`
+            repositories refuse to move a tag such as `latest`: use it only with tags that name one
+            content (e.g. `image_tags=["{build_args.GIT_COMMIT}"]`).
+            """
+        ),
+    )
+    push_attempts = IntOption(
+        default=3,
+        help=help_text(
+            """
+            How many times `pants publish` tries a push that fails transiently (HTTP 5xx, connection
+            refused or reset, timeouts), waiting 1, 2, 4... seconds in between. Refused credentials
+            are never retried.
+            """
+        ),
+    )
+    deploy_manifest = StrOption(
+        default="lambda-images.deploy.json",
+        help=help_text(
+            """
+            Where `pants publish` writes its deploy manifest, relative to the dist dir: each published
+            `chromadb_lambda` target mapped to its `repository@sha256:digest` and tags per registry,
+            for IaC (Pulumi, Terraform, CDK) to pin digests. Only images whose push succeeded (or
+            that the registry already held) are listed; it is rewritten by every publish.
             """
         ),
     )

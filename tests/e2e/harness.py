@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,29 +158,49 @@ def package(build_root: Path, *args: str, env: dict[str, str] | None = None) -> 
 
 
 class Registry:
-    """A real registry (Debian's `docker-registry`, distribution 2.x) on loopback, no auth."""
+    """A real registry (Debian's `docker-registry`, distribution 2.x) on loopback.
 
-    def __init__(self, root: Path) -> None:
+    With `credentials` (user, password) it requires HTTP basic auth from an htpasswd file (bcrypt,
+    made by `htpasswd -B`). Its access log tells which manifests were pushed.
+    """
+
+    def __init__(self, root: Path, credentials: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._root = root
+        self._credentials = credentials
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Registry":
         binary = shutil.which("docker-registry")
         assert binary, "docker-registry is not installed: `apt-get install docker-registry` (.ci/run does)"
         self._root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if self._credentials:
+            htpasswd = shutil.which("htpasswd")
+            assert htpasswd, "htpasswd is not installed: `apt-get install apache2-utils` (.ci/run does)"
+            user, password = self._credentials
+            line = subprocess.run([htpasswd, "-Bbn", user, password], check=True, capture_output=True, text=True)
+            (self._root / "htpasswd").write_text(line.stdout)
+            auth = f"auth:\n  htpasswd:\n    realm: e2e\n    path: {self._root / 'htpasswd'}\n"
         config = self._root / "config.yml"
         config.write_text(
             "version: 0.1\n"
-            "log:\n  level: warn\n"
+            "log:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self._root / 'data'}\n  delete:\n    enabled: true\n"
+            f"{auth}"
             f"http:\n  addr: {self.address}\n"
         )
-        self._log = open(self._root / "registry.log", "w")
+        self._log_path = self._root / "registry.log"
+        self._log = open(self._log_path, "w")
         self._proc = subprocess.Popen([binary, "serve", str(config)], stdout=self._log, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
         return self
+
+    def manifest_puts(self) -> list[tuple[str, str]]:
+        """(repository, tag) of every manifest pushed so far, in order."""
+        self._log.flush()
+        return re.findall(r'"PUT /v2/(\S+)/manifests/(\S+) HTTP/[\d.]+" 201', self._log_path.read_text())
 
     def __exit__(self, *exc: object) -> None:
         if self._proc:

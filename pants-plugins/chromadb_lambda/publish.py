@@ -1,0 +1,253 @@
+"""`pants publish` of `chromadb_lambda` images: concurrent pushes, ECR auth, a deploy manifest.
+
+Pants' publish goal runs each target's `InteractiveProcess` one after another. Here the pushes are
+ordinary processes run by this rule, which the goal requests for every target at once, so they run
+concurrently; the interactive process only reports the outcome, merges the deploy manifest in
+`dist/`, and exits non-zero if a push failed, which is how the goal lists what was not published.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pants.backend.docker.package_types import BuiltDockerImage
+from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageRequest
+from pants.core.goals.publish import (
+    PublishFieldSet,
+    PublishOutputData,
+    PublishPackages,
+    PublishProcesses,
+    PublishRequest,
+)
+from pants.core.util_rules.distdir import DistDir
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.internals.session import RunId
+from pants.engine.process import FallibleProcessResult, InteractiveProcess, Process, ProcessCacheScope
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import WrappedTarget, WrappedTargetRequest
+from pants.util.logging import LogLevel
+
+from chromadb_lambda.engine import DockerEnvironment, format_repository
+from chromadb_lambda.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.registries import PushTarget, push_targets
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.target_types import (
+    ChromadbLambdaBaseImageField,
+    ChromadbLambdaHandlerField,
+    ChromadbLambdaImageTagsField,
+    ChromadbLambdaRegistriesField,
+    ChromadbLambdaRepositoryField,
+    ChromadbLambdaSkipPushField,
+)
+
+# The standard AWS credential chain reads these; they reach only the push process, never a cache.
+AWS_ENV_VARS = (
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_ECR",
+    "AWS_CA_BUNDLE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_EC2_METADATA_DISABLED",
+    "HOME",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
+PUSH_SCRIPT = "push_image.py"
+
+
+class PublishChromadbLambdaRequest(PublishRequest):
+    pass
+
+
+@dataclass(frozen=True)
+class ChromadbLambdaPublishFieldSet(PublishFieldSet):
+    publish_request_type = PublishChromadbLambdaRequest
+    required_fields = (ChromadbLambdaHandlerField, ChromadbLambdaBaseImageField)
+
+    registries: ChromadbLambdaRegistriesField
+    skip_push: ChromadbLambdaSkipPushField
+    repository: ChromadbLambdaRepositoryField
+    image_tags: ChromadbLambdaImageTagsField
+
+    def get_output_data(self) -> PublishOutputData:
+        return PublishOutputData(
+            {"publisher": "chromadb_lambda", "registries": self.registries.value or (), **super().get_output_data()}
+        )
+
+
+@dataclass(frozen=True)
+class PublishSessionRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class PublishSession:
+    """One `pants publish` run: it stamps the deploy manifest and every push process of the run.
+
+    With pantsd, a new run first re-requests what a rule requested in the previous run, to decide
+    whether the rule must run again: a PER_SESSION push would be pushed again right there. Push
+    processes carry the session id and are kept for the daemon's life (PER_RESTART_SUCCESSFUL), so
+    the replay finds last run's result in memory and runs nothing, while this run's pushes (a new
+    id) do run.
+    """
+
+    id: str
+
+
+@rule
+async def publish_session(_: PublishSessionRequest, run_id: RunId) -> PublishSession:
+    return PublishSession(f"{run_id}-{uuid.uuid4().hex}")
+
+
+def push_spec(
+    image_id: str, key: LambdaImageKey, targets: tuple[PushTarget, ...], docker: DockerBinary,
+    subsystem: ChromadbLambdaSubsystem, session: PublishSession,
+) -> dict[str, Any]:
+    return {
+        "session": session.id,
+        "docker": docker.path,
+        "image_id": image_id,
+        "content_key": key.key,
+        "key_tag": key.tag,
+        "attempts": max(1, subsystem.push_attempts),
+        "create_repository": subsystem.ecr_create_repositories,
+        "scan_on_push": subsystem.ecr_scan_on_push,
+        "tag_mutability": subsystem.ecr_tag_mutability.value,
+        "registries": [
+            {
+                "address": t.address,
+                "repository": t.repository,
+                "tags": list(t.tags),
+                "ecr": None if t.ecr is None else {"registry_id": t.ecr.registry_id, "region": t.ecr.region},
+            }
+            for t in targets
+        ],
+    }
+
+
+def push_outcome(result: FallibleProcessResult, targets: tuple[PushTarget, ...]) -> dict[str, Any]:
+    """The push script's JSON result; a crash becomes an error for every registry."""
+    if result.exit_code == 0:
+        try:
+            return json.loads(result.stdout.decode())
+        except ValueError:
+            pass
+    lines = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+    error = f"the push process failed (exit code {result.exit_code}): {lines[-1] if lines else 'no output'}"
+    return {"registries": [], "errors": [{"address": t.address, "error": error} for t in targets]}
+
+
+@rule(desc="Publishing a chromadb_lambda image", level=LogLevel.DEBUG)
+async def publish_chromadb_lambda(
+    request: PublishChromadbLambdaRequest,
+    docker: DockerBinary,
+    docker_options: DockerOptions,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+    distdir: DistDir,
+) -> PublishProcesses:
+    session = await Get(PublishSession, PublishSessionRequest())
+    field_set = request.field_set
+    # Not `request.packages`: with pantsd, a new run may first replay this rule with last run's
+    # request, whose package is last run's image, while every Get here sees the current sources.
+    # Asking for the package again (memoized: the one this run built) keeps the image and its
+    # content key from the same state, so a replay can only push what this run pushes.
+    wrapped = await Get(
+        WrappedTarget,
+        WrappedTargetRequest(field_set.address, description_of_origin="the chromadb_lambda publish rule"),
+    )
+    package, key = await MultiGet(
+        Get(BuiltPackage, EnvironmentAwarePackageRequest(ChromadbLambdaPackageFieldSet.create(wrapped.target))),
+        Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
+    )
+    image = next(a for a in package.artifacts if isinstance(a, BuiltDockerImage))
+    if f":{key.tag}" not in "".join(image.tags):
+        raise AssertionError(f"{field_set.address}: image {image.image_id} does not carry {key.tag}")
+    repository = format_repository(
+        field_set.repository.value or docker_options.default_repository, field_set.address
+    )
+    targets = push_targets(
+        docker_options.registries(),
+        tuple(field_set.registries.value or ()),
+        address=field_set.address,
+        repository=repository,
+        default_repository=docker_options.default_repository,
+        tags=tuple(field_set.image_tags.value or ()),
+        key_tag=key.tag,
+        ecr_registries=tuple(subsystem.ecr_registries),
+    )
+    if field_set.skip_push.value:
+        names = tuple(ref for t in targets for ref in t.refs)
+        return PublishProcesses(
+            [PublishPackages(names=names or (repository,), description=f"(by `skip_push` on {field_set.address})")]
+        )
+    skipped = [PublishPackages(names=t.refs, description=f"(by `skip_push` on registry {t.alias or t.address})") for t in targets if t.skip_push]
+    targets = tuple(t for t in targets if not t.skip_push)
+    if not targets:
+        return PublishProcesses(skipped)
+
+    script = pkgutil.get_data(__package__, PUSH_SCRIPT)
+    assert script is not None
+    aws_env = await Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS))
+    spec = push_spec(image.image_id, key, targets, docker, subsystem, session)
+    inputs = await Get(
+        Digest,
+        CreateDigest([FileContent(PUSH_SCRIPT, script), FileContent("spec.json", json.dumps(spec).encode())]),
+    )
+    result = await Get(
+        FallibleProcessResult,
+        Process(
+            # Pants' own interpreter, which imports boto3 (from the Pants environment or `[GLOBAL].plugins`).
+            argv=(sys.executable, PUSH_SCRIPT, "push", "spec.json"),
+            input_digest=inputs,
+            env={
+                **docker.extra_env,
+                **aws_env,
+                **docker_env.env,
+                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                "__CHROMADB_LAMBDA_PUBLISH_SESSION": session.id,
+            },
+            immutable_input_digests=docker.extra_input_digests,
+            description=f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
+            # Never reused across runs: the session id is in the environment (see PublishSession).
+            cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
+            level=LogLevel.INFO,
+        ),
+    )
+    outcome = push_outcome(result, targets)
+    manifest = os.path.join(distdir.relpath, subsystem.deploy_manifest)
+    report = InteractiveProcess(
+        argv=(sys.executable, "-c", script.decode(), "report", manifest, session.id, str(field_set.address), json.dumps(outcome)),
+        run_in_workspace=True,
+    )
+    description = ", ".join(
+        f"{r['address']} ({'already published' if r['status'] == 'already published' else r['digest'][:19]})"
+        for r in outcome["registries"]
+    ) or ", ".join(t.address for t in targets)
+    return PublishProcesses(
+        [PublishPackages(names=tuple(ref for t in targets for ref in t.refs), process=report, description=description), *skipped]
+    )
+
+
+def rules():
+    return [*collect_rules(), *ChromadbLambdaPublishFieldSet.rules()]

@@ -1,0 +1,480 @@
+"""Pushes one Lambda image to its registries, and records what was published.
+
+Run by `pants publish` (see publish.py) with Pants' own interpreter, as a script:
+
+    push_image.py push SPEC_JSON            -> prints a JSON result on stdout
+    push_image.py report MANIFEST SESSION ADDRESS RESULT_JSON
+                                            -> prints the outcome, merges the deploy manifest
+
+Standard library only, plus boto3 for ECR registries. ECR tokens (`ecr:GetAuthorizationToken`) are
+written to a private Docker config (a 0700 directory in the process sandbox, removed before the
+process ends, and with the sandbox if the process is killed) and passed to `docker --config`: they never reach an argument list, an environment, stdout, a log, Pants'
+caches or `dist/`. Everything printed is scrubbed of them anyway.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Iterator
+
+IMAGE_MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+)
+INDEX_MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+# Never retried: the registry understood the request and said no.
+_AUTH_FAILURE_RE = re.compile(
+    r"unauthorized|authentication required|access denied|denied:|no basic auth credentials|forbidden",
+    re.IGNORECASE,
+)
+# Retried a bounded number of times: the registry or the network hiccuped.
+_TRANSIENT_FAILURE_RE = re.compile(
+    r"received unexpected HTTP status: 5\d\d|\b50[0234]\b|connection reset by peer|connection refused"
+    r"|i/o timeout|TLS handshake timeout|unexpected EOF|: EOF\b|server misbehaving|toomanyrequests"
+    r"|too many requests",
+    re.IGNORECASE,
+)
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+class PublishError(Exception):
+    """A push that cannot succeed as configured; the message says what to fix."""
+
+
+def classify_push_failure(output: str) -> str:
+    """`auth`, `transient` or `other`: only transient failures are retried."""
+    if _AUTH_FAILURE_RE.search(output):
+        return "auth"
+    if _TRANSIENT_FAILURE_RE.search(output):
+        return "transient"
+    return "other"
+
+
+def scrub(text: str, secrets: Iterator[str] | list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def is_loopback(address: str) -> bool:
+    host = urllib.parse.urlsplit(f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def registry_base_urls(address: str) -> tuple[str, ...]:
+    # Docker itself speaks plain HTTP to loopback registries (insecure by default); so do we.
+    return (f"https://{address}", f"http://{address}") if is_loopback(address) else (f"https://{address}",)
+
+
+# --- the registry HTTP API v2 ---------------------------------------------------------------------
+
+
+def _parse_challenge(header: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+def _open(request: urllib.request.Request, timeout: float = 30):  # noqa: ANN202 - http.client response
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def manifest_head(
+    address: str,
+    repository: str,
+    reference: str,
+    basic_auth: str | None,
+    attempts: int = 1,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[str, str] | None:
+    """(digest, media type) of a tag in a registry, or None if the tag does not exist.
+
+    Basic credentials are sent as-is (ECR, htpasswd registries) or exchanged for a bearer token when
+    the registry asks for one (Docker Hub, Harbor, GitLab...). An unreachable registry or a 5xx is
+    retried up to `attempts` times; a refusal is not.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _manifest_head_once(address, repository, reference, basic_auth)
+        except _Unreachable as e:
+            if attempt == attempts:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                raise PublishError(f"Cannot reach the registry {address}{tries}: {e.args[0]}") from None
+            sleep(min(2.0 ** (attempt - 1), 8.0))
+    raise AssertionError("unreachable")
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _manifest_head_once(address: str, repository: str, reference: str, basic_auth: str | None) -> tuple[str, str] | None:
+    last_error: Exception | None = None
+    for base_url in registry_base_urls(address):
+        url = f"{base_url}/v2/{repository}/manifests/{reference}"
+        headers = {"Accept": ", ".join((*IMAGE_MANIFEST_TYPES, *INDEX_MANIFEST_TYPES))}
+        if basic_auth:
+            headers["Authorization"] = f"Basic {basic_auth}"
+        try:
+            try:
+                response = _open(urllib.request.Request(url, method="HEAD", headers=headers))
+            except urllib.error.HTTPError as e:
+                challenge = e.headers.get("WWW-Authenticate", "") if e.code == 401 else ""
+                if not challenge.lower().startswith("bearer"):
+                    raise
+                headers["Authorization"] = f"Bearer {_bearer_token(challenge, basic_auth)}"
+                response = _open(urllib.request.Request(url, method="HEAD", headers=headers))
+            with response:
+                return response.headers["Docker-Content-Digest"], response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            if e.code in (401, 403):
+                raise PublishError(
+                    f"The registry {address} refused to show {repository}:{reference} (HTTP {e.code}): "
+                    "check the registry credentials (for ECR, the `ecr:BatchGetImage` permission)."
+                ) from None
+            last_error = e
+        except OSError as e:  # URLError, TLS errors, connection refused/reset
+            last_error = e
+    raise _Unreachable(str(last_error))
+
+
+def _bearer_token(challenge: str, basic_auth: str | None) -> str:
+    params = _parse_challenge(challenge)
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+    headers = {"Authorization": f"Basic {basic_auth}"} if basic_auth else {}
+    with _open(urllib.request.Request(f"{params['realm']}?{query}", headers=headers)) as response:
+        body = json.load(response)
+    return body.get("token") or body["access_token"]
+
+
+# --- credentials ----------------------------------------------------------------------------------
+
+
+def docker_config_auth(address: str) -> str | None:
+    """The `auth` of a registry in the user's Docker config (after `docker login`), if stored inline."""
+    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.environ.get("HOME", "/nonexistent"), ".docker")
+    try:
+        with open(os.path.join(config_dir, "config.json")) as f:
+            auths = json.load(f).get("auths", {})
+    except (OSError, ValueError):
+        return None
+    for key in (address, f"https://{address}", f"http://{address}"):
+        if auths.get(key, {}).get("auth"):
+            return auths[key]["auth"]
+    return None
+
+
+def _aws_error(action: str, address: str, error: Exception) -> PublishError:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
+    if code in ("AccessDeniedException", "AccessDenied"):
+        hint = f"grant the IAM action `{action}` to the identity that runs `pants publish`"
+    elif code in ("UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+                  "ExpiredTokenException", "ExpiredToken", "SignatureDoesNotMatch"):
+        hint = "the AWS credentials were rejected: check AWS_PROFILE / AWS_ACCESS_KEY_ID and that they are current"
+    else:
+        hint = "see the AWS error above"
+    return PublishError(f"AWS refused `{action}` for the ECR registry {address} ({code}): {hint}.")
+
+
+def ecr_client(ecr: dict[str, Any], address: str) -> Any:
+    try:
+        import boto3  # pants: no-infer-dep (from the environment that runs Pants)
+    except ImportError:
+        raise PublishError(
+            f"The registry {address} is an ECR registry, and boto3 is not importable by Pants: add "
+            '`boto3` to `[GLOBAL].plugins` in pants.toml (or install it into the environment that runs Pants).'
+        ) from None
+    import botocore.exceptions  # pants: no-infer-dep
+
+    # botocore reads AWS_DEFAULT_REGION; Lambda, the AWS CLI v2 and most SDKs also read AWS_REGION.
+    region = ecr.get("region") or os.environ.get("AWS_REGION") or None
+    try:
+        return boto3.session.Session().client("ecr", region_name=region)
+    except botocore.exceptions.NoRegionError:
+        raise PublishError(
+            f"No AWS region for the ECR registry {address}: set AWS_REGION (or AWS_DEFAULT_REGION, or a "
+            "profile's region), or use the registry's `<account>.dkr.ecr.<region>.amazonaws.com` address."
+        ) from None
+
+
+def ecr_authorization(client: Any, ecr: dict[str, Any], address: str) -> str:
+    """The base64 `AWS:<password>` that ECR's Docker login takes."""
+    import botocore.exceptions  # pants: no-infer-dep
+
+    kwargs = {"registryIds": [ecr["registry_id"]]} if ecr.get("registry_id") else {}
+    try:
+        data = client.get_authorization_token(**kwargs)["authorizationData"][0]
+    except botocore.exceptions.NoCredentialsError:
+        raise PublishError(
+            f"No AWS credentials for the ECR registry {address}: configure the standard AWS chain "
+            "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO, an instance or task role) in "
+            "the environment of `pants publish`."
+        ) from None
+    except botocore.exceptions.ClientError as e:
+        raise _aws_error("ecr:GetAuthorizationToken", address, e) from None
+    except botocore.exceptions.BotoCoreError as e:
+        raise PublishError(f"Cannot get an ECR token for {address}: {e}") from None
+    return data["authorizationToken"]
+
+
+def ensure_ecr_repository(client: Any, ecr: dict[str, Any], address: str, repository: str, spec: dict) -> bool:
+    """Creates the repository when missing (if allowed). True if it was created."""
+    import botocore.exceptions  # pants: no-infer-dep
+
+    registry = {"registryId": ecr["registry_id"]} if ecr.get("registry_id") else {}
+    try:
+        client.describe_repositories(repositoryNames=[repository], **registry)
+        return False
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] != "RepositoryNotFoundException":
+            raise _aws_error("ecr:DescribeRepositories", address, e) from None
+    if not spec["create_repository"]:
+        raise PublishError(
+            f"The ECR repository {repository} does not exist in {address}: create it, or set "
+            "`[lambda-image].ecr_create_repositories = true` to let `pants publish` create it."
+        )
+    try:
+        client.create_repository(
+            repositoryName=repository,
+            imageScanningConfiguration={"scanOnPush": spec["scan_on_push"]},
+            imageTagMutability=spec["tag_mutability"],
+            **registry,
+        )
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] != "RepositoryAlreadyExistsException":  # a concurrent publish
+            raise _aws_error("ecr:CreateRepository", address, e) from None
+    return True
+
+
+def write_docker_config(config_dir: str, address: str, auth: str) -> None:
+    path = os.path.join(config_dir, "config.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"auths": {address: {"auth": auth}}}, f)
+
+
+@contextlib.contextmanager
+def private_docker_config() -> Iterator[str]:
+    """A 0700 directory, removed on exit, on SIGTERM and on Ctrl-C.
+
+    It is made in the working directory, the process's Pants sandbox, which Pants deletes even when
+    it kills the process (e.g. a push cancelled by Ctrl-C): no token survives in a temp dir.
+    """
+    path = tempfile.mkdtemp(prefix=".docker-config-", dir=os.getcwd())
+
+    def _exit(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, _exit) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --- pushing --------------------------------------------------------------------------------------
+
+
+def run_docker(spec: dict, config_dir: str | None, *args: str) -> subprocess.CompletedProcess:
+    argv = [spec["docker"], *(("--config", config_dir) if config_dir else ()), *args]
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def push_with_retry(
+    push: Callable[[], subprocess.CompletedProcess],
+    ref: str,
+    address: str,
+    attempts: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[str, int]:
+    """Pushes one ref; returns (digest, attempts used). Retries transient failures only."""
+    for attempt in range(1, attempts + 1):
+        result = push()
+        output = result.stdout or ""
+        if result.returncode == 0:
+            match = _DIGEST_RE.search(output)
+            if not match:
+                raise PublishError(f"`docker push {ref}` printed no digest:\n{output.strip()}")
+            return match.group(1), attempt
+        kind = classify_push_failure(output)
+        if kind == "auth":
+            raise PublishError(
+                f"The registry {address} refused the push of {ref} (not retried): {_last_line(output)}\n"
+                "Check the registry credentials; for ECR the identity needs `ecr:InitiateLayerUpload`, "
+                "`ecr:UploadLayerPart`, `ecr:CompleteLayerUpload`, `ecr:BatchCheckLayerAvailability` "
+                "and `ecr:PutImage` on the repository."
+            )
+        if kind != "transient" or attempt == attempts:
+            tries = f" after {attempt} attempts" if attempt > 1 else ""
+            raise PublishError(f"Pushing {ref} to {address} failed{tries}: {_last_line(output)}")
+        sleep(min(2.0 ** (attempt - 1), 8.0))
+    raise AssertionError("unreachable")
+
+
+def _last_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secrets: list[str]) -> dict:
+    address = registry["address"]
+    repository = registry["repository"]
+    name = f"{address}/{repository}"
+    refs = [f"{name}:{tag}" for tag in registry["tags"]]
+    key_tag = spec["key_tag"]
+    outcome: dict[str, Any] = {"address": address, "name": name, "tags": refs, "pushed": 0}
+
+    basic_auth = None
+    if registry.get("ecr") is not None:
+        client = ecr_client(registry["ecr"], address)
+        basic_auth = ecr_authorization(client, registry["ecr"], address)
+        secrets += [basic_auth, base64.b64decode(basic_auth).decode(errors="replace").partition(":")[2]]
+        outcome["created_repository"] = ensure_ecr_repository(client, registry["ecr"], address, repository, spec)
+        write_docker_config(config_dir, address, basic_auth)  # type: ignore[arg-type]
+    else:
+        basic_auth = docker_config_auth(address)
+        config_dir = None  # the user's own Docker config (`docker login`, credential helpers)
+
+    # Unchanged images are not pushed: the registry already has the content key tag, and every other
+    # tag points at the same manifest.
+    attempts = spec["attempts"]
+    existing = {tag: manifest_head(address, repository, tag, basic_auth, attempts) for tag in registry["tags"]}
+    key_entry = existing[key_tag]
+    if key_entry and all(entry and entry[0] == key_entry[0] for entry in existing.values()):
+        outcome.update(status="already published", digest=key_entry[0], media_type=key_entry[1])
+    else:
+        digests = {}
+        for ref in (f"{name}:{key_tag}", *[r for r in refs if not r.endswith(f":{key_tag}")]):
+            tagged = run_docker(spec, config_dir, "tag", spec["image_id"], ref)
+            if tagged.returncode != 0:
+                raise PublishError(f"`docker tag {spec['image_id']} {ref}` failed: {_last_line(tagged.stdout)}")
+            digest, _ = push_with_retry(
+                lambda ref=ref: run_docker(spec, config_dir, "push", ref), ref, address, attempts
+            )
+            digests[ref] = digest
+            outcome["pushed"] += 1
+        if len(set(digests.values())) != 1:
+            raise PublishError(f"The tags of {name} got different digests: {digests}")
+        digest = digests[f"{name}:{key_tag}"]
+        head = manifest_head(address, repository, key_tag, basic_auth, attempts)
+        outcome.update(status="pushed", digest=digest, media_type=head[1] if head else "")
+    if outcome["media_type"] in INDEX_MANIFEST_TYPES:
+        raise PublishError(
+            f"{name}:{key_tag} is a manifest list ({outcome['media_type']}); AWS Lambda takes a "
+            "single-platform image manifest: build without multi-platform output or attestations."
+        )
+    outcome["image"] = f"{name}@{outcome['digest']}"
+    return outcome
+
+
+def push(spec: dict) -> dict:
+    secrets: list[str] = []
+    result: dict[str, Any] = {"registries": [], "errors": []}
+    needs_config = any(r.get("ecr") is not None for r in spec["registries"])
+    with (private_docker_config() if needs_config else contextlib.nullcontext(None)) as config_root:
+        for index, registry in enumerate(spec["registries"]):
+            config_dir = None
+            if config_root:
+                config_dir = os.path.join(config_root, str(index))
+                os.mkdir(config_dir, 0o700)
+            try:
+                result["registries"].append(publish_to_registry(spec, registry, config_dir, secrets))
+            except PublishError as e:
+                result["errors"].append({"address": registry["address"], "error": scrub(str(e), secrets)})
+    return json.loads(scrub(json.dumps(result), secrets))
+
+
+# --- the deploy manifest --------------------------------------------------------------------------
+
+
+def merge_deploy_manifest(previous: dict | None, session: str, address: str, entry: dict | None) -> dict:
+    """The deploy manifest of this publish session, with `address` set to `entry` (None: removed).
+
+    A manifest from an earlier session is replaced, never extended, so it lists exactly the images
+    published by the latest `pants publish`.
+    """
+    manifest = previous if previous and previous.get("session") == session else None
+    manifest = manifest or {"version": 1, "session": session, "images": {}}
+    if entry is None:
+        manifest["images"].pop(address, None)
+    else:
+        manifest["images"][address] = entry
+    return manifest
+
+
+def report(manifest_path: str, session: str, address: str, result: dict) -> int:
+    ok = result["registries"]
+    for r in ok:
+        what = "already published, nothing pushed" if r["status"] == "already published" else (
+            f"pushed {r['pushed']} tag{'s' if r['pushed'] != 1 else ''}"
+        )
+        print(f"{address}: {r['image']} ({what})")
+    for error in result["errors"]:
+        print(f"{address}: NOT published to {error['address']}: {error['error']}", file=sys.stderr)
+    entry = None
+    if ok:
+        entry = {
+            "content_key": result["content_key"],
+            "content_key_tag": result["key_tag"],
+            "registries": {
+                r["address"]: {k: r[k] for k in ("image", "digest", "tags", "status", "media_type")} for r in ok
+            },
+        }
+        entry["image"] = ok[0]["image"]
+    try:
+        with open(manifest_path) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        previous = None
+    manifest = merge_deploy_manifest(previous, session, address, entry)
+    os.makedirs(os.path.dirname(manifest_path) or ".", exist_ok=True)
+    tmp = f"{manifest_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, manifest_path)  # never a half-written manifest
+    return 1 if result["errors"] else 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:2] == ["push"]:
+        with open(argv[2]) as f:
+            spec = json.load(f)
+        result = push(spec)
+        result.update(content_key=spec["content_key"], key_tag=spec["key_tag"])
+        json.dump(result, sys.stdout)
+        return 0
+    if argv[1:2] == ["report"]:
+        manifest_path, session, address, result = argv[2:6]
+        return report(manifest_path, session, address, json.loads(result))
+    print(f"usage: {argv[0]} push SPEC | report MANIFEST SESSION ADDRESS RESULT", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from chromadb_lambda.push_image import (
+    PublishError,
+    classify_push_failure,
+    merge_deploy_manifest,
+    push_with_retry,
+    registry_base_urls,
+    scrub,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def outcomes(*results: tuple[int, str]):
+    queue = list(results)
+    calls = []
+
+    def push() -> subprocess.CompletedProcess:
+        calls.append(1)
+        code, out = queue.pop(0)
+        return subprocess.CompletedProcess([], code, stdout=out)
+
+    return push, calls
+
+
+@pytest.mark.parametrize(
+    "output, kind",
+    [
+        ("unauthorized: authentication required", "auth"),
+        ("denied: requested access to the resource is denied", "auth"),
+        ("no basic auth credentials", "auth"),
+        ("received unexpected HTTP status: 503 Service Unavailable", "transient"),
+        ("dial tcp 127.0.0.1:5000: connect: connection refused", "transient"),
+        ("read tcp: connection reset by peer", "transient"),
+        ("manifest invalid: manifest invalid", "other"),
+    ],
+)
+def test_classify_push_failure(output: str, kind: str) -> None:
+    assert classify_push_failure(output) == kind
+
+
+def test_transient_failures_are_retried_with_backoff() -> None:
+    push, calls = outcomes((1, "received unexpected HTTP status: 502 Bad Gateway"), (0, f"latest: digest: {DIGEST} size: 1"))
+    sleeps: list[float] = []
+    assert push_with_retry(push, "r/x:latest", "r", attempts=3, sleep=sleeps.append) == (DIGEST, 2)
+    assert sleeps == [1.0]
+
+
+def test_auth_failures_are_never_retried() -> None:
+    push, calls = outcomes((1, "unauthorized: authentication required"), (0, ""))
+    with pytest.raises(PublishError, match=r"The registry r refused the push of r/x:latest \(not retried\)"):
+        push_with_retry(push, "r/x:latest", "r", attempts=3, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
+def test_retries_are_bounded() -> None:
+    push, calls = outcomes(*[(1, "connect: connection refused")] * 3)
+    with pytest.raises(PublishError, match="failed after 3 attempts: connect: connection refused"):
+        push_with_retry(push, "r/x:latest", "r", attempts=3, sleep=lambda _: None)
+    assert len(calls) == 3
+
+
+def test_deploy_manifest_belongs_to_one_publish_session() -> None:
+    old = merge_deploy_manifest(None, "s1", "a:a", {"image": "r/a@sha256:1"})
+    assert merge_deploy_manifest(old, "s1", "b:b", {"image": "r/b@sha256:2"})["images"] == {
+        "a:a": {"image": "r/a@sha256:1"},
+        "b:b": {"image": "r/b@sha256:2"},
+    }
+    # A new publish starts over: an image it did not publish is not listed.
+    assert merge_deploy_manifest(old, "s2", "b:b", None) == {"version": 1, "session": "s2", "images": {}}
+
+
+def test_loopback_registries_may_speak_plain_http() -> None:
+    assert registry_base_urls("127.0.0.1:5000") == ("https://127.0.0.1:5000", "http://127.0.0.1:5000")
+    assert registry_base_urls("localhost:5000")[-1] == "http://localhost:5000"
+    assert registry_base_urls("123456789012.dkr.ecr.us-east-1.amazonaws.com") == (
+        "https://123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    )
+
+
+def test_scrub_hides_secrets() -> None:
+    assert scrub("login with QVdTOnNlY3JldA== failed", ["QVdTOnNlY3JldA==", ""]) == "login with *** failed"
