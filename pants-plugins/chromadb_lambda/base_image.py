@@ -18,8 +18,6 @@ from pants.backend.docker.util_rules.docker_build_context import (
     DockerBuildContextRequest,
 )
 from pants.engine.addresses import Address
-from pants.engine.fs import Digest, DigestContents
-from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
 
@@ -31,6 +29,7 @@ from chromadb_lambda.engine import (
     cache_args,
     docker_build_process,
     engine_state_process,
+    run_build,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField
@@ -136,9 +135,8 @@ async def build_base_image(
         ),
         engine,
     )
-    result = await Get(ProcessResult, Process, process)
-    image_id_file = await Get(DigestContents, Digest, result.output_digest)
-    return BuiltBaseImage(identity=identity, image_id=image_id_file[0].content.decode().strip(), ref=ref, built=True)
+    image_id = await run_build(process, ref, request.address, docker_env.env)
+    return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=True)
 
 
 def rules():

@@ -16,6 +16,7 @@ from pants.backend.python.util_rules.faas import (
     ResolvePythonFaaSHandlerRequest,
 )
 from pants.backend.python.util_rules.python_sources import (
+    PythonSourceFiles,
     PythonSourceFilesRequest,
     StrippedPythonSourceFiles,
 )
@@ -58,6 +59,10 @@ class MissingThirdPartyRequirementError(Exception):
 
 class SplitPackageError(Exception):
     """The Lambda would copy files into a package whose `__init__.py` only the base image has."""
+
+
+class ContextPathCollisionError(Exception):
+    """Two closure files land on the same path in the task root once source roots are stripped."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,45 @@ def split_packages_message(address: Address, base: Address, split: dict[str, tup
 
         Add the targets owning them to the dependencies of {base}, or take the package out of the
         base entirely.
+        """
+    )
+
+
+def stripped_path(path: str, source_roots: Iterable[str], unrooted: frozenset[str]) -> str:
+    """Where a file lands under the task root: its path below the longest source root that holds it.
+
+    `files` targets are not stripped (Pants semantics): they keep their path from the build root.
+    """
+    if path in unrooted:
+        return path
+    roots = sorted((r for r in source_roots if r == "." or path.startswith(f"{r}/")), key=len, reverse=True)
+    if not roots or roots[0] == ".":
+        return path
+    return path[len(roots[0]) + 1 :]
+
+
+def path_collisions(
+    paths: Iterable[str], source_roots: Iterable[str], unrooted: frozenset[str]
+) -> dict[str, tuple[str, ...]]:
+    """Task-root paths that two or more closure files would both be copied to."""
+    origins: dict[str, list[str]] = {}
+    roots = tuple(source_roots)
+    for path in paths:
+        origins.setdefault(stripped_path(path, roots, unrooted), []).append(path)
+    return {dest: tuple(sorted(srcs)) for dest, srcs in sorted(origins.items()) if len(srcs) > 1}
+
+
+def path_collisions_message(address: Address, collisions: dict[str, tuple[str, ...]]) -> str:
+    lines = [f"{dest} <- {', '.join(srcs)}" for dest, srcs in collisions.items()]
+    return softwrap(
+        f"""
+        The handler closure of {address} has files from different source roots that would be copied
+        to the same path in the image (only one could win, and imports would see that one):
+
+        {bullet_list(lines)}
+
+        Rename one of the modules, or drop the dependency that brings the wrong one (see
+        `pants lambda-context {address}` for why each file is there).
         """
     )
 
@@ -258,6 +302,17 @@ async def compute_lambda_closure(
             raise MissingThirdPartyRequirementError(message)
         logger.warning(message)
 
+    # Checked on the unstripped files: stripping would merge two files of one path into an engine error.
+    unstripped = await Get(
+        PythonSourceFiles, PythonSourceFilesRequest(closure.closure, include_resources=True, include_files=True)
+    )
+    collisions = path_collisions(
+        unstripped.source_files.snapshot.files,
+        unstripped.source_roots,
+        frozenset(unstripped.source_files.unrooted_files),
+    )
+    if collisions:
+        raise ContextPathCollisionError(path_collisions_message(target.address, collisions))
     sources, base_sources = await MultiGet(
         Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(closure.closure, include_resources=True, include_files=True)),
         Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(base_closure.closure, include_resources=True, include_files=True)),

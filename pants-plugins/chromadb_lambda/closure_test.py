@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from textwrap import dedent
 
 import pytest
@@ -24,7 +25,7 @@ from pants.engine.internals.scheduler import ExecutionError
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda import closure, dependency_inference
-from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest, split_packages
+from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest, path_collisions, split_packages
 from chromadb_lambda.target_types import ChromadbLambdaTarget
 
 
@@ -296,3 +297,69 @@ def test_dynamic_imports_and_large_contexts_warn(rule_runner: RuleRunner, caplog
     assert "fn/main.py:4: importlib.import_module(...)" in warnings
     assert "`dependencies` field of functions/fn:fn" in warnings
     assert "over `[lambda-image].context_size_warning` (10)" in warnings and "fn/main.py:" in warnings
+
+
+def test_same_path_from_two_source_roots_is_an_error_listing_both(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "app/util/BUILD": "python_sources()",
+            "app/util/text.py": "A = 1\n",
+            "functions/util/BUILD": "python_sources()",
+            "functions/util/text.py": "A = 2\n",
+            "functions/fn/BUILD": lambda_build(
+                "fn", extra=', dependencies=["app/util/text.py", "functions/util/text.py"]'
+            ),
+            "functions/fn/main.py": "def handle(event, context):\n    return 1\n",
+        }
+    )
+    with pytest.raises(ExecutionError) as e:
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+    message = str(e.value)
+    assert "The handler closure of functions/fn:fn has files from different source roots" in message
+    assert "util/text.py <- app/util/text.py, functions/util/text.py" in message
+
+
+def test_path_collisions_respect_source_roots_and_unstripped_files() -> None:
+    roots = ("app", "functions", "app/nested")
+    assert path_collisions(["app/a/x.py", "functions/a/x.py", "app/b/y.py"], roots, frozenset()) == {
+        "a/x.py": ("app/a/x.py", "functions/a/x.py")
+    }
+    # The longest root wins; `files` keep their build-root path, so they do not collide here.
+    assert path_collisions(["app/nested/m.py", "app/m.py"], roots, frozenset()) == {"m.py": ("app/m.py", "app/nested/m.py")}
+    assert path_collisions(["app/x.json", "functions/x.json"], roots, frozenset({"app/x.json"})) == {}
+    assert path_collisions(["app/data/x.json", "data/x.json"], roots, frozenset({"data/x.json"})) == {
+        "data/x.json": ("app/data/x.json", "data/x.json")
+    }
+
+
+def test_symlink_out_of_the_repo_is_refused_naming_the_link(rule_runner: RuleRunner, tmp_path) -> None:
+    outside = tmp_path / "secret.py"
+    outside.write_text("SECRET = 1\n")
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": lambda_build("fn"),
+            "functions/fn/main.py": "from . import evil\n\ndef handle(event, context):\n    return evil.SECRET\n",
+        }
+    )
+    link = os.path.join(rule_runner.build_root, "functions/fn/evil.py")
+    os.symlink(os.path.relpath(outside, os.path.dirname(link)), link)
+    with pytest.raises(ExecutionError, match=r'functions/fn/evil\.py.*(outside of the buildroot|Absolute symlink)'):
+        get_closure(rule_runner, Address("functions/fn", target_name="fn"))
+
+
+def test_file_names_with_spaces_and_non_ascii_characters_are_copied(rule_runner: RuleRunner) -> None:
+    long_dir = "/".join(["deep"] * 30)
+    rule_runner.write_files(
+        {
+            **BASE_REPO,
+            "functions/fn/BUILD": lambda_build("fn", extra=', dependencies=[":data"]')
+            + 'resources(name="data", sources=["**/*.json"])\n',
+            "functions/fn/main.py": "def handle(event, context):\n    return 1\n",
+            "functions/fn/label schema é.json": "{}",
+            f"functions/fn/{long_dir}/données.json": "{}",
+        }
+    )
+    files = context_files(rule_runner, Address("functions/fn", target_name="fn"))
+    assert {"fn/label schema é.json", f"fn/{long_dir}/données.json"} <= files

@@ -12,9 +12,9 @@ from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_args import DockerBuildArgs
 from pants.engine.addresses import Address
-from pants.engine.fs import Digest
+from pants.engine.fs import Digest, DigestContents
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.process import Process, ProcessCacheScope, ProcessResult
+from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import InvalidFieldException
 from pants.util.frozendict import FrozenDict
@@ -214,6 +214,48 @@ def docker_build_process(
         extra_args=("--iidfile", IMAGE_ID_FILE, *extra_args),
     )
     return dataclasses.replace(process, output_files=(IMAGE_ID_FILE,))
+
+
+class DockerBuildError(Exception):
+    """`docker build` failed: a Dockerfile step failed, or the engine stopped answering."""
+
+
+# What the Docker CLI says when the engine went away during a build (stopped, crashed, socket gone).
+_ENGINE_GONE = (
+    "Cannot connect to the Docker daemon",
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "unexpected EOF",
+    "error reading from server: EOF",
+    "error during connect",
+    # A BuildKit session cut off when the engine dies; the CLI then has no image id to write.
+    "server did not provide an image ID",
+)
+
+
+def build_failure_message(image: str, address: Address, result: FallibleProcessResult, env: Mapping[str, str]) -> str:
+    output = (result.stderr.decode(errors="replace") + result.stdout.decode(errors="replace")).strip()
+    tail = "\n".join(f"  {line}" for line in output.splitlines()[-20:])
+    host = env.get("DOCKER_HOST") or "the default socket"
+    if any(marker in output for marker in _ENGINE_GONE):
+        hint = (
+            f"The Docker engine at {host} stopped answering during the build. Start it again (`./pants` "
+            "restarts its private engine by itself) and rerun: nothing of this image was written to "
+            "dist/, and the next run builds it again."
+        )
+    else:
+        hint = "A step of the Dockerfile failed: see its output above. Nothing of this image was written to dist/."
+    return f"`docker build` of {image} for {address} failed (exit code {result.exit_code}):\n{tail}\n\n{hint}"
+
+
+async def run_build(process: Process, image: str, address: Address, env: Mapping[str, str]) -> str:
+    """Runs a `docker_build_process`; the image id, or a DockerBuildError that says what to do."""
+    result = await Get(FallibleProcessResult, Process, process)
+    if result.exit_code != 0:
+        raise DockerBuildError(build_failure_message(image, address, result, env))
+    contents = await Get(DigestContents, Digest, result.output_digest)
+    return contents[0].content.decode().strip()
 
 
 def build_process(docker: DockerBinary, build: LambdaImageBuild, env: Mapping[str, str]) -> Process:

@@ -11,7 +11,7 @@ from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, OutputPathField, PackageFieldSet
 from pants.engine.addresses import Address
-from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent
+from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
@@ -36,6 +36,7 @@ from chromadb_lambda.engine import (
     engine_state_process,
     format_repository,
     image_refs,
+    run_build,
     tag_process,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -151,9 +152,8 @@ async def package_chromadb_lambda(
             base_image_id=base.image_id,
             extra_args=cache_args(subsystem, repository, field_set.cache_from.value),
         )
-        result = await Get(ProcessResult, Process, engine_state_process(build_process(docker, build, docker_env.env), engine))
-        image_id_file = await Get(DigestContents, Digest, result.output_digest)
-        image_id = image_id_file[0].content.decode().strip()
+        process = engine_state_process(build_process(docker, build, docker_env.env), engine)
+        image_id = await run_build(process, refs[0], field_set.address, docker_env.env)
         status = "built"
 
     info_path = field_set.output_path.value_or_default(file_ending="docker-info.json")

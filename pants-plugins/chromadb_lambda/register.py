@@ -11,6 +11,7 @@ from chromadb_lambda import (
     explain,
     package,
     publish,
+    tailor,
 )
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
 
@@ -28,6 +29,7 @@ def rules():
         *explain.rules(),
         *package.rules(),
         *publish.rules(),
+        *tailor.rules(),
     ]
 
 

@@ -149,3 +149,37 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
         ),
     )
+
+    tailor = BoolOption(
+        default=True,
+        help=help_text(
+            """
+            If true, `pants tailor` adds a `chromadb_lambda` target to every folder whose
+            `[lambda-image].tailor_handler_file` defines one of `[lambda-image].tailor_handler_functions`
+            and that no `chromadb_lambda` target points at yet.
+            """
+        ),
+    )
+    tailor_handler_file = StrOption(
+        default="handler.py",
+        help="The file name `pants tailor` recognises as a Lambda handler module, e.g. `lambda_function.py`.",
+    )
+    tailor_handler_functions = StrListOption(
+        default=["handler", "handle", "lambda_handler"],
+        help=help_text(
+            """
+            Function names `pants tailor` accepts as a handler, in order of preference: the first one
+            the handler module defines at top level becomes `handler="<file>:<function>"`.
+            """
+        ),
+    )
+    tailor_base_image = StrOption(
+        default=None,
+        help=help_text(
+            """
+            The `base_image` of the targets `pants tailor` adds, e.g. `//base:lambda-base`. Unset, it
+            is the base every existing `chromadb_lambda` target uses, when they all use the same one;
+            otherwise `pants tailor` names the handlers it skipped.
+            """
+        ),
+    )

@@ -250,6 +250,7 @@ class DockerEngine:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: `kill` takes containerd down with it
         )
         for _ in range(120):
             if docker("-H", self.host, "version", check=False).returncode == 0:
@@ -257,8 +258,14 @@ class DockerEngine:
             time.sleep(0.25)
         raise AssertionError(f"second engine did not start: {(self._root / 'dockerd.log').read_text()}")
 
+    def kill(self) -> None:
+        """The engine dies: SIGKILL to dockerd and its containerd, no clean shutdown."""
+        if self._proc and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=60)
+
     def __exit__(self, *exc: object) -> None:
-        if self._proc:
+        if self._proc and self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(timeout=60)
         if hasattr(self, "_log"):
