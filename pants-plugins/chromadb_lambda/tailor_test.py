@@ -45,6 +45,10 @@ REPO = {
 OWNED = AllOwnedSources(["fns/a/handler.py", "fns/b/handler.py", "fns/d/handler.py"])
 
 
+def lambda_target(path: str, name: str, **kwargs: str) -> PutativeTarget:
+    return PutativeTarget.for_target_type(ChromadbLambdaTarget, path=path, name=name, triggering_sources=(), kwargs=kwargs)
+
+
 def putative(rule_runner: RuleRunner, *args: str) -> set[PutativeTarget]:
     rule_runner.set_options(["--source-root-patterns=['/fns', '/']", *args], env_inherit=BOOTSTRAP_ENV)
     result = rule_runner.request(
@@ -56,20 +60,8 @@ def putative(rule_runner: RuleRunner, *args: str) -> set[PutativeTarget]:
 def test_tailor_proposes_a_lambda_per_handler_folder_without_one(rule_runner: RuleRunner) -> None:
     rule_runner.write_files(REPO)
     assert putative(rule_runner) == {
-        PutativeTarget.for_target_type(
-            ChromadbLambdaTarget,
-            path="fns/b",
-            name="b",
-            triggering_sources=(),
-            kwargs={"handler": "handler.py:lambda_handler", "base_image": "//base:base"},
-        ),
-        PutativeTarget.for_target_type(
-            ChromadbLambdaTarget,
-            path="fns/c",
-            name="lambda",
-            triggering_sources=(),
-            kwargs={"handler": "handler.py:handler", "base_image": "//base:base", "repository": "{directory}"},
-        ),
+        lambda_target("fns/b", "b", handler="handler.py:lambda_handler", base_image="//base:base"),
+        lambda_target("fns/c", "lambda", handler="handler.py:handler", base_image="//base:base", repository="{directory}"),
     }
 
 
@@ -86,13 +78,7 @@ def test_tailor_options(rule_runner: RuleRunner) -> None:
     )
     result = rule_runner.request(PutativeTargets, [PutativeChromadbLambdaTargetsRequest(("fns/c", "fns/e")), OWNED])
     assert list(result) == [
-        PutativeTarget.for_target_type(
-            ChromadbLambdaTarget,
-            path="fns/e",
-            name="lambda",
-            triggering_sources=(),
-            kwargs={"handler": "main.py:run", "base_image": "//base:other", "repository": "{directory}"},
-        )
+        lambda_target("fns/e", "lambda", handler="main.py:run", base_image="//base:other", repository="{directory}")
     ]
 
 
