@@ -196,6 +196,18 @@ async def publish_chromadb_lambda(
         key_tag=key.tag,
         ecr_registries=tuple(subsystem.ecr_registries),
     )
+    if not targets:
+        return PublishProcesses(
+            [
+                PublishPackages(
+                    names=tuple(f"{repository}:{tag}" for tag in (*(field_set.image_tags.value or ()), key.tag)),
+                    description=(
+                        "(no registry: give the target `registries`, or mark one `default` in "
+                        "`[docker].registries`)"
+                    ),
+                )
+            ]
+        )
     if field_set.skip_push.value:
         names = tuple(ref for t in targets for ref in t.refs)
         return PublishProcesses(

@@ -67,7 +67,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def publish(world: dict, *targets: str, registries: dict | None = None, env: dict | None = None, extra: tuple[str, ...] = ()) -> tuple[PantsResult, dict]:
     root = world["root"]
-    registries = registries or {"ecr": {"address": world["registry"].address, "default": True}}
+    if registries is None:
+        registries = {"ecr": {"address": world["registry"].address, "default": True}}
     (root / MANIFEST).unlink(missing_ok=True)
     result = run_pants(
         root,
@@ -215,3 +216,10 @@ def test_missing_aws_credentials_name_the_registry_and_the_fix(world: dict) -> N
     assert result.exit_code != 0
     assert f"No AWS credentials for the ECR registry {world['registry'].address}" in result.stdout + result.stderr
     assert manifest["images"] == {}
+
+
+def test_no_registry_is_reported_per_image(world: dict) -> None:
+    result, manifest = publish(world, "lambdas/compaction:compaction", registries={})
+    result.assert_success()
+    assert manifest == {}
+    assert f"{REPOSITORY}/compaction:latest skipped (no registry: give the target `registries`" in result.stderr
