@@ -42,8 +42,9 @@ def test_the_plugin_rebuilds_exactly_what_changed_and_its_images_work(results: t
         assert plugin["noop"]["rebuilt"] == 0 and plugin["handler"]["rebuilt"] == 1
         assert plugin["shared"]["rebuilt"] == len(repo["shared_affected"]) > 0
         assert all(plugin[s]["exact"] is not False and plugin[s]["works"] for s in data["settings"]["scenarios"])
-        # Kilobytes instead of the repo.
-        assert repo["ratios_vs_plugin_warm"]["naive-buildkit"]["fresh_context_ratio"] > 10
+    # Kilobytes, not the repo (BuildKit's own transfer is of the same order: it sends COPY paths only).
+    seed = data["repos"]["seed"]
+    assert 0 < seed["builders"]["plugin-warm"]["fresh"]["context_bytes"] * 100 < seed["repo_bytes"]
 
 
 def test_the_scoped_builder_is_scored_broken(results: tuple[dict, Path]) -> None:
