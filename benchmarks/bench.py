@@ -386,6 +386,7 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int, sc
     builder.prepare(root)
     docker("builder", "prune", "-af")
     previous: dict[str, str] = {}
+    base_size = image_size(builder.base_ref)
     edits: dict[str, Callable[[], None] | None] = {
         "fresh": None,
         "noop": None,
@@ -406,7 +407,6 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int, sc
             rebuilt = sorted(n for n, i in outcome.images.items() if previous.get(n) != i)
             checked = [lam for lam in repo.lambdas if lam.name in rebuilt][:sample]
             works = sum(imports_ok(builder.image(lam), lam) for lam in checked)
-            base_size = image_size(builder.base_ref)
             added = [image_size(builder.image(lam)) - base_size for lam in repo.lambdas if lam.name in outcome.images][:sample]
             results[scenario] = {
                 "seconds": round(outcome.seconds, 2),
@@ -430,12 +430,11 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int, sc
 
 def base_image_ref(repo: Repo) -> str:
     """Builds the base once with the plugin (not timed): every builder builds FROM the same image."""
-    result = run([str(repo.origin / "pants"), "--no-pantsd", "--docker-default-repository=bench-prep/{name}",
-                  "package", f"lambdas/{repo.lambdas[0].name}:{repo.lambdas[0].name}"], cwd=repo.origin)
+    run([str(repo.origin / "pants"), "--no-pantsd", "--docker-default-repository=bench-prep/{name}",
+         "package", f"lambdas/{repo.lambdas[0].name}:{repo.lambdas[0].name}"], cwd=repo.origin)
     (info,) = [json.loads(p.read_text()) for p in (repo.origin / "dist").glob("**/*.docker-info.json")]
     shutil.rmtree(repo.origin / "dist")
     (repo.origin / "dist").mkdir()
-    del result
     remove_images("bench-prep/")
     return info["base_image"]["ref"]
 

@@ -35,7 +35,7 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from pants.util.logging import LogLevel
 
-from chromadb_lambda.engine import DockerEnvironment, format_repository
+from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.registries import PushTarget, push_targets
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -106,9 +106,9 @@ class PublishSession:
 
     With pantsd, a new run first re-requests what a rule requested in the previous run, to decide
     whether the rule must run again: a PER_SESSION push would be pushed again right there. Push
-    processes carry the session id and are kept for the daemon's life (PER_RESTART_SUCCESSFUL), so
-    the replay finds last run's result in memory and runs nothing, while this run's pushes (a new
-    id) do run.
+    processes carry the session id (in their spec.json) and are kept for the daemon's life
+    (PER_RESTART_SUCCESSFUL), so the replay finds last run's result in memory and runs nothing,
+    while this run's pushes (a new id) do run.
     """
 
     id: str
@@ -181,11 +181,11 @@ async def publish_chromadb_lambda(
         Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
     )
     image = next(a for a in package.artifacts if isinstance(a, BuiltDockerImage))
-    if f":{key.tag}" not in "".join(image.tags):
+    # The package's content key ref names the repository the package rule formatted.
+    key_ref = next((ref for ref in image.tags if ref.endswith(f":{key.tag}")), None)
+    if key_ref is None:
         raise AssertionError(f"{field_set.address}: image {image.image_id} does not carry {key.tag}")
-    repository = format_repository(
-        field_set.repository.value or docker_options.default_repository, field_set.address
-    )
+    repository = key_ref[: -len(key.tag) - 1]
     targets = push_targets(
         docker_options.registries(),
         tuple(field_set.registries.value or ()),
@@ -200,7 +200,7 @@ async def publish_chromadb_lambda(
         return PublishProcesses(
             [
                 PublishPackages(
-                    names=tuple(f"{repository}:{tag}" for tag in (*(field_set.image_tags.value or ()), key.tag)),
+                    names=image.tags,
                     description=(
                         "(no registry: give the target `registries`, or mark one `default` in "
                         "`[docker].registries`)"
@@ -210,9 +210,7 @@ async def publish_chromadb_lambda(
         )
     if field_set.skip_push.value:
         names = tuple(ref for t in targets for ref in t.refs)
-        return PublishProcesses(
-            [PublishPackages(names=names or (repository,), description=f"(by `skip_push` on {field_set.address})")]
-        )
+        return PublishProcesses([PublishPackages(names=names, description=f"(by `skip_push` on {field_set.address})")])
     skipped = [PublishPackages(names=t.refs, description=f"(by `skip_push` on registry {t.alias or t.address})") for t in targets if t.skip_push]
     targets = tuple(t for t in targets if not t.skip_push)
     if not targets:
@@ -237,11 +235,10 @@ async def publish_chromadb_lambda(
                 **aws_env,
                 **docker_env.env,
                 "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-                "__CHROMADB_LAMBDA_PUBLISH_SESSION": session.id,
             },
             immutable_input_digests=docker.extra_input_digests,
             description=f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
-            # Never reused across runs: the session id is in the environment (see PublishSession).
+            # Never reused across runs: spec.json holds the session id (see PublishSession).
             cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
             level=LogLevel.INFO,
         ),

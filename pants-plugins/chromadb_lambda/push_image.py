@@ -58,6 +58,15 @@ class PublishError(Exception):
     """A push that cannot succeed as configured; the message says what to fix."""
 
 
+def _backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (1, 2, 4, at most 8)."""
+    return min(2.0 ** (attempt - 1), 8.0)
+
+
+def _after(attempt: int) -> str:
+    return f" after {attempt} attempts" if attempt > 1 else ""
+
+
 def classify_push_failure(output: str) -> str:
     """`auth`, `transient` or `other`: only transient failures are retried."""
     if _AUTH_FAILURE_RE.search(output):
@@ -119,9 +128,8 @@ def manifest_head(
             return _manifest_head_once(address, repository, reference, basic_auth)
         except _Unreachable as e:
             if attempt == attempts:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
-                raise PublishError(f"Cannot reach the registry {address}{tries}: {e.args[0]}") from None
-            sleep(min(2.0 ** (attempt - 1), 8.0))
+                raise PublishError(f"Cannot reach the registry {address}{_after(attempt)}: {e.args[0]}") from None
+            sleep(_backoff(attempt))
     raise AssertionError("unreachable")
 
 
@@ -330,9 +338,8 @@ def push_with_retry(
                 "and `ecr:PutImage` on the repository."
             )
         if kind != "transient" or attempt == attempts:
-            tries = f" after {attempt} attempts" if attempt > 1 else ""
-            raise PublishError(f"Pushing {ref} to {address} failed{tries}: {_last_line(output)}")
-        sleep(min(2.0 ** (attempt - 1), 8.0))
+            raise PublishError(f"Pushing {ref} to {address} failed{_after(attempt)}: {_last_line(output)}")
+        sleep(_backoff(attempt))
     raise AssertionError("unreachable")
 
 
