@@ -39,12 +39,14 @@ from chromadb_lambda.engine import (
     run_build,
     tag_process,
 )
+from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaCacheFromField,
     ChromadbLambdaHandlerField,
     ChromadbLambdaImageTagsField,
+    ChromadbLambdaRegistriesField,
     ChromadbLambdaRepositoryField,
 )
 
@@ -58,6 +60,7 @@ class ChromadbLambdaPackageFieldSet(PackageFieldSet):
     repository: ChromadbLambdaRepositoryField
     image_tags: ChromadbLambdaImageTagsField
     cache_from: ChromadbLambdaCacheFromField
+    registries: ChromadbLambdaRegistriesField
     output_path: OutputPathField
 
 
@@ -81,7 +84,9 @@ def size_text(size: int) -> str:
     return f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB"
 
 
-def docker_info(address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, built: bool) -> bytes:
+def docker_info(
+    address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, built: bool, pulled_from: str | None
+) -> bytes:
     closure = key.closure
     info = {
         "version": 1,
@@ -90,6 +95,8 @@ def docker_info(address: Address, image_id: str, refs: tuple[str, ...], key: Lam
         "tags": list(refs),
         "content_key": key.key,
         "built": built,
+        # The registry ref the image was pulled from (`[lambda-image].pull_from_registries`), or null.
+        "pulled_from": pulled_from,
         "handler": closure.handler,
         "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": key.base.ref},
         "context": {"files": len(closure.files), "bytes": closure.total_bytes},
@@ -132,7 +139,23 @@ async def package_chromadb_lambda(
     closure = key.closure
 
     image_id = engine.refs.get(key_ref)
-    if image_id:
+    pulled = PulledImage()
+    if not image_id and subsystem.pull_from_registries:
+        pulled = await Get(
+            PulledImage,
+            PublishedImageRequest(
+                address=field_set.address,
+                registries=tuple(field_set.registries.value or ()),
+                repository=repository,
+                key_tag=key.tag,
+                local_refs=(*refs, key_ref),
+                engine=engine,
+            ),
+        )
+    if pulled.image_id:
+        image_id = pulled.image_id
+        status = f"pulled from {pulled.source}"
+    elif image_id:
         # The engine holds this exact content: no build, not even of the base. Only move tags that
         # point elsewhere (e.g. `latest` after a checkout of another commit).
         stale = [ref for ref in refs if engine.refs.get(ref) != image_id]
@@ -162,7 +185,10 @@ async def package_chromadb_lambda(
         Digest,
         CreateDigest(
             [
-                FileContent(info_path, docker_info(field_set.address, image_id, (*refs, key_ref), key, status == "built")),
+                FileContent(
+                    info_path,
+                    docker_info(field_set.address, image_id, (*refs, key_ref), key, status == "built", pulled.source),
+                ),
                 FileContent(manifest_path, context_manifest(closure, subsystem.task_root)),
             ]
         ),

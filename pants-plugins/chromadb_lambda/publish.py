@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pkgutil
 import sys
 import uuid
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pants.core.goals.publish import (
 )
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.fs import CreateDigest, Digest
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, InteractiveProcess, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
@@ -38,6 +37,14 @@ from pants.util.logging import LogLevel
 from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.registries import PushTarget, push_targets
+from chromadb_lambda.registry_process import (
+    AWS_ENV_VARS,
+    client_inputs,
+    client_result,
+    client_process,
+    client_script,
+    registry_entries,
+)
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
@@ -48,31 +55,6 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaSkipPushField,
 )
 
-# The standard AWS credential chain reads these; they reach only the push process, never a cache.
-AWS_ENV_VARS = (
-    "AWS_PROFILE",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_ECR",
-    "AWS_CA_BUNDLE",
-    "AWS_ROLE_ARN",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_EC2_METADATA_DISABLED",
-    "HOME",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-)
-PUSH_SCRIPT = "push_image.py"
 
 
 class PublishChromadbLambdaRequest(PublishRequest):
@@ -133,28 +115,14 @@ def push_spec(
         "create_repository": subsystem.ecr_create_repositories,
         "scan_on_push": subsystem.ecr_scan_on_push,
         "tag_mutability": subsystem.ecr_tag_mutability.value,
-        "registries": [
-            {
-                "address": t.address,
-                "repository": t.repository,
-                "tags": list(t.tags),
-                "ecr": None if t.ecr is None else {"registry_id": t.ecr.registry_id, "region": t.ecr.region},
-            }
-            for t in targets
-        ],
+        "registries": registry_entries(targets),
     }
 
 
 def push_outcome(result: FallibleProcessResult, targets: tuple[PushTarget, ...]) -> dict[str, Any]:
     """The push script's JSON result; a crash becomes an error for every registry."""
-    if result.exit_code == 0:
-        try:
-            return json.loads(result.stdout.decode())
-        except ValueError:
-            pass
-    lines = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
-    error = f"the push process failed (exit code {result.exit_code}): {lines[-1] if lines else 'no output'}"
-    return {"registries": [], "errors": [{"address": t.address, "error": error} for t in targets]}
+    outcome, error = client_result(result, "push")
+    return outcome or {"registries": [], "errors": [{"address": t.address, "error": error} for t in targets]}
 
 
 @rule(desc="Publishing a chromadb_lambda image", level=LogLevel.DEBUG)
@@ -216,37 +184,26 @@ async def publish_chromadb_lambda(
     if not targets:
         return PublishProcesses(skipped)
 
-    script = pkgutil.get_data(__package__, PUSH_SCRIPT)
-    assert script is not None
     aws_env = await Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS))
     spec = push_spec(image.image_id, key, targets, docker, subsystem, session)
-    inputs = await Get(
-        Digest,
-        CreateDigest([FileContent(PUSH_SCRIPT, script), FileContent("spec.json", json.dumps(spec).encode())]),
-    )
+    inputs = await Get(Digest, CreateDigest(client_inputs(spec)))
     result = await Get(
         FallibleProcessResult,
-        Process(
-            # Pants' own interpreter, which imports boto3 (from the Pants environment or `[GLOBAL].plugins`).
-            argv=(sys.executable, PUSH_SCRIPT, "push", "spec.json"),
-            input_digest=inputs,
-            env={
-                **docker.extra_env,
-                **aws_env,
-                **docker_env.env,
-                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-            },
-            immutable_input_digests=docker.extra_input_digests,
-            description=f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
+        Process,
+        client_process(
+            "push",
+            inputs,
+            docker,
+            {**aws_env, **docker_env.env},
+            f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
             # Never reused across runs: spec.json holds the session id (see PublishSession).
-            cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
-            level=LogLevel.INFO,
+            ProcessCacheScope.PER_RESTART_SUCCESSFUL,
         ),
     )
     outcome = push_outcome(result, targets)
     manifest = os.path.join(distdir.relpath, subsystem.deploy_manifest)
     report = InteractiveProcess(
-        argv=(sys.executable, "-c", script.decode(), "report", manifest, session.id, str(field_set.address), json.dumps(outcome)),
+        argv=(sys.executable, "-c", client_script().decode(), "report", manifest, session.id, str(field_set.address), json.dumps(outcome)),
         run_in_workspace=True,
     )
     description = ", ".join(

@@ -11,6 +11,7 @@ from chromadb_lambda import (
     explain,
     package,
     publish,
+    pull,
     tailor,
 )
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
@@ -29,6 +30,7 @@ def rules():
         *explain.rules(),
         *package.rules(),
         *publish.rules(),
+        *pull.rules(),
         *tailor.rules(),
     ]
 

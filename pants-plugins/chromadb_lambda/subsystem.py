@@ -69,6 +69,22 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
         ),
     )
+    pull_from_registries = BoolOption(
+        default=False,
+        help=help_text(
+            """
+            Before building a Lambda image the engine does not hold, ask the registries it publishes
+            to (its `registries` field, resolved as `pants publish` does) for its content key tag
+            (`ck-...`), and pull the image from the first registry that has it instead of building
+            it. Content keys are equal on every machine for one commit, so a CI runner pulls what
+            another runner published, and the image it gets is the published one (same digest).
+
+            A registry that cannot be asked (down, credentials refused) is reported as a warning and
+            the image is built. ECR registries authenticate as for `pants publish`. Off by default:
+            `pants package` then never touches a registry.
+            """
+        ),
+    )
     warn_dynamic_imports = BoolOption(
         default=True,
         help=help_text(

@@ -22,7 +22,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from e2e.harness import PantsResult, Registry, copy_repo, free_port, git, init_git_repo, run_pants, stop_pantsd
+from e2e.harness import PantsResult, Registry, copy_repo, docker, free_port, git, init_git_repo, run_pants, stop_pantsd
 
 ALL = ("compaction", "find_unembedded", "line_polling", "list_pending", "submit_batch", "word_polling")
 REPOSITORY = f"chromadb-lambda-publish-{uuid.uuid4().hex[:8]}"
@@ -65,7 +65,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             os.environ["MOTO_ACCOUNT_ID"] = previous_account
 
 
-def publish(world: dict, *targets: str, registries: dict | None = None, env: dict | None = None, extra: tuple[str, ...] = ()) -> tuple[PantsResult, dict]:
+def publish(
+    world: dict, *targets: str, registries: dict | None = None, env: dict | None = None,
+    extra: tuple[str, ...] = (), goal: str = "publish",
+) -> tuple[PantsResult, dict]:
+    """Runs `goal` (publish, or package) against the ECR registry; the deploy manifest written."""
     root = world["root"]
     if registries is None:
         registries = {"ecr": {"address": world["registry"].address, "default": True}}
@@ -77,7 +81,7 @@ def publish(world: dict, *targets: str, registries: dict | None = None, env: dic
             "--lambda-image-ecr-registries=['@ecr']",
             f"--docker-default-repository={REPOSITORY}/{{name}}",
             *extra,
-            "publish",
+            goal,
             *(targets or ("lambdas::",)),
         ],
         env={**world["aws_env"], **(env or {})},
@@ -144,6 +148,42 @@ def test_second_publish_pushes_nothing(world: dict) -> None:
         a: e["image"] for a, e in world["first"]["images"].items()
     }
     assert manifest["session"] != world["first"]["session"]
+
+
+def package_info(world: dict, name: str) -> dict:
+    return json.loads((world["root"] / f"dist/lambdas.{name}/{name}.docker-info.json").read_text())
+
+
+def test_package_pulls_a_published_image_through_ecr_auth(world: dict) -> None:
+    """`pull_from_registries`: an image the engine lacks comes from the ECR registry, not a build."""
+    name, registry = "compaction", world["registry"]
+    entry = world["first"]["images"][f"lambdas/{name}:{name}"]
+    image_id = json.loads(docker("image", "inspect", f"{REPOSITORY}/{name}:{entry['content_key_tag']}").stdout)[0]["Id"]
+    docker("image", "rm", "-f", image_id)  # every tag: the engine no longer has this image
+    blobs_before = len(registry.blob_gets())
+    result, _ = publish(world, f"lambdas/{name}:{name}", goal="package", extra=("--lambda-image-pull-from-registries",))
+    result.assert_success()
+    info = package_info(world, name)
+    assert info["pulled_from"] == f"{registry.address}/{REPOSITORY}/{name}:{entry['content_key_tag']}"
+    assert info["built"] is False and info["image_id"] == image_id
+    assert f"Lambda image {REPOSITORY}/{name}:latest pulled from {info['pulled_from']}" in result.stderr
+    assert len(registry.blob_gets()) > blobs_before
+    assert TOKEN not in result.stdout + result.stderr and MOTO_PASSWORD not in result.stdout + result.stderr
+
+
+def test_package_builds_when_the_registry_cannot_be_asked(world: dict) -> None:
+    name = "list_pending"
+    key_tag = world["first"]["images"][f"lambdas/{name}:{name}"]["content_key_tag"]
+    docker("image", "rm", f"{REPOSITORY}/{name}:{key_tag}")  # untagged: the engine lacks this content key
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result, _ = publish(
+        world, f"lambdas/{name}:{name}", goal="package", registries={"down": {"address": down, "default": True}},
+        extra=("--lambda-image-pull-from-registries", "--lambda-image-push-attempts=1"),
+    )
+    result.assert_success()
+    assert f"could not pull {REPOSITORY}/{name}:{key_tag} from {down}, building it instead: Cannot reach the registry {down}" in result.stderr
+    info = package_info(world, name)
+    assert info["built"] is True and info["pulled_from"] is None
 
 
 def test_one_changed_handler_pushes_one_image(world: dict) -> None:

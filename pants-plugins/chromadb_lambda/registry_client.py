@@ -1,15 +1,19 @@
-"""Pushes one Lambda image to its registries, and records what was published.
+"""Pushes Lambda images to their registries, pulls published ones, and records what was published.
 
-Run by `pants publish` (see publish.py) with Pants' own interpreter, as a script:
+Run with Pants' own interpreter, as a script, by `pants publish` (see publish.py) and by `pants
+package` with `[lambda-image].pull_from_registries` (see pull.py):
 
-    push_image.py push SPEC_JSON            -> prints a JSON result on stdout
-    push_image.py report MANIFEST SESSION ADDRESS RESULT_JSON
+    registry_client.py push SPEC_JSON       -> prints a JSON result on stdout
+    registry_client.py pull SPEC_JSON       -> pulls the content key tag from the first registry that
+                                               has it, tags it locally; prints a JSON result
+    registry_client.py report MANIFEST SESSION ADDRESS RESULT_JSON
                                             -> prints the outcome, merges the deploy manifest
 
 Standard library only, plus boto3 for ECR registries. ECR tokens (`ecr:GetAuthorizationToken`) are
 written to a private Docker config (a 0700 directory in the process sandbox, removed before the
-process ends, and with the sandbox if the process is killed) and passed to `docker --config`: they never reach an argument list, an environment, stdout, a log, Pants'
-caches or `dist/`. Everything printed is scrubbed of them anyway.
+process ends, and with the sandbox if the process is killed) and passed to `docker --config`: they
+never reach an argument list, an environment, stdout, a log, Pants' caches or `dist/`. Everything
+printed is scrubbed of them anyway.
 """
 from __future__ import annotations
 
@@ -313,6 +317,37 @@ def run_docker(spec: dict, config_dir: str | None, *args: str) -> subprocess.Com
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def docker_with_retry(
+    run: Callable[[], subprocess.CompletedProcess],
+    verb: str,
+    ref: str,
+    address: str,
+    attempts: int,
+    refused_hint: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[str, int]:
+    """Runs `docker push` / `docker pull` of one ref; (its output, attempts used).
+
+    Transient failures are retried with backoff; a refusal (credentials) is not.
+    """
+    for attempt in range(1, attempts + 1):
+        result = run()
+        output = result.stdout or ""
+        if result.returncode == 0:
+            return output, attempt
+        kind = classify_push_failure(output)
+        if kind == "auth":
+            raise PublishError(
+                f"The registry {address} refused the {verb} of {ref} (not retried): {_last_line(output)}\n"
+                f"{refused_hint}"
+            )
+        if kind != "transient" or attempt == attempts:
+            what = f"Pushing {ref} to" if verb == "push" else f"Pulling {ref} from"
+            raise PublishError(f"{what} {address} failed{_after(attempt)}: {_last_line(output)}")
+        sleep(_backoff(attempt))
+    raise AssertionError("unreachable")
+
+
 def push_with_retry(
     push: Callable[[], subprocess.CompletedProcess],
     ref: str,
@@ -321,31 +356,44 @@ def push_with_retry(
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, int]:
     """Pushes one ref; returns (digest, attempts used). Retries transient failures only."""
-    for attempt in range(1, attempts + 1):
-        result = push()
-        output = result.stdout or ""
-        if result.returncode == 0:
-            match = _DIGEST_RE.search(output)
-            if not match:
-                raise PublishError(f"`docker push {ref}` printed no digest:\n{output.strip()}")
-            return match.group(1), attempt
-        kind = classify_push_failure(output)
-        if kind == "auth":
-            raise PublishError(
-                f"The registry {address} refused the push of {ref} (not retried): {_last_line(output)}\n"
-                "Check the registry credentials; for ECR the identity needs `ecr:InitiateLayerUpload`, "
-                "`ecr:UploadLayerPart`, `ecr:CompleteLayerUpload`, `ecr:BatchCheckLayerAvailability` "
-                "and `ecr:PutImage` on the repository."
-            )
-        if kind != "transient" or attempt == attempts:
-            raise PublishError(f"Pushing {ref} to {address} failed{_after(attempt)}: {_last_line(output)}")
-        sleep(_backoff(attempt))
-    raise AssertionError("unreachable")
+    output, attempt = docker_with_retry(
+        push,
+        "push",
+        ref,
+        address,
+        attempts,
+        "Check the registry credentials; for ECR the identity needs `ecr:InitiateLayerUpload`, "
+        "`ecr:UploadLayerPart`, `ecr:CompleteLayerUpload`, `ecr:BatchCheckLayerAvailability` "
+        "and `ecr:PutImage` on the repository.",
+        sleep,
+    )
+    match = _DIGEST_RE.search(output)
+    if not match:
+        raise PublishError(f"`docker push {ref}` printed no digest:\n{output.strip()}")
+    return match.group(1), attempt
 
 
 def _last_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+def registry_credentials(
+    registry: dict, config_dir: str | None, secrets: list[str]
+) -> tuple[str | None, str | None, Any]:
+    """(basic auth for the registry API, `docker --config` dir or None, ECR client or None).
+
+    ECR: a fresh token, written into `config_dir` (private) and added to `secrets`. Other registries:
+    the user's own Docker config (`docker login`, credential helpers).
+    """
+    address = registry["address"]
+    if registry.get("ecr") is None:
+        return docker_config_auth(address), None, None
+    client = ecr_client(registry["ecr"], address)
+    basic_auth = ecr_authorization(client, registry["ecr"], address)
+    secrets += [basic_auth, base64.b64decode(basic_auth).decode(errors="replace").partition(":")[2]]
+    write_docker_config(config_dir, address, basic_auth)  # type: ignore[arg-type]
+    return basic_auth, config_dir, client
 
 
 def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secrets: list[str]) -> dict:
@@ -356,16 +404,9 @@ def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secr
     key_tag = spec["key_tag"]
     outcome: dict[str, Any] = {"address": address, "name": name, "tags": refs, "pushed": 0}
 
-    basic_auth = None
-    if registry.get("ecr") is not None:
-        client = ecr_client(registry["ecr"], address)
-        basic_auth = ecr_authorization(client, registry["ecr"], address)
-        secrets += [basic_auth, base64.b64decode(basic_auth).decode(errors="replace").partition(":")[2]]
+    basic_auth, config_dir, client = registry_credentials(registry, config_dir, secrets)
+    if client is not None:
         outcome["created_repository"] = ensure_ecr_repository(client, registry["ecr"], address, repository, spec)
-        write_docker_config(config_dir, address, basic_auth)  # type: ignore[arg-type]
-    else:
-        basic_auth = docker_config_auth(address)
-        config_dir = None  # the user's own Docker config (`docker login`, credential helpers)
 
     # Unchanged images are not pushed: the registry already has the content key tag, and every other
     # tag points at the same manifest.
@@ -399,9 +440,8 @@ def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secr
     return outcome
 
 
-def push(spec: dict) -> dict:
-    secrets: list[str] = []
-    result: dict[str, Any] = {"registries": [], "errors": []}
+def each_registry(spec: dict) -> Iterator[tuple[dict, str | None]]:
+    """Every registry of the spec with its own private Docker config dir (ECR) or None."""
     needs_config = any(r.get("ecr") is not None for r in spec["registries"])
     with (private_docker_config() if needs_config else contextlib.nullcontext(None)) as config_root:
         for index, registry in enumerate(spec["registries"]):
@@ -409,10 +449,66 @@ def push(spec: dict) -> dict:
             if config_root:
                 config_dir = os.path.join(config_root, str(index))
                 os.mkdir(config_dir, 0o700)
-            try:
-                result["registries"].append(publish_to_registry(spec, registry, config_dir, secrets))
-            except PublishError as e:
-                result["errors"].append({"address": registry["address"], "error": scrub(str(e), secrets)})
+            yield registry, config_dir
+
+
+def push(spec: dict) -> dict:
+    secrets: list[str] = []
+    result: dict[str, Any] = {"registries": [], "errors": []}
+    for registry, config_dir in each_registry(spec):
+        try:
+            result["registries"].append(publish_to_registry(spec, registry, config_dir, secrets))
+        except PublishError as e:
+            result["errors"].append({"address": registry["address"], "error": scrub(str(e), secrets)})
+    return json.loads(scrub(json.dumps(result), secrets))
+
+
+# --- pulling a published image --------------------------------------------------------------------
+
+
+def pull_from_registry(spec: dict, registry: dict, config_dir: str | None, secrets: list[str]) -> dict | None:
+    """Pulls `<registry>/<repository>:<key tag>` and tags it as `spec["local_refs"]`; None if absent."""
+    address = registry["address"]
+    repository = registry["repository"]
+    key_tag = spec["key_tag"]
+    basic_auth, config_dir, _ = registry_credentials(registry, config_dir, secrets)
+    head = manifest_head(address, repository, key_tag, basic_auth, spec["attempts"])
+    if head is None:
+        return None
+    ref = f"{address}/{repository}:{key_tag}"
+    if head[1] in INDEX_MANIFEST_TYPES:
+        raise PublishError(f"{ref} is a manifest list ({head[1]}), not the single image it publishes: not pulled.")
+    docker_with_retry(
+        lambda: run_docker(spec, config_dir, "pull", ref),
+        "pull",
+        ref,
+        address,
+        spec["attempts"],
+        "Check the registry credentials; for ECR the identity needs `ecr:BatchGetImage` and "
+        "`ecr:GetDownloadUrlForLayer` on the repository.",
+    )
+    inspected = run_docker(spec, None, "image", "inspect", "--format", "{{.Id}}", ref)
+    if inspected.returncode != 0:
+        raise PublishError(f"`docker image inspect {ref}` failed after the pull: {_last_line(inspected.stdout)}")
+    image_id = inspected.stdout.strip()
+    for local_ref in spec["local_refs"]:
+        tagged = run_docker(spec, None, "tag", image_id, local_ref)
+        if tagged.returncode != 0:
+            raise PublishError(f"`docker tag {image_id} {local_ref}` failed: {_last_line(tagged.stdout)}")
+    return {"address": address, "ref": ref, "digest": head[0], "image_id": image_id}
+
+
+def pull(spec: dict) -> dict:
+    """The image from the first registry that holds the content key tag; warnings for the others."""
+    secrets: list[str] = []
+    result: dict[str, Any] = {"pulled": None, "warnings": []}
+    for registry, config_dir in each_registry(spec):
+        try:
+            result["pulled"] = pull_from_registry(spec, registry, config_dir, secrets)
+        except PublishError as e:
+            result["warnings"].append({"address": registry["address"], "error": str(e)})
+        if result["pulled"]:
+            break
     return json.loads(scrub(json.dumps(result), secrets))
 
 
@@ -476,10 +572,14 @@ def main(argv: list[str]) -> int:
         result.update(content_key=spec["content_key"], key_tag=spec["key_tag"])
         json.dump(result, sys.stdout)
         return 0
+    if argv[1:2] == ["pull"]:
+        with open(argv[2]) as f:
+            json.dump(pull(json.load(f)), sys.stdout)
+        return 0
     if argv[1:2] == ["report"]:
         manifest_path, session, address, result = argv[2:6]
         return report(manifest_path, session, address, json.loads(result))
-    print(f"usage: {argv[0]} push SPEC | report MANIFEST SESSION ADDRESS RESULT", file=sys.stderr)
+    print(f"usage: {argv[0]} push SPEC | pull SPEC | report MANIFEST SESSION ADDRESS RESULT", file=sys.stderr)
     return 2
 
 

@@ -4,9 +4,10 @@ import subprocess
 
 import pytest
 
-from chromadb_lambda.push_image import (
+from chromadb_lambda.registry_client import (
     PublishError,
     classify_push_failure,
+    docker_with_retry,
     merge_deploy_manifest,
     push_with_retry,
     registry_base_urls,
@@ -85,3 +86,13 @@ def test_loopback_registries_may_speak_plain_http() -> None:
 
 def test_scrub_hides_secrets() -> None:
     assert scrub("login with QVdTOnNlY3JldA== failed", ["QVdTOnNlY3JldA==", ""]) == "login with *** failed"
+
+
+def test_pull_failures_name_the_pull_and_its_permissions() -> None:
+    pull, calls = outcomes((1, "denied: requested access to the resource is denied"))
+    with pytest.raises(PublishError, match=r"(?s)refused the pull of r/x:ck-1 \(not retried\).*ecr:BatchGetImage"):
+        docker_with_retry(pull, "pull", "r/x:ck-1", "r", 3, "for ECR the identity needs `ecr:BatchGetImage`", lambda _: None)
+    pull, calls = outcomes(*[(1, "connect: connection refused")] * 2)
+    with pytest.raises(PublishError, match="Pulling r/x:ck-1 from r failed after 2 attempts"):
+        docker_with_retry(pull, "pull", "r/x:ck-1", "r", 2, "", lambda _: None)
+    assert len(calls) == 2
