@@ -7,24 +7,16 @@ identical base layers prove that B pulled them instead of building them.
 """
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from e2e.harness import DockerEngine, Registry, copy_repo, docker, docker_cli, image_layers, package, stop_pantsd
+from e2e.harness import DockerEngine, Registry, copy_repo, docker, image_layers, package, stop_pantsd, transfer_image
 
 NAMES = ("compaction", "list_pending")
 REPOSITORY = f"chromadb-lambda-cache-{uuid.uuid4().hex[:8]}"
 UPSTREAM = "local/lambda-python:3.11"
-
-
-def transfer_image(image: str, to_host: str) -> None:
-    """`docker save | docker load` from the first engine to another (stands for a registry pull)."""
-    save = subprocess.Popen([docker_cli(), "save", image], stdout=subprocess.PIPE)
-    subprocess.run([docker_cli(), "-H", to_host, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
-    assert save.wait() == 0
 
 
 def test_second_engine_pulls_layers_from_the_registry(tmp_path_factory: pytest.TempPathFactory) -> None:

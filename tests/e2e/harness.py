@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 # What the `//:repo` files target brings into the test sandbox.
-REPO_ENTRIES = ("pants", "pants.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
+REPO_ENTRIES = ("pants", "pants.toml", "pants.ci.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
 
 
 def copy_repo(source: Path, dest: Path) -> Path:
@@ -101,6 +101,19 @@ def files_added_over_base(images: Sequence[str], base: str) -> dict[str, set[str
                         files.update("/" + m.name for m in layer_tar.getmembers() if m.isfile())
                 added[image] = files
     return added
+
+
+def transfer_image(image: str, to_host: str) -> None:
+    """`docker save | docker load` from the default engine to another (a runner's preinstalled image)."""
+    save = subprocess.Popen([docker_cli(), "save", image], stdout=subprocess.PIPE)
+    subprocess.run([docker_cli(), "-H", to_host, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
+    assert save.wait() == 0
+
+
+def pants_counters(output: str) -> dict[str, int]:
+    """The counters `--stats-log` prints at the end of a Pants run (cache hits, processes run...)."""
+    section = output.rpartition("Counters:")[2]
+    return {name: int(value) for name, value in re.findall(r"^\s+([a-z_]+): (\d+)$", section, re.MULTILINE)}
 
 
 def free_port() -> int:
@@ -202,11 +215,37 @@ class Registry:
         self._log.flush()
         return re.findall(r'"PUT /v2/(\S+)/manifests/(\S+) HTTP/[\d.]+" 201', self._log_path.read_text())
 
+    def blob_gets(self) -> list[tuple[str, str]]:
+        """(repository, digest) of every blob (layer or image config) served so far, in order."""
+        self._log.flush()
+        return re.findall(r'"GET /v2/(\S+)/blobs/(sha256:[0-9a-f]{64}) HTTP/[\d.]+" 200', self._log_path.read_text())
+
     def __exit__(self, *exc: object) -> None:
         if self._proc:
             self._proc.terminate()
             self._proc.wait(timeout=30)
         self._log.close()
+
+
+class BuildGrid:
+    """A REAPI cache server (BuildGrid, via build-support/bootstrap/buildgrid.sh) on loopback."""
+
+    def __init__(self, root: Path, script: Path) -> None:
+        self.port = free_port()
+        self._root = root
+        self._script = script
+        self.address = ""
+
+    def __enter__(self) -> "BuildGrid":
+        started = subprocess.run(
+            [str(self._script), "start", str(self._root), str(self.port)], capture_output=True, text=True, timeout=600
+        )
+        assert started.returncode == 0, f"BuildGrid did not start:\n{started.stderr}"
+        self.address = started.stdout.strip()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([str(self._script), "stop", str(self._root)], check=False, timeout=60)
 
 
 class DockerEngine:
@@ -270,8 +309,19 @@ class DockerEngine:
             self._proc.wait(timeout=60)
         if hasattr(self, "_log"):
             self._log.close()
+        # A killed engine leaves the overlay mounts of the containers it ran (builds' RUN steps).
+        unmount_below(self._root)
         subprocess.run(["ip", "link", "delete", self._bridge], check=False, capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def unmount_below(root: Path) -> None:
+    """Lazily unmounts every mount point under `root`, deepest first."""
+    prefix = f"{os.path.realpath(root)}/"
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
