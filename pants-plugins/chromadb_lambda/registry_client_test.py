@@ -96,3 +96,42 @@ def test_pull_failures_name_the_pull_and_its_permissions() -> None:
     with pytest.raises(PublishError, match="Pulling r/x:ck-1 from r failed after 2 attempts"):
         docker_with_retry(pull, "pull", "r/x:ck-1", "r", 2, "", lambda _: None)
     assert len(calls) == 2
+
+
+def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chromadb_lambda import registry_client
+
+    heads = {"down:5000": PublishError("Cannot reach the registry down:5000"), "empty:5000": None, "ok:5000": (DIGEST, "application/vnd.docker.distribution.manifest.v2+json")}
+
+    def fake_head(address: str, repository: str, reference: str, basic_auth: str | None, attempts: int = 1) -> object:
+        assert reference == "ck-1"
+        head = heads[address]
+        if isinstance(head, Exception):
+            raise head
+        return head
+
+    calls: list[tuple[str, ...]] = []
+
+    def fake_docker(spec: dict, config_dir: str | None, *args: str) -> subprocess.CompletedProcess:
+        calls.append(args)
+        return subprocess.CompletedProcess([], 0, stdout="sha256:image\n" if args[0] == "image" else "")
+
+    monkeypatch.setattr(registry_client, "manifest_head", fake_head)
+    monkeypatch.setattr(registry_client, "run_docker", fake_docker)
+    monkeypatch.setattr(registry_client, "docker_config_auth", lambda address: None)
+    spec = {
+        "docker": "docker",
+        "key_tag": "ck-1",
+        "local_refs": ["x:latest", "x:ck-1"],
+        "attempts": 1,
+        "registries": [{"address": a, "repository": "x", "tags": ["ck-1"], "ecr": None} for a in heads],
+    }
+    result = registry_client.pull(spec)
+    assert result["pulled"] == {"address": "ok:5000", "ref": "ok:5000/x:ck-1", "digest": DIGEST, "image_id": "sha256:image"}
+    assert result["warnings"] == [{"address": "down:5000", "error": "Cannot reach the registry down:5000"}]
+    assert calls == [
+        ("pull", "ok:5000/x:ck-1"),
+        ("image", "inspect", "--format", "{{.Id}}", "ok:5000/x:ck-1"),
+        ("tag", "sha256:image", "x:latest"),
+        ("tag", "sha256:image", "x:ck-1"),
+    ]
