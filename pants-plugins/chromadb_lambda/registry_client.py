@@ -487,10 +487,16 @@ def pull_from_registry(spec: dict, registry: dict, config_dir: str | None, secre
         "Check the registry credentials; for ECR the identity needs `ecr:BatchGetImage` and "
         "`ecr:GetDownloadUrlForLayer` on the repository.",
     )
-    inspected = run_docker(spec, None, "image", "inspect", "--format", "{{.Id}}", ref)
+    inspected = run_docker(spec, None, "image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", ref)
     if inspected.returncode != 0:
         raise PublishError(f"`docker image inspect {ref}` failed after the pull: {_last_line(inspected.stdout)}")
-    image_id = inspected.stdout.strip()
+    image_id, _, platform = inspected.stdout.strip().partition(" ")
+    # Content keys do not name a platform: an image another runner built for another CPU is not this one.
+    engine = run_docker(spec, None, "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}")
+    engine_platform = engine.stdout.strip() if engine.returncode == 0 else ""
+    if engine_platform and platform != engine_platform:
+        run_docker(spec, None, "image", "rm", ref)
+        raise PublishError(f"{ref} is a {platform} image and this engine runs {engine_platform}: not used.")
     for local_ref in spec["local_refs"]:
         tagged = run_docker(spec, None, "tag", image_id, local_ref)
         if tagged.returncode != 0:

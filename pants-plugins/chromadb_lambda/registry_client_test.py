@@ -111,10 +111,12 @@ def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monk
         return head
 
     calls: list[tuple[str, ...]] = []
+    image_platform = "linux/amd64"
 
     def fake_docker(spec: dict, config_dir: str | None, *args: str) -> subprocess.CompletedProcess:
         calls.append(args)
-        return subprocess.CompletedProcess([], 0, stdout="sha256:image\n" if args[0] == "image" else "")
+        out = {"image": f"sha256:image {image_platform}\n", "version": "linux/amd64\n"}.get(args[0], "")
+        return subprocess.CompletedProcess([], 0, stdout=out)
 
     monkeypatch.setattr(registry_client, "manifest_head", fake_head)
     monkeypatch.setattr(registry_client, "run_docker", fake_docker)
@@ -131,7 +133,19 @@ def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monk
     assert result["warnings"] == [{"address": "down:5000", "error": "Cannot reach the registry down:5000"}]
     assert calls == [
         ("pull", "ok:5000/x:ck-1"),
-        ("image", "inspect", "--format", "{{.Id}}", "ok:5000/x:ck-1"),
+        ("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", "ok:5000/x:ck-1"),
+        ("version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"),
         ("tag", "sha256:image", "x:latest"),
         ("tag", "sha256:image", "x:ck-1"),
     ]
+
+    # An image built for another CPU (content keys do not name one) is removed again, not used.
+    image_platform = "linux/arm64"
+    calls.clear()
+    result = registry_client.pull(spec)
+    assert result["pulled"] is None
+    assert result["warnings"][-1] == {
+        "address": "ok:5000",
+        "error": "ok:5000/x:ck-1 is a linux/arm64 image and this engine runs linux/amd64: not used.",
+    }
+    assert ("image", "rm", "ok:5000/x:ck-1") in calls and not any(c[0] == "tag" for c in calls)
