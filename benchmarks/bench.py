@@ -495,6 +495,37 @@ def plot(results: dict, out_dir: Path, config: str) -> list[str]:
     return written
 
 
+def plot_two_runners(report_path: Path) -> Path:
+    """A bar chart of a two-runner report (tests/e2e/two_runners_e2e_test.py), beside its JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(report_path.read_text())
+    goals = ("package", "publish")
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for i, runner in enumerate(("runner_a", "runner_b")):
+        seconds = [report[runner][goal]["seconds"] for goal in goals]
+        bars = ax.bar([j + i * 0.38 for j in range(len(goals))], seconds, 0.38, label=runner.replace("_", " "))
+        ax.bar_label(bars, [f"{s:.1f} s" for s in seconds], fontsize=8)
+    b = report["runner_b"]["package"]
+    ax.set_xticks([j + 0.19 for j in range(len(goals))], [f"{goal} lambdas::" for goal in goals])
+    ax.set_ylabel("wall time (s)")
+    ax.set_title(
+        f"Two CI runners: B's package {b['seconds'] / report['runner_a']['package']['seconds']:.2f}x A's; "
+        f"REAPI {b['remote_cache_requests_cached']}/{b['remote_cache_requests']} hits, "
+        f"{report['distinct_blobs_served_to_b']} blobs pulled",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    path = report_path.with_suffix(".png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -548,7 +579,12 @@ def main() -> int:
     parser.add_argument("--bulk-mb", type=int, help="size of the seed repo's unrelated tree (default: per config)")
     parser.add_argument("--builders", help="only these builders (comma-separated); with --merge, update their results")
     parser.add_argument("--merge", action="store_true", help="keep the other builders' results of an earlier run")
+    parser.add_argument("--plot-two-runners", type=Path, metavar="JSON",
+                        help="only plot a report of tests/e2e/two_runners_e2e_test.py (PNG beside it)")
     args = parser.parse_args()
+    if args.plot_two_runners:
+        log(f"wrote {plot_two_runners(args.plot_two_runners)}")
+        return 0
     config = dict(CONFIGS[args.config])
     if args.bulk_mb is not None:
         config["bulk_mb"] = args.bulk_mb

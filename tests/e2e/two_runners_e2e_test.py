@@ -9,11 +9,14 @@ empty too (no pip or pex cache), then packages the same commit and must:
   (b) pull the Lambda images (base layers included) from the registry: no base or Lambda build, and
       image ids equal to runner A's, which a rebuild on another engine could not give;
   (c) compute the same content keys.
-Both runners' times and cache counters are recorded as JUnit properties (printed by .ci/run).
+Both runners' times and cache counters are recorded as JUnit properties (printed by .ci/run) and,
+with CHROMADB_LAMBDA_RESULTS_DIR set, written to `two-runners.json` there (benchmarks/results/ keeps one,
+plotted by `benchmarks/run --plot-two-runners`).
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,11 @@ def test_second_runner_reuses_the_remote_cache_and_published_images(
             "distinct_blobs_served_to_b": len(set(blobs)),
         }
         record_property("two_runners", json.dumps(report, sort_keys=True))
+        results_dir = os.environ.get("CHROMADB_LAMBDA_RESULTS_DIR")
+        if results_dir:
+            report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            report["cpus"] = os.cpu_count()
+            (Path(results_dir) / "two-runners.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
     assert sorted(infos_a) == sorted(infos_b) == sorted(ALL)
     # (c) One commit, one set of keys, in two paths with two engines.
