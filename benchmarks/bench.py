@@ -503,14 +503,16 @@ def plot_two_runners(report_path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     report = json.loads(report_path.read_text())
-    goals = ("package", "publish")
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    goals = ["package", "publish", *(g for g in report["runner_b"] if g not in ("package", "publish"))]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     for i, runner in enumerate(("runner_a", "runner_b")):
-        seconds = [report[runner][goal]["seconds"] for goal in goals]
-        bars = ax.bar([j + i * 0.38 for j in range(len(goals))], seconds, 0.38, label=runner.replace("_", " "))
+        xs = [j + i * 0.38 for j, goal in enumerate(goals) if goal in report[runner]]
+        seconds = [report[runner][goal]["seconds"] for goal in goals if goal in report[runner]]
+        bars = ax.bar(xs, seconds, 0.38, label=runner.replace("_", " "))
         ax.bar_label(bars, [f"{s:.1f} s" for s in seconds], fontsize=8)
     b = report["runner_b"]["package"]
-    ax.set_xticks([j + 0.19 for j in range(len(goals))], [f"{goal} lambdas::" for goal in goals])
+    labels = {"package": "package lambdas::", "publish": "publish lambdas::"}
+    ax.set_xticks([j + 0.19 for j in range(len(goals))], [labels.get(g, g.replace("_", " ")) for g in goals], fontsize=8)
     ax.set_ylabel("wall time (s)")
     ax.set_title(
         f"Two CI runners: B's package {b['seconds'] / report['runner_a']['package']['seconds']:.2f}x A's; "

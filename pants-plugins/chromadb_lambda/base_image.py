@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
 from pants.backend.docker.subsystems.docker_options import DockerOptions
-from pants.backend.docker.target_types import DockerImageSourceField
+from pants.backend.docker.target_types import DockerImageRegistriesField, DockerImageSourceField
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_context import (
     DockerBuildContext,
@@ -21,7 +21,7 @@ from pants.engine.addresses import Address
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
 
-from chromadb_lambda.content_key import BaseImageIdentity
+from chromadb_lambda.content_key import BaseImageIdentity, key_tag
 from chromadb_lambda.engine import (
     DockerEnvironment,
     EngineImages,
@@ -31,6 +31,7 @@ from chromadb_lambda.engine import (
     engine_state_process,
     run_build,
 )
+from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField
 
@@ -97,6 +98,21 @@ async def build_base_image(
     image_id = engine.refs.get(ref)
     if image_id:
         return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
+    if subsystem.pull_from_registries:
+        # Published by `[lambda-image].publish_base_images` on another runner.
+        pulled = await Get(
+            PulledImage,
+            PublishedImageRequest(
+                address=request.address,
+                registries=tuple(wrapped.target[DockerImageRegistriesField].value or ()),
+                repository=identity.repository,
+                key_tag=key_tag(identity.key),
+                local_refs=(ref,),
+                engine=engine,
+            ),
+        )
+        if pulled.image_id:
+            return BuiltBaseImage(identity=identity, image_id=pulled.image_id, ref=ref, built=False)
 
     # Only now build the images the base's Dockerfile names by target address (`FROM` an upstream
     # docker_image), as Pants' own docker_image rule does.

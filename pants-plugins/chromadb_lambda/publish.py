@@ -8,6 +8,7 @@ concurrently; the interactive process only reports the outcome, merges the deplo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 from pants.backend.docker.package_types import BuiltDockerImage
 from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.target_types import DockerImageRegistriesField
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageRequest
 from pants.core.goals.publish import (
@@ -28,12 +30,15 @@ from pants.core.goals.publish import (
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import CreateDigest, Digest
+from pants.engine.addresses import Address
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, InteractiveProcess, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from pants.util.logging import LogLevel
 
+from chromadb_lambda.base_image import BaseImageIdentityRequest
+from chromadb_lambda.content_key import BaseImageIdentity, key_tag
 from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.registries import PushTarget, push_targets
@@ -55,6 +60,9 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaSkipPushField,
 )
 
+
+
+logger = logging.getLogger(__name__)
 
 
 class PublishChromadbLambdaRequest(PublishRequest):
@@ -102,15 +110,18 @@ async def publish_session(_: PublishSessionRequest, run_id: RunId) -> PublishSes
 
 
 def push_spec(
-    image_id: str, key: LambdaImageKey, targets: tuple[PushTarget, ...], docker: DockerBinary,
+    image: str, content_key: str, tag: str, targets: tuple[PushTarget, ...], docker: DockerBinary,
     subsystem: ChromadbLambdaSubsystem, session: PublishSession,
 ) -> dict[str, Any]:
+    """`image`: an image id, or a local tag (pushed only if the engine holds it)."""
+    is_id = image.startswith("sha256:")
     return {
         "session": session.id,
         "docker": docker.path,
-        "image_id": image_id,
-        "content_key": key.key,
-        "key_tag": key.tag,
+        "image_id": image if is_id else "",
+        "image_ref": "" if is_id else image,
+        "content_key": content_key,
+        "key_tag": tag,
         "attempts": max(1, subsystem.push_attempts),
         "create_repository": subsystem.ecr_create_repositories,
         "scan_on_push": subsystem.ecr_scan_on_push,
@@ -123,6 +134,86 @@ def push_outcome(result: FallibleProcessResult, targets: tuple[PushTarget, ...])
     """The push script's JSON result; a crash becomes an error for every registry."""
     outcome, error = client_result(result, "push")
     return outcome or {"registries": [], "errors": [{"address": t.address, "error": error} for t in targets]}
+
+
+async def run_push(
+    spec: dict[str, Any], targets: tuple[PushTarget, ...], docker: DockerBinary, docker_env: DockerEnvironment,
+    description: str,
+) -> dict[str, Any]:
+    """Runs `registry_client.py push` with the AWS chain and `[docker].env_vars`; its outcome."""
+    aws_env, inputs = await MultiGet(
+        Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)), Get(Digest, CreateDigest(client_inputs(spec)))
+    )
+    result = await Get(
+        FallibleProcessResult,
+        Process,
+        client_process(
+            "push",
+            inputs,
+            docker,
+            {**aws_env, **docker_env.env},
+            description,
+            # Never reused across runs: spec.json holds the session id (see PublishSession).
+            ProcessCacheScope.PER_RESTART_SUCCESSFUL,
+        ),
+    )
+    return push_outcome(result, targets)
+
+
+@dataclass(frozen=True)
+class BaseImagePushRequest:
+    address: Address
+    session: PublishSession
+
+
+@dataclass(frozen=True)
+class BaseImagePush:
+    """Registries that hold the base under its content key tag after this publish."""
+
+    registries: tuple[str, ...]
+
+
+@rule(desc="Publishing a base image by its content key", level=LogLevel.DEBUG)
+async def push_base_image(
+    request: BaseImagePushRequest,
+    docker: DockerBinary,
+    docker_options: DockerOptions,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> BaseImagePush:
+    """`[lambda-image].publish_base_images`: the base's `ck-` tag, for runners that must build on it."""
+    wrapped, identity = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
+    )
+    tag = key_tag(identity.key)
+    targets = push_targets(
+        docker_options.registries(),
+        tuple(wrapped.target[DockerImageRegistriesField].value or ()),
+        address=request.address,
+        repository=identity.repository,
+        default_repository=docker_options.default_repository,
+        tags=(),
+        key_tag=tag,
+        ecr_registries=tuple(subsystem.ecr_registries),
+    )
+    targets = tuple(t for t in targets if not t.skip_push)
+    if not targets:
+        return BaseImagePush(())
+    spec = push_spec(identity.ref, identity.key, tag, targets, docker, subsystem, request.session)
+    outcome = await run_push(
+        spec, targets, docker, docker_env, f"Pushing the base {identity.ref} to {', '.join(t.address for t in targets)}"
+    )
+    if outcome.get("skipped"):
+        logger.info(f"Base image of {request.address} not pushed: {outcome['skipped']}.")
+    for r in outcome["registries"]:
+        logger.info(f"Base image of {request.address}: {r['image']} ({r['status']}, {r['name']}:{tag}).")
+    for error in outcome["errors"]:
+        logger.warning(
+            f"Base image {identity.ref} of {request.address} NOT published to {error['address']} "
+            f"(runners will build it instead of pulling it): {error['error']}"
+        )
+    return BaseImagePush(tuple(r["address"] for r in outcome["registries"]))
 
 
 @rule(desc="Publishing a chromadb_lambda image", level=LogLevel.DEBUG)
@@ -184,23 +275,13 @@ async def publish_chromadb_lambda(
     if not targets:
         return PublishProcesses(skipped)
 
-    aws_env = await Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS))
-    spec = push_spec(image.image_id, key, targets, docker, subsystem, session)
-    inputs = await Get(Digest, CreateDigest(client_inputs(spec)))
-    result = await Get(
-        FallibleProcessResult,
-        Process,
-        client_process(
-            "push",
-            inputs,
-            docker,
-            {**aws_env, **docker_env.env},
-            f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
-            # Never reused across runs: spec.json holds the session id (see PublishSession).
-            ProcessCacheScope.PER_RESTART_SUCCESSFUL,
-        ),
+    if subsystem.publish_base_images:
+        # First, so that its layers are uploaded once and the Lambda push finds them there.
+        await Get(BaseImagePush, BaseImagePushRequest(key.closure.base_address, session))
+    spec = push_spec(image.image_id, key.key, key.tag, targets, docker, subsystem, session)
+    outcome = await run_push(
+        spec, targets, docker, docker_env, f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}"
     )
-    outcome = push_outcome(result, targets)
     manifest = os.path.join(distdir.relpath, subsystem.deploy_manifest)
     report = InteractiveProcess(
         argv=(sys.executable, "-c", client_script().decode(), "report", manifest, session.id, str(field_set.address), json.dumps(outcome)),

@@ -455,6 +455,13 @@ def each_registry(spec: dict) -> Iterator[tuple[dict, str | None]]:
 def push(spec: dict) -> dict:
     secrets: list[str] = []
     result: dict[str, Any] = {"registries": [], "errors": []}
+    if not spec.get("image_id"):
+        # Named by a local tag (a base image): pushed only if this engine holds it.
+        inspected = run_docker(spec, None, "image", "inspect", "--format", "{{.Id}}", spec["image_ref"])
+        if inspected.returncode != 0:
+            result["skipped"] = f"{spec['image_ref']} is not in this engine"
+            return result
+        spec = {**spec, "image_id": inspected.stdout.strip()}
     for registry, config_dir in each_registry(spec):
         try:
             result["registries"].append(publish_to_registry(spec, registry, config_dir, secrets))

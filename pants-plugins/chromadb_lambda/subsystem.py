@@ -79,9 +79,24 @@ class ChromadbLambdaSubsystem(Subsystem):
             it. Content keys are equal on every machine for one commit, so a CI runner pulls what
             another runner published, and the image it gets is the published one (same digest).
 
-            A registry that cannot be asked (down, credentials refused) is reported as a warning and
-            the image is built. ECR registries authenticate as for `pants publish`. Off by default:
-            `pants package` then never touches a registry.
+            The base image is looked up the same way, by its content key tag in the base target's
+            registries, when a Lambda image must be built (see `publish_base_images`). A registry that
+            cannot be asked (down, credentials refused) is reported as a warning and the image is
+            built. ECR registries authenticate as for `pants publish`. Off by default: `pants
+            package` then never touches a registry.
+            """
+        ),
+    )
+    publish_base_images = BoolOption(
+        default=False,
+        help=help_text(
+            """
+            With `pants publish` of Lambda images, also push their base `docker_image` under its
+            content key tag (`<repository>:ck-...`) to the base target's registries (its `registries`
+            field, by default every default registry), even when the base has `skip_push`: its layers
+            are in the Lambda images already, so this adds one image config and one manifest. Then a
+            runner that must build a Lambda (with `pull_from_registries`) pulls the base instead of
+            building it. Only a base the engine holds is pushed; a failure is a warning.
             """
         ),
     )

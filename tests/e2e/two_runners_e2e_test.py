@@ -2,13 +2,14 @@
 
 One BuildGrid server (REAPI action cache + CAS) and one registry; two runners, each a fresh checkout
 in its own path with its own empty Docker engine and its own Pants local store, both configured by
-pants.ci.toml. Runner A packages and publishes every Lambda. Runner B, whose Pants named caches are
-empty too (no pip or pex cache), then packages the same commit and must:
+pants.ci.toml. Runner A packages and publishes every Lambda (and their base, by content key). Runner B,
+whose Pants named caches are empty too (no pip or pex cache), then packages the same commit and must:
   (a) get every cacheable process of its run from the REAPI cache (none uncached: no runner-specific
       path, socket or host in any key), so it never resolves a wheel itself;
   (b) pull the Lambda images (base layers included) from the registry: no base or Lambda build, and
       image ids equal to runner A's, which a rebuild on another engine could not give;
   (c) compute the same content keys.
+Then one handler changes on B: B pulls the base A published and builds that one Lambda only.
 Both runners' times and cache counters are recorded as JUnit properties (printed by .ci/run) and,
 with CHROMADB_LAMBDA_RESULTS_DIR set, written to `two-runners.json` there (benchmarks/results/ keeps one,
 plotted by `benchmarks/run --plot-two-runners`).
@@ -38,6 +39,7 @@ from e2e.harness import (
 
 ALL = ("compaction", "find_unembedded", "line_polling", "list_pending", "submit_batch", "word_polling")
 UPSTREAM = "local/lambda-python:3.11"
+EDITED = "list_pending"
 COUNTERS = (
     "remote_cache_requests",
     "remote_cache_requests_cached",
@@ -69,11 +71,11 @@ class Runner:
             self.env["PANTS_NAMED_CACHES_DIR"] = str(state / "named_caches")
         self.report: dict[str, Any] = {}
 
-    def run(self, goal: str) -> str:
+    def run(self, goal: str, label: str = "") -> str:
         start = time.monotonic()
         result = run_pants(self.root, [goal, "lambdas::"], env=self.env, pantsd=True).assert_success()
         counters = pants_counters(result.stderr)
-        self.report[goal] = {
+        self.report[label or goal] = {
             "seconds": round(time.monotonic() - start, 1),
             **{name: counters.get(name, 0) for name in COUNTERS},
         }
@@ -104,13 +106,23 @@ def test_second_runner_reuses_the_remote_cache_and_published_images(
             blobs = registry.blob_gets()[blobs_before:]
             b_publish = b.run("publish")
             puts_by_b = registry.manifest_puts()[puts_before:]
+            base_ref = infos_a[ALL[0]]["base_image"]["ref"]
+            base_on_b = docker("-H", engine_b.host, "image", "inspect", base_ref, check=False).returncode == 0
+            layers = docker("-H", engine_b.host, "image", "inspect", "--format", "{{json .RootFS.Layers}}", infos_b[ALL[0]]["tags"][0])
+            # B's next commit changes one handler: B builds that Lambda alone, on the base A published.
+            with open(b.root / "lambdas" / EDITED / "handler.py", "a") as f:
+                f.write("\n# changed on runner B\n")
+            b.run("package", label="package_one_handler_changed")
+            infos_b2 = read_docker_infos(b.root)
+            base_ids = [
+                docker("-H", engine.host, "image", "inspect", "--format", "{{.Id}}", base_ref, check=False).stdout.strip()
+                for engine in (engine_a, engine_b)
+            ]
+            all_puts = registry.manifest_puts()
         finally:
             stop_pantsd(a.root)
             stop_pantsd(b.root)
 
-        base_ref = infos_a[ALL[0]]["base_image"]["ref"]
-        base_on_b = docker("-H", engine_b.host, "image", "inspect", base_ref, check=False).returncode == 0
-        layers = docker("-H", engine_b.host, "image", "inspect", "--format", "{{json .RootFS.Layers}}", infos_b[ALL[0]]["tags"][0])
         report = {
             "runner_a": a.report,
             "runner_b": b.report,
@@ -150,3 +162,9 @@ def test_second_runner_reuses_the_remote_cache_and_published_images(
     # B's publish finds everything already there.
     assert puts_by_b == [], puts_by_b
     assert b_publish.count("already published, nothing pushed") == len(ALL), b_publish
+    # A's publish pushed the base by its content key (publish_base_images); after the handler edit, B
+    # pulled that base (same image id as A's: not rebuilt) and built exactly the edited Lambda.
+    assert tuple(base_ref.split(":")) in all_puts, all_puts
+    assert base_ids[0] and base_ids[0] == base_ids[1], base_ids
+    assert infos_b2[EDITED]["built"] is True and infos_b2[EDITED]["content_key"] != infos_a[EDITED]["content_key"]
+    assert all(infos_b2[name]["built"] is False for name in ALL if name != EDITED), infos_b2
