@@ -28,8 +28,6 @@ from pants.core.goals.publish import (
     PublishRequest,
 )
 from pants.core.util_rules.distdir import DistDir
-from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest
 from pants.engine.addresses import Address
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, InteractiveProcess, Process, ProcessCacheScope
@@ -42,14 +40,7 @@ from chromadb_lambda.content_key import BaseImageIdentity, key_tag
 from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.registries import PushTarget, push_targets
-from chromadb_lambda.registry_process import (
-    AWS_ENV_VARS,
-    client_inputs,
-    client_result,
-    client_process,
-    client_script,
-    registry_entries,
-)
+from chromadb_lambda.registry_process import client_process, client_result, client_script, registry_entries
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
@@ -59,8 +50,6 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaRepositoryField,
     ChromadbLambdaSkipPushField,
 )
-
-
 
 logger = logging.getLogger(__name__)
 
@@ -140,23 +129,12 @@ async def run_push(
     spec: dict[str, Any], targets: tuple[PushTarget, ...], docker: DockerBinary, docker_env: DockerEnvironment,
     description: str,
 ) -> dict[str, Any]:
-    """Runs `registry_client.py push` with the AWS chain and `[docker].env_vars`; its outcome."""
-    aws_env, inputs = await MultiGet(
-        Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)), Get(Digest, CreateDigest(client_inputs(spec)))
+    """Runs `registry_client.py push`; its outcome."""
+    # Never reused across runs: spec.json holds the session id (see PublishSession).
+    process = await client_process(
+        "push", spec, docker, docker_env, description, ProcessCacheScope.PER_RESTART_SUCCESSFUL
     )
-    result = await Get(
-        FallibleProcessResult,
-        Process,
-        client_process(
-            "push",
-            inputs,
-            docker,
-            {**aws_env, **docker_env.env},
-            description,
-            # Never reused across runs: spec.json holds the session id (see PublishSession).
-            ProcessCacheScope.PER_RESTART_SUCCESSFUL,
-        ),
-    )
+    result = await Get(FallibleProcessResult, Process, process)
     return push_outcome(result, targets)
 
 

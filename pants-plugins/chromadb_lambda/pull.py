@@ -13,20 +13,12 @@ from typing import Any
 from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
-from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, collect_rules, rule
 
 from chromadb_lambda.engine import DockerEnvironment, EngineImages, engine_state_process
 from chromadb_lambda.registries import push_targets
-from chromadb_lambda.registry_process import (
-    AWS_ENV_VARS,
-    client_inputs,
-    client_process,
-    client_result,
-    registry_entries,
-)
+from chromadb_lambda.registry_process import client_process, client_result, registry_entries
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
 logger = logging.getLogger(__name__)
@@ -85,13 +77,11 @@ async def pull_published_image(
         "attempts": max(1, subsystem.push_attempts),
         "registries": registry_entries(targets),
     }
-    aws_env = await Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS))
-    inputs = await Get(Digest, CreateDigest(client_inputs(spec)))
-    process = client_process(
+    process = await client_process(
         "pull",
-        inputs,
+        spec,
         docker,
-        {**aws_env, **docker_env.env},
+        docker_env,
         f"Looking for {request.repository}:{request.key_tag} in {', '.join(t.address for t in targets)}",
         ProcessCacheScope.PER_SESSION,
     )

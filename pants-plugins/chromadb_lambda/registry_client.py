@@ -317,6 +317,12 @@ def run_docker(spec: dict, config_dir: str | None, *args: str) -> subprocess.Com
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def tag_image(spec: dict, image_id: str, ref: str) -> None:
+    tagged = run_docker(spec, None, "tag", image_id, ref)
+    if tagged.returncode != 0:
+        raise PublishError(f"`docker tag {image_id} {ref}` failed: {_last_line(tagged.stdout)}")
+
+
 def docker_with_retry(
     run: Callable[[], subprocess.CompletedProcess],
     verb: str,
@@ -418,9 +424,7 @@ def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secr
     else:
         digests = {}
         for ref in (f"{name}:{key_tag}", *[r for r in refs if not r.endswith(f":{key_tag}")]):
-            tagged = run_docker(spec, config_dir, "tag", spec["image_id"], ref)
-            if tagged.returncode != 0:
-                raise PublishError(f"`docker tag {spec['image_id']} {ref}` failed: {_last_line(tagged.stdout)}")
+            tag_image(spec, spec["image_id"], ref)
             digest, _ = push_with_retry(
                 lambda ref=ref: run_docker(spec, config_dir, "push", ref), ref, address, attempts
             )
@@ -505,9 +509,7 @@ def pull_from_registry(spec: dict, registry: dict, config_dir: str | None, secre
         run_docker(spec, None, "image", "rm", ref)
         raise PublishError(f"{ref} is a {platform} image and this engine runs {engine_platform}: not used.")
     for local_ref in spec["local_refs"]:
-        tagged = run_docker(spec, None, "tag", image_id, local_ref)
-        if tagged.returncode != 0:
-            raise PublishError(f"`docker tag {image_id} {local_ref}` failed: {_last_line(tagged.stdout)}")
+        tag_image(spec, image_id, local_ref)
     return {"address": address, "ref": ref, "digest": head[0], "image_id": image_id}
 
 

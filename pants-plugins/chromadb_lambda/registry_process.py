@@ -8,10 +8,13 @@ import sys
 from typing import Any, Mapping
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
-from pants.engine.fs import Digest, FileContent
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
+from pants.engine.rules import Get, MultiGet
 from pants.util.logging import LogLevel
 
+from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.registries import PushTarget
 
 # The standard AWS credential chain reads these; they reach only registry processes, never a cache.
@@ -59,24 +62,34 @@ def registry_entries(targets: tuple[PushTarget, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def client_inputs(spec: Mapping[str, Any]) -> tuple[FileContent, FileContent]:
-    return FileContent(REGISTRY_CLIENT, client_script()), FileContent("spec.json", json.dumps(spec).encode())
-
-
-def client_process(
+async def client_process(
     command: str,
-    inputs: Digest,
+    spec: Mapping[str, Any],
     docker: DockerBinary,
-    env: Mapping[str, str],
+    docker_env: DockerEnvironment,
     description: str,
     cache_scope: ProcessCacheScope,
 ) -> Process:
-    """`registry_client.py <command> spec.json` with `env` (AWS chain, `[docker].env_vars`)."""
+    """`registry_client.py <command> spec.json`, with the AWS credential chain and `[docker].env_vars`."""
+    aws_env, inputs = await MultiGet(
+        Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)),
+        Get(
+            Digest,
+            CreateDigest(
+                [FileContent(REGISTRY_CLIENT, client_script()), FileContent("spec.json", json.dumps(spec).encode())]
+            ),
+        ),
+    )
     return Process(
         # Pants' own interpreter, which imports boto3 (from the Pants environment or `[GLOBAL].plugins`).
         argv=(sys.executable, REGISTRY_CLIENT, command, "spec.json"),
         input_digest=inputs,
-        env={**docker.extra_env, **env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        env={
+            **docker.extra_env,
+            **aws_env,
+            **docker_env.env,
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        },
         immutable_input_digests=docker.extra_input_digests,
         description=description,
         cache_scope=cache_scope,
