@@ -1,9 +1,10 @@
-"""Checks of a handler's closure that inference alone cannot make (pure functions, no engine).
+"""Messages of the closure checks that inference alone cannot make (pure functions, no engine).
 
-- every Python file parses (a syntax error names its file and line);
-- dynamic imports (`importlib.import_module(name)`, `__import__(name)` with a non-literal name) are
+- dynamic imports (`importlib.import_module(name)`, `__import__(name)` with a computed name) are
   reported: no inference can see what they load, so the modules must be declared in `dependencies`;
 - a context larger than a threshold is reported with its largest files: usually a mistake.
+
+What the files say (syntax, imports) comes from `source_scan.py`, run by the Lambda's interpreter.
 """
 from __future__ import annotations
 
@@ -25,37 +26,13 @@ class DynamicImport:
     call: str
 
 
-def _is_dynamic_import_call(node: ast.Call) -> str | None:
-    func = node.func
-    if isinstance(func, ast.Name) and func.id in ("__import__", "import_module"):
-        name = func.id
-    elif isinstance(func, ast.Attribute) and func.attr == "import_module":
-        name = f"{getattr(func.value, 'id', '...')}.import_module"
-    else:
-        return None
-    if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-        return None  # A literal name: Pants' inference sees string imports where configured.
-    return name
-
-
 def parse_python(path: str, source: bytes) -> ast.Module:
-    """Parses one file, or raises `ClosureSyntaxError` naming its path and line."""
+    """Parses one file with Pants' own interpreter (only for `tailor`, which reads handler candidates
+    before any target exists); closure checks use the Lambda's interpreter (see `source_scan.py`)."""
     try:
         return ast.parse(source, filename=path)
     except SyntaxError as e:
         raise ClosureSyntaxError(f"{path}:{e.lineno}: {e.msg}") from e
-
-
-def scan_python_file(path: str, source: bytes) -> tuple[DynamicImport, ...]:
-    """Parses one file; returns its dynamic imports or raises `ClosureSyntaxError`."""
-    tree = parse_python(path, source)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            call = _is_dynamic_import_call(node)
-            if call:
-                found.append(DynamicImport(path, node.lineno, call))
-    return tuple(sorted(found, key=lambda d: d.line))
 
 
 def dynamic_imports_message(address: str, imports: Sequence[DynamicImport]) -> str:

@@ -6,11 +6,18 @@ the content key all read `LambdaClosure`.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Iterable
 
 from pants.backend.docker.target_types import DockerImageSourceField, DockerImageTarget
-from pants.backend.python.target_types import PythonRequirementsField
+from pants.backend.python.dependency_inference.module_mapper import (
+    PythonModuleOwners,
+    PythonModuleOwnersRequest,
+)
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import PythonRequirementsField, PythonResolveField, PythonSourceField
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
 from pants.backend.python.util_rules.faas import (
     ResolvedPythonFaaSHandler,
     ResolvePythonFaaSHandlerRequest,
@@ -20,8 +27,9 @@ from pants.backend.python.util_rules.python_sources import (
     PythonSourceFilesRequest,
     StrippedPythonSourceFiles,
 )
-from pants.engine.addresses import Address, Addresses, UnparsedAddressInputs
-from pants.engine.fs import Digest, DigestContents, DigestEntries, DigestSubset, FileEntry, PathGlobs
+from pants.engine.addresses import Address, AddressInput, Addresses, UnparsedAddressInputs
+from pants.engine.fs import CreateDigest, Digest, DigestEntries, FileEntry
+from pants.engine.internals.graph import Owners, OwnersRequest
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import (
     DependenciesRequest,
@@ -37,11 +45,22 @@ from pants.util.strutil import bullet_list, softwrap
 
 from chromadb_lambda.checks import (
     ClosureSyntaxError,
+    DynamicImport,
     dynamic_imports_message,
     large_context_message,
-    scan_python_file,
 )
-from chromadb_lambda.handler import close_names, defined_names, module_path_candidates
+from chromadb_lambda.handler import handler_binding_problem, module_path_candidates
+from chromadb_lambda.module_uses import (
+    AmbiguousImportError,
+    ModuleUse,
+    ModuleOwners,
+    ambiguous_imports_message,
+    computed_dynamic_imports,
+    module_uses,
+    resolve_module_uses,
+    syntax_problems,
+)
+from chromadb_lambda.scan import ScannedFile, SourceScan, SourceScanRequest
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
@@ -197,16 +216,19 @@ def path_collisions_message(address: Address, collisions: dict[str, tuple[str, .
     )
 
 
+def module_name(stripped: str) -> str:
+    """The module a file is in the task root: `pkg/mod.py` -> `pkg.mod`, `pkg/__init__.py` -> `pkg`."""
+    base = stripped[: -len(".py")]
+    if base == "__init__" or base.endswith("/__init__"):
+        base = base[: -len("__init__")].rstrip("/")
+    return base.replace("/", ".")
+
+
 def check_context(
-    address: Address, python_files: DigestContents, files: tuple[ContextFile, ...], subsystem: ChromadbLambdaSubsystem
+    address: Address, report: dict, files: tuple[ContextFile, ...], subsystem: ChromadbLambdaSubsystem
 ) -> None:
-    """Syntax errors fail; dynamic imports and an oversized context warn (see `checks`)."""
-    dynamic = []
-    for content in python_files:
-        try:
-            dynamic.extend(scan_python_file(content.path, content.content))
-        except ClosureSyntaxError as e:
-            raise ClosureSyntaxError(f"A file in the handler closure of {address} does not parse: {e}") from e
+    """Dynamic imports with computed names and an oversized context warn."""
+    dynamic = [DynamicImport(path, line, call) for path, line, call in computed_dynamic_imports(report)]
     if dynamic and subsystem.warn_dynamic_imports:
         logger.warning(dynamic_imports_message(str(address), dynamic))
     total = sum(f.size for f in files)
@@ -236,12 +258,27 @@ async def _resolve_base_image(target: Target) -> Target:
     return base
 
 
-async def _check_handler_defined(
-    target: Target, handler: ResolvedPythonFaaSHandler, digest: Digest, files: frozenset[str]
+def check_syntax(address: Address, handler_path: str | None, report: dict) -> None:
+    """Every file parses with the Lambda's Python; errors name the path from the build root."""
+    problems = syntax_problems(report)
+    if not problems:
+        return
+    python = ".".join(str(v) for v in report.get("python", ()))
+    handler_problems = [p for p in problems if p.path == handler_path]
+    if handler_problems:
+        raise InvalidFieldException(
+            f"The handler module of {address} does not parse with the Lambda's Python ({python}): {handler_problems[0]}"
+        )
+    raise ClosureSyntaxError(
+        f"A file in the handler closure of {address} does not parse with the Lambda's Python ({python}): {problems[0]}"
+    )
+
+
+def _check_handler_defined(
+    target: Target, handler: ResolvedPythonFaaSHandler, handler_path: str | None, report: dict
 ) -> None:
     field = target[ChromadbLambdaHandlerField]
-    paths = [p for p in module_path_candidates(handler.module) if p in files]
-    if not paths:
+    if handler_path is None:
         raise InvalidFieldException(
             softwrap(
                 f"""
@@ -252,29 +289,71 @@ async def _check_handler_defined(
                 """
             )
         )
-    contents = await Get(DigestContents, DigestSubset(digest, PathGlobs([paths[0]])))
-    try:
-        names = defined_names(contents[0].content, paths[0])
-    except ClosureSyntaxError as e:
+    problem = handler_binding_problem(handler.func, report.get("handler_bindings") or {})
+    if problem:
         raise InvalidFieldException(
-            f"The handler module of {target.address} does not parse: {e}"
-        ) from e
-    if handler.func not in names:
-        suggestions = close_names(handler.func, names)
-        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        raise InvalidFieldException(
-            softwrap(
-                f"""
-                The `{field.alias}` field in target {target.address} names the function
-                `{handler.func}`, but `{handler.module}` ({paths[0]}) does not define it.{hint}
-                """
-            )
+            f"The `{field.alias}` field in target {target.address} names `{handler.func}`, but "
+            f"`{handler.module}` ({handler_path}) {problem}"
         )
+
+
+async def _scan_closure(
+    address: Address,
+    closure: TransitiveTargets,
+    unstripped: PythonSourceFiles,
+    handler_path: str | None,
+    python_setup: PythonSetup,
+) -> dict:
+    """The scan report of every Python file of the closure, by the Lambda's interpreter."""
+    entries = await Get(DigestEntries, Digest, unstripped.source_files.snapshot.digest)
+    roots = unstripped.source_roots
+    unrooted = frozenset(unstripped.source_files.unrooted_files)
+    files = tuple(
+        ScannedFile(e, module_name(stripped_path(e.path, roots, unrooted)))
+        for e in entries
+        if isinstance(e, FileEntry) and e.path.endswith(".py")
+    )
+    constraints = InterpreterConstraints.create_from_targets(closure.closure, python_setup) or InterpreterConstraints(
+        python_setup.interpreter_constraints
+    )
+    scan = await Get(
+        SourceScan,
+        SourceScanRequest(files, constraints, handler_path or "", f"Reading the Python files of {address}"),
+    )
+    return scan.parsed()
+
+
+def self_file_dependencies(target: Target) -> tuple[str, ...]:
+    """Files named in the `dependencies` field by a file address with no target name."""
+    paths = []
+    for raw in target[ChromadbLambdaDependenciesField].value or ():
+        if raw.startswith("!"):
+            continue
+        parsed = AddressInput.parse(
+            raw, relative_to=target.address.spec_path, description_of_origin=f"the `dependencies` of {target.address}"
+        )
+        if parsed.target_component is None and parsed.generated_component is None:
+            if os.path.splitext(parsed.path_component)[1]:
+                paths.append(parsed.path_component)
+    return tuple(paths)
+
+
+def handler_source_path(
+    handler: ResolvedPythonFaaSHandler, paths: Iterable[str], roots: Iterable[str], unrooted: frozenset[str]
+) -> str | None:
+    """The build-root path of the handler's module among the closure's files."""
+    candidates = module_path_candidates(handler.module)
+    roots = tuple(roots)
+    return next((p for p in sorted(paths) if stripped_path(p, roots, unrooted) in candidates), None)
+
+
+# Star imports and literal dynamic imports can bring modules that bring more: a few rounds suffice.
+MAX_INFERENCE_ROUNDS = 10
 
 
 @rule(desc="Computing the context of a chromadb_lambda image")
 async def compute_lambda_closure(
-    request: LambdaClosureRequest, subsystem: ChromadbLambdaSubsystem
+    request: LambdaClosureRequest, subsystem: ChromadbLambdaSubsystem, python_setup: PythonSetup
 ) -> LambdaClosure:
     wrapped = await Get(
         WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")
@@ -282,67 +361,98 @@ async def compute_lambda_closure(
     target = wrapped.target
     handler_field = target[ChromadbLambdaHandlerField]
     base = await _resolve_base_image(target)
-    handler, direct_deps = await MultiGet(
+    handler, direct_deps, base_closure = await MultiGet(
         Get(ResolvedPythonFaaSHandler, ResolvePythonFaaSHandlerRequest(handler_field)),
         Get(Targets, DependenciesRequest(target[ChromadbLambdaDependenciesField])),
-    )
-
-    # The base image is a dependency (for `--changed-since`), but its closure is what gets subtracted,
-    # not what gets copied.
-    roots = [t.address for t in direct_deps if t.address != base.address and not t.has_field(DockerImageSourceField)]
-    closure, base_closure = await MultiGet(
-        Get(TransitiveTargets, TransitiveTargetsRequest(roots)),
         Get(TransitiveTargets, TransitiveTargetsRequest([base.address])),
     )
 
-    missing = missing_requirements(closure.closure, base_closure.closure)
+    # The base image is a dependency (for `--changed-since`), but its closure is what gets subtracted,
+    # not what gets copied. The Lambda itself is no root: a dependency on a file of its own folder
+    # must not make it its own dependency.
+    roots = [
+        t.address
+        for t in direct_deps
+        if t.address not in (base.address, target.address) and not t.has_field(DockerImageSourceField)
+    ]
+    if any(t.address == target.address for t in direct_deps):
+        # `dependencies=["./polling.py"]`: a file address without a target name names the target
+        # called like its folder, which is this Lambda when it is named after its folder. What the
+        # user means is the file: take its owners instead.
+        owners = await Get(Owners, OwnersRequest(self_file_dependencies(target)))
+        owner_targets = await Get(Targets, Addresses(a for a in owners if a != target.address))
+        # A Python file may also be in a `files` target (copied unstripped): prefer its python_source.
+        python_owners = [t.address for t in owner_targets if t.has_field(PythonSourceField)]
+        roots.extend(a for a in python_owners or [t.address for t in owner_targets] if a not in roots)
+    resolve = target[PythonResolveField].normalized_value(python_setup)
+    extra: dict[Address, ModuleUse] = {}
+    for _ in range(MAX_INFERENCE_ROUNDS):
+        closure = await Get(TransitiveTargets, TransitiveTargetsRequest([*roots, *extra]))
+        # Checked on the unstripped files: stripping would merge two files of one path into an engine error.
+        unstripped = await Get(
+            PythonSourceFiles, PythonSourceFilesRequest(closure.closure, include_resources=True, include_files=True)
+        )
+        unrooted = frozenset(unstripped.source_files.unrooted_files)
+        collisions = path_collisions(unstripped.source_files.snapshot.files, unstripped.source_roots, unrooted)
+        if collisions:
+            raise ContextPathCollisionError(path_collisions_message(target.address, collisions))
+        handler_path = handler_source_path(
+            handler, unstripped.source_files.snapshot.files, unstripped.source_roots, unrooted
+        )
+        report = await _scan_closure(target.address, closure, unstripped, handler_path, python_setup)
+        check_syntax(target.address, handler_path, report)
+        uses = module_uses(report)
+        modules = sorted({u.module for u in uses})
+        owners = await MultiGet(Get(PythonModuleOwners, PythonModuleOwnersRequest(m, resolve)) for m in modules)
+        resolution = resolve_module_uses(
+            uses,
+            {m: ModuleOwners(o.unambiguous, o.ambiguous) for m, o in zip(modules, owners)},
+            frozenset(t.address for t in closure.closure),
+        )
+        if resolution.ambiguous:
+            raise AmbiguousImportError(ambiguous_imports_message(target.address, resolution.ambiguous))
+        new = {a: use for a, use in resolution.extra.items() if a not in extra}
+        if not new:
+            break
+        for address, use in new.items():
+            logger.debug(f"{target.address}: {use.describe()}, so {address} is in its context")
+        extra.update(new)
+
+    missing = tuple(
+        a for a in missing_requirements(closure.closure, base_closure.closure) if a not in resolution.type_checking_only
+    )
     if missing:
         message = missing_requirements_message(target.address, base.address, missing)
         if subsystem.missing_third_party == MissingThirdPartyBehavior.error:
             raise MissingThirdPartyRequirementError(message)
         logger.warning(message)
 
-    # Checked on the unstripped files: stripping would merge two files of one path into an engine error.
-    unstripped = await Get(
-        PythonSourceFiles, PythonSourceFilesRequest(closure.closure, include_resources=True, include_files=True)
-    )
-    collisions = path_collisions(
-        unstripped.source_files.snapshot.files,
-        unstripped.source_roots,
-        frozenset(unstripped.source_files.unrooted_files),
-    )
-    if collisions:
-        raise ContextPathCollisionError(path_collisions_message(target.address, collisions))
+    _check_handler_defined(target, handler, handler_path, report)
     sources, base_sources = await MultiGet(
         Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(closure.closure, include_resources=True, include_files=True)),
         Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(base_closure.closure, include_resources=True, include_files=True)),
     )
     snapshot = sources.stripped_source_files.snapshot
-    await _check_handler_defined(target, handler, snapshot.digest, frozenset(snapshot.files))
-
     base_files = frozenset(base_sources.stripped_source_files.snapshot.files)
-    keep = tuple(sorted(f for f in snapshot.files if f not in base_files))
+    # A source root's own `__init__.py` would land at the task root itself, where no import finds it.
+    keep = tuple(sorted(f for f in snapshot.files if f not in base_files and f != "__init__.py"))
     provided = tuple(sorted(f for f in snapshot.files if f in base_files))
     split = split_packages(keep, base_files)
     if split:
         raise SplitPackageError(split_packages_message(target.address, base.address, split))
-    digest = await Get(Digest, DigestSubset(snapshot.digest, PathGlobs(keep)))
-    entries, python_files = await MultiGet(
-        Get(DigestEntries, Digest, digest),
-        Get(DigestContents, DigestSubset(digest, PathGlobs([f for f in keep if f.endswith(".py")]))),
-    )
-    files = tuple(
-        ContextFile(e.path, e.file_digest.serialized_bytes_length)
-        for e in sorted(entries, key=lambda e: e.path)
-        if isinstance(e, FileEntry)
-    )
-    check_context(target.address, python_files, files, subsystem)
+    # Exact paths, never globs: a file may be named `[id].json`.
+    kept = frozenset(keep)
+    entries = await Get(DigestEntries, Digest, snapshot.digest)
+    kept_entries = tuple(sorted((e for e in entries if isinstance(e, FileEntry) and e.path in kept), key=lambda e: e.path))
+    digest = await Get(Digest, CreateDigest(kept_entries))
+    files = tuple(ContextFile(e.path, e.file_digest.serialized_bytes_length) for e in kept_entries)
+    check_context(target.address, report, files, subsystem)
     return LambdaClosure(
         address=target.address,
         handler_module=handler.module,
         handler_function=handler.func,
         base_address=base.address,
-        roots=tuple(roots),
+        roots=tuple([*roots, *extra]),
         digest=digest,
         files=files,
         provided_by_base=provided,

@@ -13,7 +13,7 @@ from pants.backend.python.target_types import (
     PythonSourcesGeneratorTarget,
     PythonSourceTarget,
 )
-from pants.backend.python.util_rules import faas, python_sources
+from pants.backend.python.util_rules import faas, pex, python_sources
 from pants.core.target_types import (
     FilesGeneratorTarget,
     FileTarget,
@@ -24,7 +24,7 @@ from pants.engine.addresses import Address
 from pants.engine.internals.scheduler import ExecutionError
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
-from chromadb_lambda import closure, dependency_inference
+from chromadb_lambda import closure, dependency_inference, scan
 from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest, path_collisions, split_packages
 from chromadb_lambda.target_types import ChromadbLambdaTarget
 
@@ -34,6 +34,8 @@ def rule_runner() -> RuleRunner:
     rule_runner = RuleRunner(
         rules=[
             *closure.rules(),
+            *scan.rules(),
+            *pex.rules(),
             *dependency_inference.rules(),
             *faas.rules(),
             *dependency_inference_rules.rules(),
@@ -63,7 +65,14 @@ BOOTSTRAP_ENV = {"PATH", "PYENV_ROOT", "HOME", "PANTS_PEX_CLI_VERSION", "PANTS_P
 
 def set_options(rule_runner: RuleRunner, *args: str) -> None:
     rule_runner.set_options(
-        ["--source-root-patterns=['/app', '/functions']", *args], env_inherit=BOOTSTRAP_ENV
+        [
+            "--source-root-patterns=['/app', '/functions']",
+            # The Lambda's Python reads the closure (as `[python].interpreter_constraints` in pants.toml).
+            "--python-interpreter-constraints=['CPython==3.11.*']",
+            "--python-bootstrap-search-path=['<PYENV>', '<PATH>']",
+            *args,
+        ],
+        env_inherit=BOOTSTRAP_ENV,
     )
 
 
@@ -210,7 +219,7 @@ def test_missing_third_party_requirement_is_an_error(rule_runner: RuleRunner) ->
 @pytest.mark.parametrize(
     "handler, expected",
     [
-        ("main.py:handel", r"names the function `handel`, but `fn.main` \(fn/main.py\) does not define it\. Did you mean 'handle'\?"),
+        ("main.py:handel", r"names `handel`, but `fn.main` \(functions/fn/main.py\) does not define it\. Did you mean 'handle'\?"),
         ("nope.py:handle", r"nope\.py"),
         ("fn.nope:handle", r"names the module `fn.nope`, but no `python_source` target"),
         ("main.py", r"must end in the format `:my_handler_func`"),
@@ -278,7 +287,7 @@ def test_syntax_error_in_a_closure_file_names_file_and_line(rule_runner: RuleRun
             "functions/fn/util.py": "x = 1\ndef broken(:\n",
         }
     )
-    with pytest.raises(ExecutionError, match=r"handler closure of functions/fn:fn does not parse: fn/util.py:2: "):
+    with pytest.raises(ExecutionError, match=r"handler closure of functions/fn:fn does not parse with the Lambda's Python \(3\.11\.\d+\): functions/fn/util.py:2: "):
         get_closure(rule_runner, Address("functions/fn", target_name="fn"))
 
 

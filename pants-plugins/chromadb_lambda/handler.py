@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+from typing import Mapping
 
 from chromadb_lambda.checks import parse_python
 
@@ -30,6 +31,23 @@ def defined_names(source: bytes, path: str) -> frozenset[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
     return frozenset(names)
+
+
+def handler_binding_problem(function: str, bindings: Mapping[str, str]) -> str | None:
+    """Why `function` cannot be the Lambda's handler, from how its module binds top-level names
+    (`source_scan.py`): missing, a class, or a literal value. None when it may be a function; names
+    bound at run time (`handle = make_handler()`) are checked in the image (the import check).
+    """
+    kind = bindings.get(function)
+    if kind is None:
+        suggestions = close_names(function, frozenset(bindings))
+        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        return f"does not define it.{hint}"
+    if kind == "class":
+        return "defines it as a class: the Lambda runtime calls the handler with (event, context), so name a function."
+    if kind == "literal":
+        return "binds it to a literal value, which the Lambda runtime cannot call: name a function."
+    return None
 
 
 def close_names(name: str, candidates: frozenset[str]) -> list[str]:

@@ -20,3 +20,32 @@ def test_syntax_error_names_file_and_line() -> None:
 
 def test_close_names() -> None:
     assert close_names("handel", frozenset({"handle", "other"})) == ["handle"]
+
+
+def test_handler_binding_problem() -> None:
+    from chromadb_lambda.handler import handler_binding_problem
+
+    bindings = {"handle": "function", "Handler": "class", "NAME": "literal", "logger": "other", "run": "import"}
+    assert handler_binding_problem("handle", bindings) is None
+    assert handler_binding_problem("logger", bindings) is None  # bound at run time: checked in the image
+    assert handler_binding_problem("run", bindings) is None
+    assert handler_binding_problem("Handler", bindings) == (
+        "defines it as a class: the Lambda runtime calls the handler with (event, context), so name a function."
+    )
+    assert handler_binding_problem("NAME", bindings) == (
+        "binds it to a literal value, which the Lambda runtime cannot call: name a function."
+    )
+    assert handler_binding_problem("handel", bindings) == "does not define it. Did you mean 'handle' or 'Handler'?"
+
+
+def test_handler_value_problem() -> None:
+    from chromadb_lambda.target_types import handler_value_problem
+
+    assert handler_value_problem("handler.py:handle") is None
+    assert handler_value_problem("sub/handler.py:handle") is None
+    assert handler_value_problem("pkg.mod:handle") is None
+    assert "in the target's folder or below it" in (handler_value_problem("../x/handler.py:handle") or "")
+    assert "in the target's folder or below it" in (handler_value_problem("/abs/handler.py:handle") or "")
+    assert "glob characters" in (handler_value_problem("h*.py:handle") or "")
+    assert handler_value_problem("handler.py:") == "the part after `:` must be the name of a function, e.g. `handler.py:handle`."
+    assert "dotted.module:handle" in (handler_value_problem("pkg/mod:handle") or "")

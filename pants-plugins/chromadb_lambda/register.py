@@ -12,6 +12,7 @@ from chromadb_lambda import (
     package,
     publish,
     pull,
+    scan,
     tailor,
 )
 from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
@@ -31,6 +32,7 @@ def rules():
         *package.rules(),
         *publish.rules(),
         *pull.rules(),
+        *scan.rules(),
         *tailor.rules(),
     ]
 

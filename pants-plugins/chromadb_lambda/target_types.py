@@ -1,6 +1,8 @@
 """The `chromadb_lambda` target and its fields."""
 from __future__ import annotations
 
+from typing import Optional
+
 from pants.backend.python.target_types import PythonResolveField
 from pants.backend.python.util_rules.faas import PythonFaaSDependencies, PythonFaaSHandlerField
 from pants.core.goals.package import OutputPathField
@@ -8,11 +10,12 @@ from pants.engine.addresses import Address, UnparsedAddressInputs
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     BoolField,
+    InvalidFieldException,
     StringField,
     StringSequenceField,
     Target,
 )
-from pants.util.strutil import help_text
+from pants.util.strutil import help_text, softwrap
 
 
 class ChromadbLambdaHandlerField(PythonFaaSHandlerField):
@@ -27,6 +30,40 @@ class ChromadbLambdaHandlerField(PythonFaaSHandlerField):
         Example: `handler="handler.py:handle"`.
         """
     )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> str:
+        value = super().compute_value(raw_value, address)
+        problem = handler_value_problem(value)
+        if problem:
+            raise InvalidFieldException(
+                f"The `{cls.alias}` field in target {address} is {value!r}: {problem}"
+            )
+        return value
+
+
+def handler_value_problem(value: str) -> str | None:
+    """What is wrong with a `handler` value, or None: `file.py:function` below the target's folder,
+    or `dotted.module:function`."""
+    path, _, func = value.partition(":")
+    if not func.isidentifier():
+        return f"the part after `:` must be the name of a function, e.g. `{path}:handle`."
+    if path.endswith(".py"):
+        parts = path.split("/")
+        if path.startswith("/") or ".." in parts:
+            return softwrap(
+                f"""
+                a handler file must be in the target's folder or below it. Move the
+                `chromadb_lambda` target to the BUILD file beside the handler, or name the handler by
+                its module, e.g. `handler="package.module:{func}"`.
+                """
+            )
+        if any(c in path for c in "*?[]{}"):
+            return "a handler file name must not contain glob characters (`*?[]{}`): name one file."
+        return None
+    if not all(part.isidentifier() for part in path.split(".")):
+        return f"use `file.py:{func}` (a file relative to the BUILD file) or `dotted.module:{func}`."
+    return None
 
 
 class ChromadbLambdaBaseImageField(StringField):
