@@ -3,7 +3,9 @@
 Pants' publish goal runs each target's `InteractiveProcess` one after another. Here the pushes are
 ordinary processes run by this rule, which the goal requests for every target at once, so they run
 concurrently; the interactive process only reports the outcome, merges the deploy manifest in
-`dist/`, and exits non-zero if a push failed, which is how the goal lists what was not published.
+`dist/` (see docs/publishing.md), and exits non-zero if a push failed, which is how the goal lists
+what was not published. The goal runs these processes one after another; the report still locks
+the manifest, for two `pants publish` runs at once.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from pants.engine.addresses import Address
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, InteractiveProcess, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
-from pants.engine.target import WrappedTarget, WrappedTargetRequest
+from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.util.logging import LogLevel
 
 from chromadb_lambda.base_image import BaseImageIdentityRequest
@@ -261,8 +263,15 @@ async def publish_chromadb_lambda(
         spec, targets, docker, docker_env, f"Pushing {repository} ({key.tag}) to {', '.join(t.address for t in targets)}"
     )
     manifest = os.path.join(distdir.relpath, subsystem.deploy_manifest)
+    # Every chromadb_lambda target of the repo, selected by this run or not: the report drops the
+    # manifest entries of any other address (a Lambda deleted or renamed since it was published).
+    all_targets = await Get(AllUnexpandedTargets)
+    existing = sorted(str(t.address) for t in all_targets if ChromadbLambdaPublishFieldSet.is_applicable(t))
     report = InteractiveProcess(
-        argv=(sys.executable, "-c", client_script().decode(), "report", manifest, session.id, str(field_set.address), json.dumps(outcome)),
+        argv=(
+            sys.executable, "-c", client_script().decode(), "report", manifest, session.id, str(field_set.address),
+            json.dumps(outcome), "--existing", *existing,
+        ),
         run_in_workspace=True,
     )
     description = ", ".join(

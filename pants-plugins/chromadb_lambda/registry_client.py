@@ -6,8 +6,9 @@ package` with `[lambda-image].pull_from_registries` (see pull.py):
     registry_client.py push SPEC_JSON       -> prints a JSON result on stdout
     registry_client.py pull SPEC_JSON       -> pulls the content key tag from the first registry that
                                                has it, tags it locally; prints a JSON result
-    registry_client.py report MANIFEST SESSION ADDRESS RESULT_JSON
+    registry_client.py report MANIFEST SESSION ADDRESS RESULT_JSON [--existing ADDRESS...]
                                             -> prints the outcome, merges the deploy manifest
+                                               (entries of addresses not `--existing` are dropped)
 
 Standard library only, plus boto3 for ECR registries. ECR tokens (`ecr:GetAuthorizationToken`) are
 written to a private Docker config (a 0700 directory in the process sandbox, removed before the
@@ -529,53 +530,124 @@ def pull(spec: dict) -> dict:
 
 # --- the deploy manifest --------------------------------------------------------------------------
 
+MANIFEST_VERSION = 2
 
-def merge_deploy_manifest(previous: dict | None, session: str, address: str, entry: dict | None) -> dict:
-    """The deploy manifest of this publish session, with `address` set to `entry` (None: removed).
 
-    A manifest from an earlier session is replaced, never extended, so it lists exactly the images
-    published by the latest `pants publish`.
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def merge_deploy_manifest(
+    previous: dict | None,
+    session: str,
+    address: str,
+    result: dict,
+    existing: frozenset[str] | None,
+    now: str,
+) -> dict:
+    """The deploy manifest after the push of `address` gave `result` (the `push` command's output).
+
+    A registry the push reached gets a new record; a registry it failed keeps its previous record
+    (the last image published there) and gets the failure in the entry's `errors`, cleared by the
+    next success. Entries of other targets are kept, except those not in `existing` (all the
+    `chromadb_lambda` targets of the repo; None: keep every entry). A target that never published
+    anywhere has its failures under the top-level `failures`, so every `images` entry has an `image`.
     """
-    manifest = previous if previous and previous.get("session") == session else None
-    manifest = manifest or {"version": 1, "session": session, "images": {}}
-    if entry is None:
-        manifest["images"].pop(address, None)
-    else:
-        manifest["images"][address] = entry
+    images = dict((previous or {}).get("images") or {})
+    failures = dict((previous or {}).get("failures") or {})
+    if existing is not None:
+        images = {a: e for a, e in images.items() if a in existing}
+        failures = {a: f for a, f in failures.items() if a in existing}
+    entry = dict(images.get(address) or {})
+    records = dict(entry.get("registries") or {})
+    errors = {**(entry.get("errors") or {}), **failures.pop(address, {})}
+    for pushed in result["registries"]:
+        records[pushed["address"]] = {
+            **{k: pushed[k] for k in ("image", "digest", "tags", "status", "media_type")},
+            "content_key": result["content_key"],
+            "session": session,
+            "recorded_at": now,
+        }
+        errors.pop(pushed["address"], None)
+    for error in result["errors"]:
+        errors[error["address"]] = {"error": error["error"], "session": session, "at": now}
+    if result["registries"]:
+        entry.update(
+            image=result["registries"][0]["image"],
+            content_key=result["content_key"],
+            content_key_tag=result["key_tag"],
+            session=session,
+            recorded_at=now,
+        )
+    entry.pop("errors", None)
+    if records:
+        images[address] = {**entry, "registries": records, **({"errors": errors} if errors else {})}
+    elif errors:
+        failures[address] = errors
+    manifest: dict[str, Any] = {"version": MANIFEST_VERSION, "session": session, "images": images}
+    if failures:
+        manifest["failures"] = failures
     return manifest
 
 
-def report(manifest_path: str, session: str, address: str, result: dict) -> int:
+@contextlib.contextmanager
+def manifest_lock(manifest_path: str) -> Iterator[None]:
+    """Serializes read-merge-write of one manifest across processes (two `pants publish` at once)."""
+    import fcntl
+
+    fd = os.open(f"{manifest_path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_manifest(manifest_path: str) -> dict | None:
+    """The manifest, or None if there is none; an unreadable one is moved aside, never lost."""
+    try:
+        with open(manifest_path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(text)
+        if isinstance(manifest, dict) and isinstance(manifest.get("images", {}), dict):
+            return manifest
+    except ValueError:
+        pass
+    aside = f"{manifest_path}.unreadable"
+    os.replace(manifest_path, aside)
+    print(f"The deploy manifest {manifest_path} was not a manifest (JSON with an `images` object): moved to {aside}.", file=sys.stderr)
+    return None
+
+
+def write_manifest(manifest_path: str, manifest: dict) -> None:
+    tmp = f"{manifest_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, manifest_path)  # readers see the old or the new manifest, never half of one
+
+
+def report(manifest_path: str, session: str, address: str, result: dict, existing: frozenset[str] | None) -> int:
     ok = result["registries"]
     for r in ok:
         what = "already published, nothing pushed" if r["status"] == "already published" else (
             f"pushed {r['pushed']} tag{'s' if r['pushed'] != 1 else ''}"
         )
         print(f"{address}: {r['image']} ({what})")
-    for error in result["errors"]:
-        print(f"{address}: NOT published to {error['address']}: {error['error']}", file=sys.stderr)
-    entry = None
-    if ok:
-        entry = {
-            "content_key": result["content_key"],
-            "content_key_tag": result["key_tag"],
-            "registries": {
-                r["address"]: {k: r[k] for k in ("image", "digest", "tags", "status", "media_type")} for r in ok
-            },
-        }
-        entry["image"] = ok[0]["image"]
-    try:
-        with open(manifest_path) as f:
-            previous = json.load(f)
-    except (OSError, ValueError):
-        previous = None
-    manifest = merge_deploy_manifest(previous, session, address, entry)
     os.makedirs(os.path.dirname(manifest_path) or ".", exist_ok=True)
-    tmp = f"{manifest_path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, manifest_path)  # never a half-written manifest
+    with manifest_lock(manifest_path):
+        previous = read_manifest(manifest_path)
+        kept = ((previous or {}).get("images") or {}).get(address, {}).get("registries") or {}
+        for error in result["errors"]:
+            still = kept.get(error["address"], {}).get("image")
+            keeps = f" (the deploy manifest keeps {still})" if still else ""
+            print(f"{address}: NOT published to {error['address']}{keeps}: {error['error']}", file=sys.stderr)
+        write_manifest(manifest_path, merge_deploy_manifest(previous, session, address, result, existing, utc_now()))
     return 1 if result["errors"] else 0
 
 
@@ -593,8 +665,12 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[1:2] == ["report"]:
         manifest_path, session, address, result = argv[2:6]
-        return report(manifest_path, session, address, json.loads(result))
-    print(f"usage: {argv[0]} push SPEC | pull SPEC | report MANIFEST SESSION ADDRESS RESULT", file=sys.stderr)
+        existing = frozenset(argv[7:]) if argv[6:7] == ["--existing"] else None
+        return report(manifest_path, session, address, json.loads(result), existing)
+    print(
+        f"usage: {argv[0]} push SPEC | pull SPEC | report MANIFEST SESSION ADDRESS RESULT [--existing ADDRESS...]",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,14 +70,199 @@ def test_retries_are_bounded() -> None:
     assert len(calls) == 3
 
 
-def test_deploy_manifest_belongs_to_one_publish_session() -> None:
-    old = merge_deploy_manifest(None, "s1", "a:a", {"image": "r/a@sha256:1"})
-    assert merge_deploy_manifest(old, "s1", "b:b", {"image": "r/b@sha256:2"})["images"] == {
-        "a:a": {"image": "r/a@sha256:1"},
-        "b:b": {"image": "r/b@sha256:2"},
+# --- the deploy manifest: hand-written before/after manifests -------------------------------------
+
+MT = "application/vnd.docker.distribution.manifest.v2+json"
+OLD = "sha256:" + "01" * 32
+NEW = "sha256:" + "02" * 32
+ECR = "1.dkr.ecr.eu-west-1.amazonaws.com"
+MIRROR = "mirror:5000"
+A, B, GONE = "lambdas/a:a", "lambdas/b:b", "lambdas/gone:gone"
+
+
+def pushed(registry: str, repository: str, digest: str, status: str = "pushed") -> dict:
+    """One registry of the `push` command's result, as publish_to_registry returns it."""
+    name = f"{registry}/{repository}"
+    return {
+        "address": registry, "name": name, "tags": [f"{name}:latest", f"{name}:ck-new"], "pushed": 2,
+        "status": status, "digest": digest, "media_type": MT, "image": f"{name}@{digest}",
     }
-    # A new publish starts over: an image it did not publish is not listed.
-    assert merge_deploy_manifest(old, "s2", "b:b", None) == {"version": 1, "session": "s2", "images": {}}
+
+
+def result(*registries: dict, errors: tuple[tuple[str, str], ...] = ()) -> dict:
+    return {
+        "registries": list(registries),
+        "errors": [{"address": a, "error": e} for a, e in errors],
+        "content_key": "new",
+        "key_tag": "ck-new",
+    }
+
+
+# What a good publish of `a` and `b` (session s1) left, and of a target since deleted.
+BEFORE = {
+    "version": 2,
+    "session": "s1",
+    "images": {
+        A: {
+            "image": f"{ECR}/a@{OLD}", "content_key": "old", "content_key_tag": "ck-old", "session": "s1",
+            "recorded_at": "2026-01-01T00:00:00Z",
+            "registries": {
+                ECR: {
+                    "image": f"{ECR}/a@{OLD}", "digest": OLD, "tags": [f"{ECR}/a:latest", f"{ECR}/a:ck-old"],
+                    "status": "pushed", "media_type": MT, "content_key": "old", "session": "s1",
+                    "recorded_at": "2026-01-01T00:00:00Z",
+                },
+            },
+        },
+        B: {"image": f"{ECR}/b@{OLD}", "content_key": "b", "content_key_tag": "ck-b", "registries": {ECR: {"digest": OLD}}},
+        GONE: {"image": f"{ECR}/gone@{OLD}", "content_key": "g", "content_key_tag": "ck-g", "registries": {ECR: {"digest": OLD}}},
+    },
+}
+EXISTING = frozenset({A, B, GONE})
+NOW = "2026-02-02T00:00:00Z"
+A_NEW_ECR = {
+    "image": f"{ECR}/a@{NEW}", "digest": NEW, "tags": [f"{ECR}/a:latest", f"{ECR}/a:ck-new"], "status": "pushed",
+    "media_type": MT, "content_key": "new", "session": "s2", "recorded_at": NOW,
+}
+
+
+def test_a_failed_publish_keeps_the_last_good_record_and_records_the_failure_beside_it() -> None:
+    after = merge_deploy_manifest(
+        BEFORE, "s2", A, result(errors=((ECR, "Cannot reach the registry 1.dkr... after 3 attempts"),)), EXISTING, NOW
+    )
+    assert after == {
+        "version": 2,
+        "session": "s2",
+        "images": {
+            A: {
+                **BEFORE["images"][A],
+                "errors": {ECR: {"error": "Cannot reach the registry 1.dkr... after 3 attempts", "session": "s2", "at": NOW}},
+            },
+            B: BEFORE["images"][B],
+            GONE: BEFORE["images"][GONE],
+        },
+    }
+    # The next good publish replaces the record and clears the failure.
+    again = merge_deploy_manifest(after, "s3", A, result(pushed(ECR, "a", NEW)), EXISTING, NOW)
+    assert again["images"][A] == {
+        "image": f"{ECR}/a@{NEW}", "content_key": "new", "content_key_tag": "ck-new", "session": "s3",
+        "recorded_at": NOW, "registries": {ECR: {**A_NEW_ECR, "session": "s3"}},
+    }
+
+
+def test_a_partial_publish_updates_its_target_and_keeps_the_others() -> None:
+    after = merge_deploy_manifest(BEFORE, "s2", A, result(pushed(ECR, "a", NEW)), EXISTING, NOW)
+    assert after == {
+        "version": 2,
+        "session": "s2",
+        "images": {
+            A: {
+                "image": f"{ECR}/a@{NEW}", "content_key": "new", "content_key_tag": "ck-new", "session": "s2",
+                "recorded_at": NOW, "registries": {ECR: A_NEW_ECR},
+            },
+            B: BEFORE["images"][B],
+            GONE: BEFORE["images"][GONE],
+        },
+    }
+
+
+def test_entries_of_targets_that_no_longer_exist_are_dropped_and_unselected_ones_kept() -> None:
+    # `b` exists but this run did not select it; `gone` is no chromadb_lambda target any more.
+    after = merge_deploy_manifest(BEFORE, "s2", A, result(pushed(ECR, "a", OLD, "already published")), frozenset({A, B}), NOW)
+    assert sorted(after["images"]) == [A, B]
+    assert after["images"][B] == BEFORE["images"][B]
+    assert after["images"][A]["registries"][ECR]["status"] == "already published"
+    # Even a failed publish drops them: an entry of a deleted Lambda is not a good record.
+    failed = merge_deploy_manifest(BEFORE, "s2", A, result(errors=((ECR, "down"),)), frozenset({A}), NOW)
+    assert sorted(failed["images"]) == [A]
+    assert failed["images"][A]["registries"] == BEFORE["images"][A]["registries"]
+
+
+def test_two_registries_one_failing_updates_one_and_keeps_the_other() -> None:
+    before = {
+        "version": 2, "session": "s1",
+        "images": {A: {**BEFORE["images"][A], "registries": {
+            **BEFORE["images"][A]["registries"], MIRROR: {"image": f"{MIRROR}/a@{OLD}", "digest": OLD},
+        }}},
+    }
+    after = merge_deploy_manifest(
+        before, "s2", A, result(pushed(ECR, "a", NEW), errors=((MIRROR, "refused (not retried)"),)), frozenset({A}), NOW
+    )
+    assert after == {
+        "version": 2,
+        "session": "s2",
+        "images": {
+            A: {
+                "image": f"{ECR}/a@{NEW}", "content_key": "new", "content_key_tag": "ck-new", "session": "s2",
+                "recorded_at": NOW,
+                "registries": {ECR: A_NEW_ECR, MIRROR: {"image": f"{MIRROR}/a@{OLD}", "digest": OLD}},
+                "errors": {MIRROR: {"error": "refused (not retried)", "session": "s2", "at": NOW}},
+            },
+        },
+    }
+
+
+def test_a_target_that_never_published_has_its_failures_apart_until_it_publishes() -> None:
+    after = merge_deploy_manifest(None, "s1", A, result(errors=((ECR, "down"),)), frozenset({A}), NOW)
+    # Every entry of `images` has an image; the failure is recorded all the same.
+    assert after == {"version": 2, "session": "s1", "images": {}, "failures": {A: {ECR: {"error": "down", "session": "s1", "at": NOW}}}}
+    again = merge_deploy_manifest(after, "s2", A, result(pushed(ECR, "a", NEW), errors=((MIRROR, "refused"),)), frozenset({A}), NOW)
+    assert "failures" not in again
+    assert again["images"][A]["registries"] == {ECR: A_NEW_ECR}
+    assert again["images"][A]["errors"] == {MIRROR: {"error": "refused", "session": "s2", "at": NOW}}
+
+
+def test_a_version_1_manifest_of_another_session_is_merged_not_replaced() -> None:
+    v1 = {"version": 1, "session": "old", "images": {B: BEFORE["images"][B]}}
+    after = merge_deploy_manifest(v1, "s2", A, result(pushed(ECR, "a", NEW)), None, NOW)
+    assert after["version"] == 2 and after["session"] == "s2"
+    assert after["images"] == {
+        A: {"image": f"{ECR}/a@{NEW}", "content_key": "new", "content_key_tag": "ck-new", "session": "s2",
+            "recorded_at": NOW, "registries": {ECR: A_NEW_ECR}},
+        B: BEFORE["images"][B],
+    }
+
+
+def run_report(manifest: Path, address: str, outcome: dict, *existing: str) -> subprocess.Popen:
+    from chromadb_lambda import registry_client
+
+    argv = [sys.executable, registry_client.__file__, "report", str(manifest), "s9", address, json.dumps(outcome)]
+    return subprocess.Popen([*argv, "--existing", *existing] if existing else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_report_processes_at_once_lose_no_entry(tmp_path: Path) -> None:
+    manifest = tmp_path / "dist" / "deploy.json"
+    addresses = [f"lambdas/f{i}:f{i}" for i in range(24)]
+    procs = [run_report(manifest, a, result(pushed(ECR, a, NEW))) for a in addresses]
+    assert [p.wait() for p in procs] == [0] * len(addresses)
+    assert sorted(json.loads(manifest.read_text())["images"]) == sorted(addresses)
+    # Atomic writes leave no temporary file; the lock file stays.
+    assert sorted(p.name for p in manifest.parent.iterdir()) == ["deploy.json", "deploy.json.lock"]
+
+
+def test_report_of_a_failure_keeps_the_file_and_says_what_it_keeps(tmp_path: Path) -> None:
+    manifest = tmp_path / "deploy.json"
+    manifest.write_text(json.dumps(BEFORE))
+    proc = run_report(manifest, A, result(errors=((ECR, "Cannot reach the registry"),)), A, B)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 1
+    assert stderr == f"{A}: NOT published to {ECR} (the deploy manifest keeps {ECR}/a@{OLD}): Cannot reach the registry\n"
+    after = json.loads(manifest.read_text())
+    assert sorted(after["images"]) == [A, B]
+    assert after["images"][A]["registries"] == BEFORE["images"][A]["registries"]
+    assert after["images"][A]["errors"][ECR]["error"] == "Cannot reach the registry"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", after["images"][A]["errors"][ECR]["at"])
+
+
+def test_an_unreadable_manifest_is_moved_aside_not_lost(tmp_path: Path) -> None:
+    manifest = tmp_path / "deploy.json"
+    manifest.write_text('{"images": {"lambdas/a:a": ')
+    proc = run_report(manifest, A, result(pushed(ECR, "a", NEW)), A)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0
+    assert (tmp_path / "deploy.json.unreadable").read_text() == '{"images": {"lambdas/a:a": '
+    assert f"The deploy manifest {manifest} was not a manifest" in stderr
+    assert list(json.loads(manifest.read_text())["images"]) == [A]
 
 
 def test_loopback_registries_may_speak_plain_http() -> None:

@@ -175,8 +175,17 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
             Where `pants publish` writes its deploy manifest, relative to the dist dir: each published
             `chromadb_lambda` target mapped to its `repository@sha256:digest` and tags per registry,
-            for IaC (Pulumi, Terraform, CDK) to pin digests. Only images whose push succeeded (or
-            that the registry already held) are listed; it is rewritten by every publish.
+            for IaC (Pulumi, Terraform, CDK) to pin digests.
+
+            Each publish merges into the file (written atomically, under a lock): a target's entry
+            under `images` holds `image`, `content_key`, `content_key_tag` (of its latest successful
+            push) and, per registry address under `registries`, the last image published there
+            (`image`, `digest`, `tags`, `status`, `media_type`, `content_key`, `session`,
+            `recorded_at`). A failed push keeps that record and adds `errors.<registry>` (`error`,
+            `at`, `session`), cleared by the next success; a target that never published has its
+            failures under the top-level `failures` instead. Targets a run did not select (e.g.
+            `--changed-since`) keep their entries; entries of addresses that are no longer
+            `chromadb_lambda` targets are dropped. See docs/publishing.md.
             """
         ),
     )
