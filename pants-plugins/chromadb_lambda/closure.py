@@ -108,6 +108,9 @@ class LambdaClosure:
     files: tuple[ContextFile, ...]
     # Closure files left out because the base image already provides them.
     provided_by_base: tuple[str, ...]
+    # Roots the plugin added because a closure file needs them where Pants infers nothing (a star
+    # import through `__all__`, a literal `import_module`), with the place that needs each.
+    inferred_roots: tuple[tuple[Address, str], ...] = ()
 
     @property
     def handler(self) -> str:
@@ -456,6 +459,7 @@ async def compute_lambda_closure(
         digest=digest,
         files=files,
         provided_by_base=provided,
+        inferred_roots=tuple((a, use.describe()) for a, use in extra.items()),
     )
 
 

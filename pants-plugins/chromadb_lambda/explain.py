@@ -82,11 +82,16 @@ def owner_of(path: str, owners: Iterable[Address]) -> Address | None:
 
 
 def context_report(closure: LambdaClosure, parents: Mapping[Address, Address | None], task_root: str) -> dict:
+    inferred = dict(closure.inferred_roots)
     files = []
     for f in closure.files:
         owner = owner_of(f.path, parents)
-        why = [str(a) for a in dependency_chain(parents, owner)] if owner else ANCESTOR_INIT
-        files.append({"path": f.path, "size": f.size, "why": why})
+        chain = dependency_chain(parents, owner) if owner else ()
+        entry = {"path": f.path, "size": f.size, "why": [str(a) for a in chain] if chain else ANCESTOR_INIT}
+        if chain and chain[0] in inferred:
+            # No import Pants sees brings it: say which line of the closure does.
+            entry["needed_by"] = inferred[chain[0]]
+        files.append(entry)
     return {
         "address": str(closure.address),
         "handler": closure.handler,
@@ -107,6 +112,8 @@ def render_text(report: dict) -> str:
         why = " -> ".join(f["why"]) if isinstance(f["why"], list) else f["why"]
         lines.append(f"  {f['size']:>8}  {f['path']}")
         lines.append(f"            why: {why}")
+        if "needed_by" in f:
+            lines.append(f"            needed by: {f['needed_by']}")
     if report["provided_by_base"]:
         lines.append("  left out, the base image provides them:")
         lines.extend(f"            {p}" for p in report["provided_by_base"])

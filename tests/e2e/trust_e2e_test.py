@@ -37,6 +37,8 @@ class Row:
     # Paths (under the task root) the image must not have.
     absent: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    # Lines `pants lambda-context` prints for the target (why a file is there).
+    context_says: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -80,6 +82,10 @@ ROWS = (
         target="lambdas/star_fn:star_fn",
         check="import star_fn.handler as h; print(h.handle({}, None))",
         expect_stdout="42",
+        context_says=(
+            "starpkg/extra.py",
+            "needed by: lambdas/star_fn/handler.py:1 star-imports (through `__all__`) `starpkg.extra`",
+        ),
     ),
     Row(
         id="literal-import-module",
@@ -100,6 +106,10 @@ ROWS = (
         target="lambdas/plug_fn:plug_fn",
         check="import plug_fn.handler as h; print(h.handle({}, None))",
         expect_stdout="alpha+beta",
+        context_says=(
+            "needed by: lambdas/plug_fn/handler.py:3 loads by name `plugpkg.plugins.alpha`",
+            "why: src/plugpkg/plugins/alpha.py -> src/plugpkg/plugins/beta.py",
+        ),
     ),
     Row(
         id="one-module-under-two-source-roots",
@@ -288,6 +298,10 @@ def test_row(repo: Path, row: Row) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip() == row.expect_stdout
+        if row.context_says:
+            context = run_pants(repo, [*OPTIONS, *row.args, "lambda-context", row.target], pantsd=True)
+            for text in row.context_says:
+                assert text in context.stdout, context.stdout
         if row.absent:
             files = task_root_files(image)
             for path in row.absent:
