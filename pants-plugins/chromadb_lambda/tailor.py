@@ -8,16 +8,25 @@ from pathlib import PurePath
 from typing import Iterable
 
 from pants.backend.python.dependency_inference.module_mapper import module_from_stripped_path
+from pants.backend.python.target_types import PythonGeneratingSourcesBase, PythonSourceField
 from pants.backend.python.util_rules.faas import ResolvedPythonFaaSHandler, ResolvePythonFaaSHandlerRequest
 from pants.base.specs import AncestorGlobSpec, RawSpecs
 from pants.core.goals.tailor import AllOwnedSources, PutativeTarget, PutativeTargets, PutativeTargetsRequest
 from pants.engine.fs import DigestContents, PathGlobs
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.addresses import Addresses, UnparsedAddressInputs
-from pants.engine.target import AllUnexpandedTargets, UnexpandedTargets
+from pants.engine.target import (
+    AllUnexpandedTargets,
+    SourcesField,
+    SourcesPaths,
+    SourcesPathsRequest,
+    Target,
+    UnexpandedTargets,
+)
 from pants.engine.unions import UnionRule
 from pants.source.source_root import SourceRootsRequest, SourceRootsResult
 from pants.util.logging import LogLevel
+from pants.util.strutil import softwrap
 
 from chromadb_lambda.checks import ClosureSyntaxError
 from chromadb_lambda.handler import defined_names
@@ -72,6 +81,24 @@ def default_base_image(existing_bases: set[str]) -> str | None:
     return next(iter(existing_bases)) if len(existing_bases) == 1 else None
 
 
+def is_python_source_owner(target: Target) -> bool:
+    """A `python_source` or a generator of them (`python_sources`, `python_tests`...)."""
+    return target.has_field(PythonSourceField) or target.has_field(PythonGeneratingSourcesBase)
+
+
+def not_python_owned_warning(path: str, function: str, owners: Iterable[str]) -> str:
+    owners_text = ", ".join(sorted(owners))
+    return softwrap(
+        f"""
+        {path} looks like a Lambda handler (it defines `{function}`), but no `python_source` target
+        owns it, only {owners_text}: `pants tailor` adds no `python_sources` for a file that another
+        target owns, so a `chromadb_lambda` there could not be packaged. Leave {path} out of the
+        `sources` of {owners_text} (e.g. with a `!` glob for the folder's `*.py`), then run
+        `pants tailor` again.
+        """
+    )
+
+
 @rule(level=LogLevel.DEBUG, desc="Determine candidate chromadb_lambda targets to create")
 async def find_putative_chromadb_lambdas(
     request: PutativeChromadbLambdaTargetsRequest,
@@ -101,6 +128,10 @@ async def find_putative_chromadb_lambdas(
     resolved = await MultiGet(
         Get(ResolvedPythonFaaSHandler, ResolvePythonFaaSHandlerRequest(t[ChromadbLambdaHandlerField])) for t in lambdas
     )
+    # The targets that can own the handlers: those of their folders and of the folders above (target
+    # generators, not each file's generated target).
+    owners = [t for t in existing if t.has_field(SourcesField) and not t.address.is_generated_target]
+    owned_paths = await MultiGet(Get(SourcesPaths, SourcesPathsRequest(t[SourcesField])) for t in owners)
     handled_modules = {r.module for r in resolved}
     roots = await Get(SourceRootsResult, SourceRootsRequest.for_files(candidates))
 
@@ -118,6 +149,12 @@ async def find_putative_chromadb_lambdas(
     for path, function in sorted(candidates.items()):
         module = module_from_stripped_path(PurePath(path).relative_to(roots.path_to_root[PurePath(path)].path))
         if module in handled_modules:
+            continue
+        # Pants' Python tailoring skips a file that any target owns (a `files` target over the whole
+        # repo, say): a Lambda without a `python_sources` would be a dead end at `pants package`.
+        path_owners = [t for t, paths in zip(owners, owned_paths) if path in paths.files]
+        if path_owners and not any(is_python_source_owner(t) for t in path_owners):
+            logger.warning(not_python_owned_warning(path, function, (t.address.spec for t in path_owners)))
             continue
         if base_image is None:
             logger.warning(

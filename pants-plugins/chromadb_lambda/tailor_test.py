@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from textwrap import dedent
+
 import pytest
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python import target_types_rules
-from pants.backend.python.target_types import PythonSourcesGeneratorTarget, PythonSourceTarget
+from pants.backend.python.goals import tailor as python_tailor
+from pants.backend.python.target_types import (
+    PythonSourcesGeneratorTarget,
+    PythonSourceTarget,
+    PythonTestsGeneratorTarget,
+    PythonTestUtilsGeneratorTarget,
+)
 from pants.backend.python.util_rules import faas
-from pants.core.goals.tailor import AllOwnedSources, PutativeTarget, PutativeTargets
+from pants.core.goals import tailor as core_tailor
+from pants.core.goals.tailor import AllOwnedSources, PutativeTarget, PutativeTargets, TailorGoal
+from pants.core.target_types import FilesGeneratorTarget, FileTarget, ResourceTarget
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda import tailor
@@ -23,7 +35,14 @@ def rule_runner() -> RuleRunner:
             *target_types_rules.rules(),
             QueryRule(PutativeTargets, [PutativeChromadbLambdaTargetsRequest, AllOwnedSources]),
         ],
-        target_types=[ChromadbLambdaTarget, DockerImageTarget, PythonSourcesGeneratorTarget, PythonSourceTarget],
+        target_types=[
+            ChromadbLambdaTarget,
+            DockerImageTarget,
+            PythonSourcesGeneratorTarget,
+            PythonSourceTarget,
+            FilesGeneratorTarget,
+            FileTarget,
+        ],
     )
 
 
@@ -93,3 +112,105 @@ def test_no_tailoring_without_a_base_image_to_use(rule_runner: RuleRunner) -> No
     )
     assert putative(rule_runner) == set()
     assert putative(rule_runner, "--no-lambda-image-tailor") == set()
+
+
+def test_no_lambda_for_a_handler_that_only_a_files_target_owns(
+    rule_runner: RuleRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pants' own tailoring adds no `python_sources` for a file a target owns: a Lambda would not package.
+    rule_runner.write_files(
+        {
+            **REPO,
+            "fns/BUILD": 'files(name="everything", sources=["f/*"])',
+            "fns/f/handler.py": "def handle(event, context):\n    return 6\n",
+        }
+    )
+    rule_runner.set_options(["--source-root-patterns=['/fns', '/']"], env_inherit=BOOTSTRAP_ENV)
+    owned = AllOwnedSources([*OWNED, "fns/f/handler.py"])
+    with caplog.at_level(logging.WARNING):
+        result = rule_runner.request(PutativeTargets, [PutativeChromadbLambdaTargetsRequest(("fns/b", "fns/f")), owned])
+    assert list(result) == [lambda_target("fns/b", "b", handler="handler.py:lambda_handler", base_image="//base:base")]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        "fns/f/handler.py looks like a Lambda handler (it defines `handle`), but no `python_source` target "
+        "owns it, only fns:everything:"
+    )
+    assert "Leave fns/f/handler.py out of the `sources` of fns:everything" in warning
+
+
+@pytest.fixture
+def goal_rule_runner() -> RuleRunner:
+    """The `tailor` goal with Pants' own Python tailoring beside the plugin's, as in a real repo."""
+    return RuleRunner(
+        rules=[*core_tailor.rules(), *python_tailor.rules(), *tailor.rules(), *faas.rules(), *target_types_rules.rules()],
+        target_types=[
+            ChromadbLambdaTarget,
+            DockerImageTarget,
+            FilesGeneratorTarget,
+            FileTarget,
+            PythonSourcesGeneratorTarget,
+            PythonSourceTarget,
+            PythonTestsGeneratorTarget,
+            PythonTestUtilsGeneratorTarget,
+            ResourceTarget,
+        ],
+    )
+
+
+def run_tailor(rule_runner: RuleRunner, root_files_sources: list[str]) -> str:
+    """`pants tailor ::` in a repo whose root `files` target has `root_files_sources`."""
+    rule_runner.write_files(
+        {
+            "BUILD": f"files(name='repo', sources={root_files_sources!r})",
+            "base/BUILD": 'docker_image(name="base")',
+            "base/Dockerfile": "FROM scratch\n",
+            "fns/a/BUILD": 'python_sources(name="sources")\nchromadb_lambda(name="a", handler="handler.py:handle", base_image="//base:base")',
+            "fns/a/handler.py": "def handle(event, context):\n    return 1\n",
+            "fns/new/__init__.py": "",
+            "fns/new/handler.py": "from a.handler import handle as other\n\ndef handle(event, context):\n    return other(event, context)\n",
+        }
+    )
+    result = rule_runner.run_goal_rule(
+        TailorGoal, args=["--source-root-patterns=['/fns', '/']", "::"], env_inherit=BOOTSTRAP_ENV
+    )
+    assert result.exit_code == 0
+    return result.stdout
+
+
+def test_one_tailor_run_adds_the_python_sources_and_the_lambda(goal_rule_runner: RuleRunner) -> None:
+    # The root `files` target leaves the Python files to Python targets.
+    stdout = run_tailor(goal_rule_runner, ["fns/**/*", "!fns/**/*.py"])
+    assert stdout == dedent(
+        """\
+        Created fns/new/BUILD:
+          - Add chromadb_lambda target lambda
+          - Add python_sources target new
+        """
+    )
+    assert goal_rule_runner.read_file("fns/new/BUILD") == dedent(
+        """\
+        chromadb_lambda(
+            name="lambda",
+            handler="handler.py:handle",
+            base_image="//base:base",
+            repository="{directory}",
+        )
+
+        python_sources()
+        """
+    )
+
+
+def test_tailor_adds_no_lambda_that_could_not_package(
+    goal_rule_runner: RuleRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The root `files` target owns the Python files too: Pants adds no `python_sources` there, and the
+    # plugin no `chromadb_lambda` (it warns instead).
+    with caplog.at_level(logging.WARNING):
+        assert run_tailor(goal_rule_runner, ["fns/**/*"]) == ""
+    assert not Path(goal_rule_runner.build_root, "fns/new/BUILD").exists()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        "fns/new/handler.py looks like a Lambda handler (it defines `handle`), but no `python_source` target "
+        "owns it, only //:repo:"
+    )

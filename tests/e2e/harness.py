@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-# What the `//:repo` files target brings into the test sandbox.
+# What the tests' dependencies bring into the sandbox: `//:repo` (every file but the Python files of
+# lambdas/ and src/) and the Python targets of lambdas/ and src/ (those files), see tests/e2e/BUILD.
 REPO_ENTRIES = ("pants", "pants.toml", "pants.ci.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
 
 
