@@ -13,6 +13,7 @@ always exits 0 and prints its verdict), so an image that was checked once is nev
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -128,14 +129,32 @@ def missing_module(verdict: Mapping[str, Any]) -> str | None:
     return f"{match.group(2)}.{match.group(1)}" if match else None
 
 
-def importing_frame(frames: Iterable[Iterable[Any]], task_root: str) -> tuple[str, int] | None:
-    """The innermost traceback frame in the task root (the line that imports), else the innermost."""
-    frames = [(str(f), int(line)) for f, line in frames]
+def importing_frame(frames: Iterable[Iterable[Any]], task_root: str) -> tuple[str, int, str] | None:
+    """The innermost traceback frame in the task root (the line that imports), else the innermost:
+    (path, line number, source line), the path relative to the task root when it is in it."""
+    rows = [(str(f[0]), int(f[1]), str(f[2]) if len(f) > 2 else "") for f in map(list, frames)]
     prefix = f"{normalized_task_root(task_root).rstrip('/')}/"
-    in_root = [(f[len(prefix) :], line) for f, line in frames if f.startswith(prefix)]
+    in_root = [(f[len(prefix) :], line, code) for f, line, code in rows if f.startswith(prefix)]
     if in_root:
         return in_root[-1]
-    return frames[-1] if frames else None
+    return rows[-1] if rows else None
+
+
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_FROM_IMPORT = re.compile(r"^\s*from\s+([\w.]+)\s+import\s+\(?([\w\s,]+)")
+
+
+def requested_modules(missing: str, code: str) -> tuple[str, ...]:
+    """Modules the importing line may have asked for that lie in or below the missing one, most
+    specific first: `import_module("pkg.plugins.alpha")` fails on `pkg` when the image has no `pkg`."""
+    names = {n for n in _DOTTED_NAME.findall(code) if n == missing or n.startswith(f"{missing}.")}
+    match = _FROM_IMPORT.match(code)
+    if match:
+        for imported in match.group(2).split(","):
+            words = imported.split()
+            if words:
+                names.add(f"{match.group(1)}.{words[0]}")
+    return tuple(sorted((n for n in names if n == missing or n.startswith(f"{missing}.")), key=lambda n: (-len(n), n)))
 
 
 def top_level_names(paths: Iterable[str]) -> frozenset[str]:
@@ -187,6 +206,8 @@ class Classified:
     detail: str = ""
     module: str | None = None
     location: tuple[str, int] | None = None
+    # The source line at `location`.
+    code: str = ""
 
 
 def _exception_text(verdict: Mapping[str, Any]) -> str:
@@ -202,16 +223,17 @@ def classify(verdict: Mapping[str, Any], is_first_party: Callable[[str], bool], 
         return Classified("not_callable", "a class" if verdict.get("is_class") else f"a `{verdict.get('type')}` object")
     if status == "missing":
         return Classified("missing", str(verdict.get("file")))
-    location = importing_frame(verdict.get("frames", ()), task_root)
+    frame = importing_frame(verdict.get("frames", ()), task_root)
+    location, code = (frame[:2], frame[2]) if frame else (None, "")
     module = missing_module(verdict)
     if module is None:
-        return Classified("warning", _exception_text(verdict), location=location)
+        return Classified("warning", _exception_text(verdict), location=location, code=code)
     if is_first_party(module):
-        return Classified("first_party", _exception_text(verdict), module=module, location=location)
+        return Classified("first_party", _exception_text(verdict), module, location, code)
     if verdict.get("not_found"):
-        return Classified("third_party", _exception_text(verdict), module=module, location=location)
+        return Classified("third_party", _exception_text(verdict), module, location, code)
     # `from third_party import name` that the installed version lacks: not a context problem.
-    return Classified("warning", _exception_text(verdict), location=location)
+    return Classified("warning", _exception_text(verdict), location=location, code=code)
 
 
 def _at(location: tuple[str, int] | None, repo_paths: Mapping[str, str]) -> str:
@@ -349,7 +371,12 @@ async def check_lambda_import(
 
     repo_paths = (await Get(ClosureRepoPaths, LambdaClosure, closure)).paths
     if classified.kind == "first_party":
-        owners = known.owners(classified.module or "")
+        module = classified.module or ""
+        # The module the line asked for, when Pants knows it: `pkg.plugins.alpha`, not just `pkg`.
+        requested = [m for m in requested_modules(module, classified.code) if m in known.providers]
+        if requested:
+            classified = dataclasses.replace(classified, module=requested[0])
+        owners = known.owners(classified.module or module)
         raise HandlerImportError(first_party_message(closure.address, closure.handler, classified, owners, repo_paths))
     if classified.kind == "third_party":
         message = third_party_message(closure.address, closure.handler, closure.base_address, classified, repo_paths)

@@ -21,7 +21,8 @@ class ImportTimeout(Exception):
 
 
 def _frames(tb):
-    return [[frame.filename, frame.lineno] for frame in traceback.extract_tb(tb)]
+    # The source line too: it names the module a dynamic import asked for.
+    return [[frame.filename, frame.lineno, frame.line or ""] for frame in traceback.extract_tb(tb)]
 
 
 def _on_timeout(signum, frame):

@@ -45,6 +45,7 @@ from chromadb_lambda.import_check import (
     importing_frame,
     missing_module,
     parse_verdict,
+    requested_modules,
     top_level_names,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
@@ -85,7 +86,7 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def task_frames(verdict: dict[str, Any], root: Path) -> list[list[Any]]:
-    return [[f[len(str(root)) + 1 :], line] for f, line in verdict["frames"] if f.startswith(f"{root}/")]
+    return [[f[len(str(root)) + 1 :], line, code] for f, line, code in verdict["frames"] if f.startswith(f"{root}/")]
 
 
 def test_script_good_handler(tmp_path: Path) -> None:
@@ -108,7 +109,7 @@ def test_script_missing_first_party_module(tmp_path: Path) -> None:
     assert verdict["message"] == "No module named 'pkg.plugins'"
     assert verdict["module"] == "pkg.plugins"
     assert verdict["not_found"] is True
-    assert task_frames(verdict, root) == [["pkg/handler.py", 3]]
+    assert task_frames(verdict, root) == [["pkg/handler.py", 3, "PLUGIN = importlib.import_module('pkg.plugins.alpha')"]]
 
 
 def test_script_missing_module_imported_by_a_nested_module(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_script_missing_module_imported_by_a_nested_module(tmp_path: Path) -> No
     verdict, _ = run_script(root, "pkg.handler", "handle")
     assert (verdict["type"], verdict["module"]) == ("ModuleNotFoundError", "pkg.gone")
     # The import chain, innermost last: the line to fix is helper.py:3.
-    assert task_frames(verdict, root) == [["pkg/handler.py", 1], ["pkg/helper.py", 3]]
+    assert task_frames(verdict, root) == [["pkg/handler.py", 1, "from pkg import helper"], ["pkg/helper.py", 3, "from pkg.gone import x"]]
 
 
 def test_script_missing_third_party_module(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_script_env_var_read_at_import(tmp_path: Path) -> None:
     verdict, _ = run_script(root, "fn", "handle")
     assert (verdict["status"], verdict["type"], verdict["message"]) == ("raised", "KeyError", "'TABLE'")
     assert "module" not in verdict
-    assert task_frames(verdict, root) == [["fn.py", 2]]
+    assert task_frames(verdict, root) == [["fn.py", 2, "TABLE = os.environ['TABLE']"]]
 
 
 @pytest.mark.parametrize(
@@ -207,10 +208,30 @@ def test_missing_module_of_import_errors() -> None:
 
 
 def test_importing_frame_prefers_the_task_root() -> None:
-    frames = [["<string>", 30], ["/var/task/fn/handler.py", 3], ["/usr/lib/python3.11/importlib/__init__.py", 126], ["<frozen importlib._bootstrap>", 1140]]
-    assert importing_frame(frames, "/var/task/") == ("fn/handler.py", 3)
-    assert importing_frame([["/opt/venv/lib/x.py", 9]], "/var/task") == ("/opt/venv/lib/x.py", 9)
+    frames = [
+        ["<string>", 30, "module = importlib.import_module(m)"],
+        ["/var/task/fn/handler.py", 3, "import pkg.x"],
+        ["/usr/lib/python3.11/importlib/__init__.py", 126, "return _bootstrap._gcd_import(name[level:], package, level)"],
+        ["<frozen importlib._bootstrap>", 1140, ""],
+    ]
+    assert importing_frame(frames, "/var/task/") == ("fn/handler.py", 3, "import pkg.x")
+    assert importing_frame([["/opt/venv/lib/x.py", 9, "import y"]], "/var/task") == ("/opt/venv/lib/x.py", 9, "import y")
     assert importing_frame([], "/var/task") is None
+
+
+@pytest.mark.parametrize(
+    "missing, code, expected",
+    [
+        ("pkg", 'PLUGIN = importlib.import_module("pkg.plugins.alpha")', ("pkg.plugins.alpha",)),
+        ("pkg.plugins", 'importlib.import_module(f"pkg.plugins.{name}")', ("pkg.plugins",)),
+        ("pkg", "from pkg.plugins import alpha as a, beta", ("pkg.plugins.alpha", "pkg.plugins.beta", "pkg.plugins")),
+        ("pkg.gone", "import os, pkg.gone.deep", ("pkg.gone.deep",)),
+        ("pkg", "x = 1", ()),
+        ("pkg", "import pkgx", ()),
+    ],
+)
+def test_requested_modules(missing: str, code: str, expected: tuple[str, ...]) -> None:
+    assert requested_modules(missing, code) == expected
 
 
 def test_top_level_names() -> None:
@@ -381,6 +402,18 @@ def test_rule_first_party_error_names_repo_path() -> None:
     assert "lambdas/fn:fn" in str(e.value)
     assert "`pkg.plugins`" in str(e.value)
     assert "imported at lambdas/fn/handler.py:4" in str(e.value)
+    assert "`dependencies=['src/pkg/plugins/alpha.py']`" in str(e.value)
+
+
+def test_rule_first_party_error_names_the_module_the_line_asked_for() -> None:
+    stdout = MARK + (
+        '{"status": "raised", "type": "ModuleNotFoundError", "message": "No module named \'pkg\'", "module": "pkg", '
+        '"not_found": true, "frames": [["/var/task/fn/handler.py", 3, "PLUGIN = importlib.import_module(\\"pkg.plugins.alpha\\")"]]}\n'
+    )
+    with pytest.raises(HandlerImportError) as e:
+        run_check(stdout)
+    assert "the first-party module `pkg.plugins.alpha` is not in the image (ModuleNotFoundError: No module named 'pkg')" in str(e.value)
+    assert "imported at lambdas/fn/handler.py:3" in str(e.value)
     assert "`dependencies=['src/pkg/plugins/alpha.py']`" in str(e.value)
 
 
