@@ -24,10 +24,11 @@ from pants.engine.process import (
     ProcessResultMetadata,
 )
 from pants.testutil.option_util import create_subsystem
-from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.closure import ContextFile, LambdaClosure
+from chromadb_lambda import closure_test, import_check
+from chromadb_lambda.closure import ContextFile, LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.import_check import (
     Classified,
@@ -442,3 +443,39 @@ def test_rule_not_callable_is_an_error() -> None:
 def test_rule_container_that_did_not_run_is_an_error() -> None:
     with pytest.raises(HandlerImportError, match=r"did not run \(exit code 125\):\n  docker: boom"):
         run_check("", exit_code=125)
+
+
+# The rule's inputs from a real engine: Pants' module mapping and the closure's repo paths.
+
+
+def test_repo_paths_and_first_party_modules_of_a_real_closure() -> None:
+    # The closure tests' engine (their fixture, called as a function) plus this module's rules.
+    base = closure_test.rule_runner.__wrapped__()  # type: ignore[attr-defined]
+    runner = RuleRunner(
+        rules=[
+            *base.rules,
+            *import_check.rules(),
+            QueryRule(ClosureRepoPaths, [LambdaClosure]),
+            QueryRule(FirstPartyPythonModuleMapping, []),
+        ],
+        target_types=base.target_types,
+    )
+    closure_test.set_options(runner)
+    runner.write_files(
+        {
+            **closure_test.BASE_REPO,
+            "functions/fn/BUILD": closure_test.lambda_build("fn"),
+            "functions/fn/main.py": "from store import TABLE\n\ndef handle(event, context):\n    return TABLE\n",
+        }
+    )
+    closure = runner.request(LambdaClosure, [LambdaClosureRequest(Address("functions/fn", target_name="fn"))])
+    paths = runner.request(ClosureRepoPaths, [closure])
+    assert dict(paths.paths) == {
+        "fn/main.py": "functions/fn/main.py",
+        "store/__init__.py": "app/store/__init__.py",
+        "store/tables.py": "app/store/tables.py",
+    }
+    known = first_party_modules(runner.request(FirstPartyPythonModuleMapping, []), [f.path for f in closure.files])
+    assert known.is_first_party("text.vocab") and known.is_first_party("store.gone")
+    assert not known.is_first_party("boto3")
+    assert known.owners("text.vocab") == ("app/text/vocab.py",)
