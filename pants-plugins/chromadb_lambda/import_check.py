@@ -180,11 +180,11 @@ class FirstPartyModules:
         )
 
     def owners(self, module: str) -> tuple[str, ...]:
-        """Owners of `module`, else of its submodules (a package the image lacks), at most five."""
-        if module in self.providers:
-            return self.providers[module]
-        below = sorted({a for m, addrs in self.providers.items() if m.startswith(f"{module}.") for a in addrs})
-        return tuple(below[:5])
+        """Owners of `module`, then of its submodules (a package loaded by computed names, e.g.
+        `import_module(f"pkg.plugins.{name}")`, needs the modules it loads), at most five."""
+        own = self.providers.get(module, ())
+        below = sorted({a for m, addrs in self.providers.items() if m.startswith(f"{module}.") for a in addrs} - set(own))
+        return (*own, *below)[:5]
 
 
 def first_party_modules(mapping: FirstPartyPythonModuleMapping, closure_paths: Iterable[str]) -> FirstPartyModules:

@@ -266,6 +266,11 @@ def test_first_party_modules_from_the_mapping_and_the_closure() -> None:
     # A package the image lacks: its submodules' owners.
     assert known.owners("pkg.plugins") == ("src/pkg/plugins/alpha.py", "src/pkg/plugins/beta.py")
     assert known.owners("pkg.nothing") == ()
+    # A package with code of its own: its `__init__.py` first, then the modules below it.
+    with_init = first_party_modules(
+        mapping({"pkg.plugins": "src/pkg/plugins/__init__.py", "pkg.plugins.alpha": "src/pkg/plugins/alpha.py"}), []
+    )
+    assert with_init.owners("pkg.plugins") == ("src/pkg/plugins/__init__.py", "src/pkg/plugins/alpha.py")
 
 
 FIRST_PARTY = {"pkg", "fn"}.__contains__
