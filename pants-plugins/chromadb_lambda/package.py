@@ -39,6 +39,7 @@ from chromadb_lambda.engine import (
     run_build,
     tag_process,
 )
+from chromadb_lambda.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
@@ -85,7 +86,13 @@ def size_text(size: int) -> str:
 
 
 def docker_info(
-    address: Address, image_id: str, refs: tuple[str, ...], key: LambdaImageKey, built: bool, pulled_from: str | None
+    address: Address,
+    image_id: str,
+    refs: tuple[str, ...],
+    key: LambdaImageKey,
+    built: bool,
+    pulled_from: str | None,
+    import_check: str,
 ) -> bytes:
     closure = key.closure
     info = {
@@ -100,6 +107,8 @@ def docker_info(
         "handler": closure.handler,
         "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": key.base.ref},
         "context": {"files": len(closure.files), "bytes": closure.total_bytes},
+        # `passed`, `warning: ...` or `skipped` (`[lambda-image].check_handler_import`).
+        "import_check": import_check,
     }
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
@@ -179,6 +188,8 @@ async def package_chromadb_lambda(
         image_id = await run_build(process, refs[0], field_set.address, docker_env.env)
         status = "built"
 
+    # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
+    import_check = await Get(LambdaImportCheck, LambdaImportCheckRequest(closure, image_id))
     info_path = field_set.output_path.value_or_default(file_ending="docker-info.json")
     manifest_path = os.path.join(os.path.dirname(info_path), f"{field_set.address.target_name}.context.json")
     digest = await Get(
@@ -187,7 +198,15 @@ async def package_chromadb_lambda(
             [
                 FileContent(
                     info_path,
-                    docker_info(field_set.address, image_id, (*refs, key_ref), key, status == "built", pulled.source),
+                    docker_info(
+                        field_set.address,
+                        image_id,
+                        (*refs, key_ref),
+                        key,
+                        status == "built",
+                        pulled.source,
+                        import_check.verdict,
+                    ),
                 ),
                 FileContent(manifest_path, context_manifest(closure, subsystem.task_root)),
             ]

@@ -110,6 +110,27 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
         ),
     )
+    check_handler_import = BoolOption(
+        default=True,
+        help=help_text(
+            """
+            After a Lambda image is built (or found up to date, or pulled), import its handler inside
+            it as the Lambda runtime does, and check that the handler is a function: `docker run
+            --network none` of the image with `python3`, the task root first on `sys.path`, no AWS
+            credentials and no environment beyond the image's own. This proves the inferred context
+            is sufficient.
+
+            A first-party module missing from the image (e.g. one loaded by
+            `importlib.import_module`, which inference cannot see) fails the build, naming the file
+            and line that imports it and the `dependencies` to declare; a third-party module the base
+            image lacks fails it too (see `missing_third_party`); any other exception at import (a
+            missing environment variable, no network) is a warning. The verdict is cached per image
+            id, so an unchanged image runs no container, and it is recorded as `import_check` in the
+            docker-info JSON. Turn it off for images that cannot run `python3` on this engine (e.g.
+            another CPU architecture), or to package a Lambda whose handler the image cannot import.
+            """
+        ),
+    )
     context_size_warning = IntOption(
         default=5 * 1024 * 1024,
         help=help_text(

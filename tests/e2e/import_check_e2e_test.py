@@ -1,0 +1,188 @@
+"""End to end: every packaged image proves it imports its handler (`[lambda-image].check_handler_import`).
+
+A scratch copy of the repo gets four Lambdas: `dyn` loads a first-party plugin by name
+(`importlib.import_module`, which inference does not see), `logger_fn` names a logger as its handler,
+`env_fn` reads an environment variable at import, and `good` is fine (a fresh uuid in it makes its
+image, and so its check, new in this run). Real Pants, the real engine; the engine's event log counts
+the containers each run started, so "a no-op runs no container" is measured, not assumed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from e2e.harness import Registry, copy_repo, docker, read_docker_infos, run_pants, stop_pantsd
+
+REPOSITORY = f"chromadb-lambda-import-check-{uuid.uuid4().hex[:8]}"
+OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
+BASE = 'base_image="//base:lambda-base"'
+
+FILES = {
+    "src/pkg/BUILD": "python_sources()\n",
+    "src/pkg/__init__.py": "",
+    "src/pkg/plugins/BUILD": "python_sources()\n",
+    "src/pkg/plugins/__init__.py": "",
+    "src/pkg/plugins/alpha.py": 'NAME = "alpha"\n',
+    "lambdas/dyn/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="dyn", handler="handler.py:handle", {BASE})\n',
+    "lambdas/dyn/__init__.py": "",
+    "lambdas/dyn/handler.py": (
+        '"""Loads its plugin by name: no import statement for inference to see."""\n'
+        "import importlib\n"
+        "\n"
+        'PLUGIN = importlib.import_module("pkg.plugins.alpha")\n'
+        "\n\n"
+        "def handle(event, context):\n"
+        '    return {"plugin": PLUGIN.NAME}\n'
+    ),
+    "lambdas/logger_fn/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="logger_fn", handler="handler.py:logger", {BASE})\n',
+    "lambdas/logger_fn/__init__.py": "",
+    "lambdas/logger_fn/handler.py": "import logging\n\nlogger = logging.getLogger()\n",
+    "lambdas/env_fn/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="env_fn", handler="handler.py:handle", {BASE})\n',
+    "lambdas/env_fn/__init__.py": "",
+    "lambdas/env_fn/handler.py": 'import os\n\nTABLE = os.environ["TABLE"]\n\n\ndef handle(event, context):\n    return TABLE\n',
+    "lambdas/good/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="good", handler="handler.py:handle", {BASE})\n',
+    "lambdas/good/__init__.py": "",
+    "lambdas/good/handler.py": f'RUN = "{uuid.uuid4().hex}"\n\n\ndef handle(event, context):\n    return RUN\n',
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = copy_repo(Path.cwd(), tmp_path_factory.mktemp("import-check"))
+    for path, text in FILES.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    yield root
+    stop_pantsd(root)
+    images = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    mine = [ref for ref in images if ref.startswith(f"{REPOSITORY}/")]
+    if mine:
+        docker("image", "rm", *mine, check=False)
+
+
+def package(root: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """`package` with pantsd in a clean dist/; the result and the docker-info of each Lambda written."""
+    shutil.rmtree(root / "dist", ignore_errors=True)
+    result = run_pants(root, [*OPTIONS, *args], pantsd=True)
+    return result, read_docker_infos(root)
+
+
+def dist_files(root: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (root / "dist").glob(f"lambdas.{name}/*"))
+
+
+def containers_started(image_id: str, since: float, until: float) -> int:
+    """Containers the engine created from `image_id` between two times (its event log)."""
+    out = docker(
+        "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
+        "--filter", "type=container", "--filter", "event=create", "--format", "{{.From}}",
+    ).stdout
+    return out.split().count(image_id)
+
+
+def image_id(ref: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def test_first_party_module_missing_from_the_image_fails_the_build(repo: Path) -> None:
+    result, infos = package(repo, "package", "lambdas/dyn:dyn")
+    assert result.exit_code != 0
+    assert (
+        "The image of lambdas/dyn:dyn does not import its handler `dyn.handler.handle`: the first-party module "
+        "`pkg.plugins.alpha` is not in the image (ModuleNotFoundError: No module named 'pkg'), imported at "
+        "lambdas/dyn/handler.py:4. Declare it in the `dependencies` field of lambdas/dyn:dyn, e.g. "
+        "`dependencies=['src/pkg/plugins/alpha.py']`"
+    ) in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr
+    assert infos == {} and dist_files(repo, "dyn") == []
+
+
+def test_handler_that_is_not_a_function_fails_the_build(repo: Path) -> None:
+    result, infos = package(repo, "package", "lambdas/logger_fn:logger_fn")
+    assert result.exit_code != 0
+    assert (
+        "The `handler` field in target lambdas/logger_fn:logger_fn names `logger_fn.handler.logger`, which is "
+        "a `RootLogger` object: the Lambda runtime calls the handler as a function `(event, context)`."
+    ) in result.stderr
+    assert infos == {} and dist_files(repo, "logger_fn") == []
+
+
+def test_handler_raising_at_import_builds_with_a_warning(repo: Path) -> None:
+    result, infos = package(repo, "package", "lambdas/env_fn:env_fn")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "The context of lambdas/env_fn:env_fn is complete, but its handler module raised at import in the image "
+        "(no network, no AWS credentials, only the image's environment): KeyError: 'TABLE', at "
+        "lambdas/env_fn/handler.py:3."
+    ) in result.stderr
+    assert infos["env_fn"]["import_check"] == "warning: KeyError: 'TABLE'"
+
+
+def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> None:
+    start = time.time()
+    result, infos = package(repo, "package", "lambdas/good:good")
+    first_done = time.time()
+    assert result.exit_code == 0, result.stderr
+    assert infos["good"]["import_check"] == "passed"
+    good = infos["good"]["image_id"]
+    assert containers_started(good, start - 1, first_done + 1) == 1
+
+    # Warm pantsd, and then no pantsd (only Pants' on-disk process cache): the verdict is remembered.
+    time.sleep(1.5)
+    second_start = time.time()
+    result, infos = package(repo, "package", "lambdas/good:good")
+    assert result.exit_code == 0, result.stderr
+    assert infos["good"]["import_check"] == "passed" and infos["good"]["image_id"] == good
+    shutil.rmtree(repo / "dist", ignore_errors=True)
+    cold = run_pants(repo, [*OPTIONS, "package", "lambdas/good:good"], pantsd=False)
+    assert cold.exit_code == 0, cold.stderr
+    assert read_docker_infos(repo)["good"]["import_check"] == "passed"
+    time.sleep(1.5)
+    assert containers_started(good, second_start, time.time()) == 0
+
+
+def test_publish_never_pushes_an_image_that_fails_the_check(repo: Path, tmp_path: Path) -> None:
+    with Registry(tmp_path / "registry") as registry:
+        registries = {"local": {"address": registry.address, "default": True}}
+        result = run_pants(repo, [*OPTIONS, f"--docker-registries={registries!r}", "publish", "lambdas/dyn:dyn"], pantsd=True)
+        assert result.exit_code != 0
+        assert "The image of lambdas/dyn:dyn does not import its handler" in result.stderr
+        assert registry.manifest_puts() == []
+        # The same registry takes a good image: the check, not the registry, stopped the push.
+        result = run_pants(repo, [*OPTIONS, f"--docker-registries={registries!r}", "publish", "lambdas/good:good"], pantsd=True)
+        assert result.exit_code == 0, result.stderr
+        puts = registry.manifest_puts()
+        assert [repository for repository, _ in puts] == [f"{REPOSITORY}/good"] * 2
+        assert "latest" in [tag for _, tag in puts]
+
+
+def test_check_off_builds_the_broken_image_which_then_fails_to_import(repo: Path) -> None:
+    # What the check is for: with it off, the build succeeds, and the image fails at its first
+    # invocation, as the Lambda runtime's import would.
+    result, infos = package(repo, "--lambda-image-check-handler-import=false", "package", "lambdas/dyn:dyn")
+    assert result.exit_code == 0, result.stderr
+    assert infos["dyn"]["import_check"] == "skipped"
+    run = docker(
+        "run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3", infos["dyn"]["image_id"],
+        "-c", "import dyn.handler", check=False,
+    )
+    assert run.returncode == 1
+    assert "ModuleNotFoundError: No module named 'pkg'" in run.stderr
+
+
+def test_declaring_the_suggested_dependency_fixes_the_build(repo: Path) -> None:
+    build = repo / "lambdas/dyn/BUILD"
+    build.write_text(build.read_text().replace(BASE, f'{BASE}, dependencies=["src/pkg/plugins/alpha.py"]'))
+    result, infos = package(repo, "package", "lambdas/dyn:dyn")
+    assert result.exit_code == 0, result.stderr
+    assert infos["dyn"]["import_check"] == "passed"
+    manifest = json.loads((repo / "dist/lambdas.dyn/dyn.context.json").read_text())
+    assert "pkg/plugins/alpha.py" in [f["path"] for f in manifest["files"]]
+    assert image_id(f"{REPOSITORY}/dyn:latest") == infos["dyn"]["image_id"]
