@@ -1,7 +1,7 @@
 """End to end: every packaged image proves it imports its handler (`[lambda-image].check_handler_import`).
 
-A scratch copy of the repo gets four Lambdas: `dyn` loads a first-party plugin by name
-(`importlib.import_module`, which inference does not see), `logger_fn` names a logger as its handler,
+A scratch copy of the repo gets four Lambdas: `dyn` loads a first-party plugin by a computed name
+(`importlib.import_module(os.environ.get(...))`, which no inference can see), `logger_fn` names a logger as its handler,
 `env_fn` reads an environment variable at import, and `good` is fine (a fresh uuid in it makes its
 image, and so its check, new in this run). Real Pants, the real engine; the engine's event log counts
 the containers each run started, so "a no-op runs no container" is measured, not assumed.
@@ -33,10 +33,10 @@ FILES = {
     "lambdas/dyn/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="dyn", handler="handler.py:handle", {BASE})\n',
     "lambdas/dyn/__init__.py": "",
     "lambdas/dyn/handler.py": (
-        '"""Loads its plugin by name: no import statement for inference to see."""\n'
+        '"""Loads its plugin by a configurable name: no import statement or literal for inference to see."""\n'
         "import importlib\n"
-        "\n"
-        'PLUGIN = importlib.import_module("pkg.plugins.alpha")\n'
+        "import os\n"
+        'PLUGIN = importlib.import_module(os.environ.get("PLUGIN", "pkg.plugins.alpha"))\n'
         "\n\n"
         "def handle(event, context):\n"
         '    return {"plugin": PLUGIN.NAME}\n'

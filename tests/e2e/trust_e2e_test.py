@@ -201,6 +201,16 @@ ROWS = (
         errors=("The `handler` field in target lambdas/cls_fn:cls_fn names `Handler`", "defines it as a class"),
     ),
     Row(
+        id="handler-is-not-a-function",
+        files={
+            "lambdas/log_fn/BUILD": lambda_build("log_fn", handler="handler.py:logger"),
+            "lambdas/log_fn/__init__.py": "",
+            "lambdas/log_fn/handler.py": "import logging\n\nlogger = logging.getLogger(__name__)\n",
+        },
+        target="lambdas/log_fn:log_fn",
+        errors=("lambdas/log_fn:log_fn", "`log_fn.handler.logger`", "which is a `Logger` object"),
+    ),
+    Row(
         id="self-dependency-on-own-file",
         files={
             # Named after its folder: `./plugin.py` then names this very target.
