@@ -89,7 +89,8 @@ unix_socket_listens() {
 # the same DOCKER_HOST asked for; the engine's socket still listening and not recreated since it was
 # written (a restarted or another engine makes a new one); the Docker CLI still there; the upstream
 # image's config still on disk and, if the engine's tag store changed since, its name still pointing
-# at it; pants.toml and the bootstrap scripts not edited since. Then `engine_state_exports` (defined by the file) exports what the engine check chose.
+# at it; pants.toml and the bootstrap scripts not edited since. The file also defines
+# `engine_state_exports`, which exports what the engine check chose (DOCKER_HOST, the CLI's directory).
 # Every test is a bash builtin (but one grep when some image was tagged since): no engine round trip.
 engine_state_fresh() {
   local file="$1" root="$2" script
