@@ -9,15 +9,21 @@ PANTS_VENV_REQUIREMENTS="pantsbuild.pants==$PANTS_VERSION pex==$PEX_VERSION boto
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
 
+# Plain assignments (no subshell) so that the `pants` wrapper's warm path forks nothing for them.
+CACHE_DIR="${CHROMADB_LAMBDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chromadb-lambda}"
+PANTS_VENV_DIR="$CACHE_DIR/pants-$PANTS_VERSION-py39"
+BOOTSTRAP_ENV_FILE="$CACHE_DIR/pants-$PANTS_VERSION.env"
+# Pants' native (Rust) client; the wheel installs it without its execute bit (pants-venv.sh sets it).
+PANTS_NATIVE_CLIENT="$PANTS_VENV_DIR/lib/python3.9/site-packages/pants/bin/native_client"
+
 cache_dir() {
-  local dir="${CHROMADB_LAMBDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chromadb-lambda}"
-  mkdir -p "$dir"
-  printf '%s' "$dir"
+  mkdir -p "$CACHE_DIR"
+  printf '%s' "$CACHE_DIR"
 }
 
-bootstrap_env_file() { printf '%s/pants-%s.env' "$(cache_dir)" "$PANTS_VERSION"; }
+bootstrap_env_file() { cache_dir >/dev/null; printf '%s' "$BOOTSTRAP_ENV_FILE"; }
 
-pants_venv_dir() { printf '%s/pants-%s-py39' "$(cache_dir)" "$PANTS_VERSION"; }
+pants_venv_dir() { cache_dir >/dev/null; printf '%s' "$PANTS_VENV_DIR"; }
 
 # Prints the path of a working Python 3.9 interpreter, or fails with what to do.
 find_python39() {
@@ -63,4 +69,49 @@ ensure_test_tools() {
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
   if (( ${#missing[@]} )); then apt_install "${missing[@]}"; fi
+}
+
+# --- What the `pants` wrapper checks on every call, forking nothing (see docs/wrapper.md) ---
+
+# True when a server listens on the unix socket at $1 in this network namespace. A dockerd killed
+# with -9 leaves its socket file behind; /proc/net/unix lists only sockets a process still holds.
+unix_socket_listens() {
+  local _num _refs _proto flags _type st _inode path
+  [[ -r /proc/net/unix ]] || return 1
+  while read -r _num _refs _proto flags _type st _inode path; do
+    # 00010000: accepting connections (listening); 01: unconnected.
+    [[ "$path" == "$1" && "$flags" == 00010000 && "$st" == 01 ]] && return 0
+  done < /proc/net/unix
+  return 1
+}
+
+# True when the engine state file $1 (written by engine-state.sh for the build root $2) still holds:
+# the same DOCKER_HOST asked for; the engine's socket still listening and not recreated since it was
+# written (a restarted or another engine makes a new one); the Docker CLI still there; the upstream
+# image's config still on disk and, if the engine's tag store changed since, its name still pointing
+# at it; pants.toml and the bootstrap scripts not edited since. The file also defines
+# `engine_state_exports`, which exports what the engine check chose (DOCKER_HOST, the CLI's directory).
+# Every test is a bash builtin (but one grep when some image was tagged since): no engine round trip.
+engine_state_fresh() {
+  local file="$1" root="$2" script
+  [[ -f "$file" && ! "$root/pants.toml" -nt "$file" ]] || return 1
+  for script in common.sh engine-state.sh docker-engine.sh upstream-image.sh; do
+    [[ ! "$root/build-support/bootstrap/$script" -nt "$file" ]] || return 1
+  done
+  local state_version="" state_docker_host="" state_socket="" state_cli="" state_tags_file="" \
+    state_tag_entry="" state_image_file="" state_image_unchecked=""
+  # shellcheck disable=SC1090
+  source "$file" || return 1
+  [[ "$state_version" == 1 && "${DOCKER_HOST:-}" == "$state_docker_host" && -x "$state_cli" ]] || return 1
+  # Only engines behind a local unix socket are remembered; others (tcp://, ssh://) are asked each time.
+  [[ -n "$state_socket" && -S "$state_socket" && ! "$state_socket" -nt "$file" ]] || return 1
+  unix_socket_listens "$state_socket" || return 1
+  if [[ -n "$state_tags_file" ]]; then
+    [[ -f "$state_image_file" ]] || return 1
+    if [[ "$state_tags_file" -nt "$file" ]]; then
+      # Some image was tagged or removed since (the engine may be shared): is ours still named so?
+      grep -qF -- "$state_tag_entry" "$state_tags_file" || return 1
+    fi
+  fi
+  ENGINE_STATE_IMAGE_UNCHECKED="$state_image_unchecked"
 }

@@ -23,6 +23,12 @@ if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$PANTS_VENV_REQUIREMENTS" ]]; t
   printf '%s' "$PANTS_VENV_REQUIREMENTS" > "$venv/.complete"
 fi
 
+# Pants' native client (a Rust binary in the wheel) comes without its execute bit; scie-pants, Pants'
+# own launcher, sets it the same way after installing Pants. The `pants` wrapper runs it when it can.
+if [[ -f "$PANTS_NATIVE_CLIENT" && ! -x "$PANTS_NATIVE_CLIENT" ]]; then
+  chmod +x "$PANTS_NATIVE_CLIENT"
+fi
+
 if [[ ! -f "$pex_tool" ]]; then
   # Pants downloads its pex tool from GitHub by default; build the same version from PyPI instead.
   log "building the pex $PEX_VERSION tool locally"

@@ -5,11 +5,16 @@
 # engine can pull nothing. Any other name (e.g. public.ecr.aws/lambda/python:3.12) is left to Docker.
 #
 #   upstream-image.sh ensure    build it if the engine lacks it (fast when it has it)
+#   upstream-image.sh name      print the image's name (empty when pants.toml names none)
 set -euo pipefail
 buildroot="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$buildroot/build-support/bootstrap/common.sh"
 
 image="$(sed -e '/^[[:space:]]*#/d' -n -e 's/.*"LAMBDA_PYTHON_IMAGE=\([^"]*\)".*/\1/p' "$buildroot/pants.toml" | head -n1)"
+if [[ "${1:-}" == "name" ]]; then
+  printf '%s\n' "$image"
+  exit 0
+fi
 [[ -n "$image" ]] || exit 0
 [[ "$image" == local/* ]] || exit 0
 
