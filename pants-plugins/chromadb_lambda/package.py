@@ -40,6 +40,7 @@ from chromadb_lambda.engine import (
     parse_locked_result,
     run_build,
 )
+from chromadb_lambda.image_names import LambdaImageNames, LambdaImageNamesRequest
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
@@ -133,9 +134,12 @@ async def package_chromadb_lambda(
         field_set.repository.value or docker_options.default_repository,
         tuple(field_set.image_tags.value or ()),
     )
-    key, engine = await MultiGet(
+    # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
+    # would share a `repository:tag` are an error (see image_names.py).
+    key, engine, _ = await MultiGet(
         Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
         Get(EngineImages, EngineImagesRequest()),
+        Get(LambdaImageNames, LambdaImageNamesRequest()),
     )
     key_ref = f"{repository}:{key.tag}"
     closure = key.closure
