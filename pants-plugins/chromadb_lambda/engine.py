@@ -15,7 +15,7 @@ from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_args import DockerBuildArgs
 from pants.engine.addresses import Address
-from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent
+from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope, ProcessResult
@@ -147,7 +147,8 @@ class EngineImagesRequest:
 
 @dataclass(frozen=True)
 class EngineImages:
-    """Every `repository:tag` the engine holds, with its image id: one query per Pants run."""
+    """Every `repository:tag` the engine holds, with its image id: one query per Pants run, taken in
+    that run (so an id read here is one the engine holds now), and the run it was taken in."""
 
     refs: FrozenDict[str, str]
     run: EngineRun
