@@ -26,9 +26,11 @@ from chromadb_lambda.engine import (
     DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
+    EngineLockScript,
+    EngineLockScriptRequest,
     cache_args,
     docker_build_process,
-    engine_state_process,
+    locked_process,
     run_build,
 )
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
@@ -108,7 +110,7 @@ async def build_base_image(
                 repository=identity.repository,
                 key_tag=key_tag(identity.key),
                 local_refs=(ref,),
-                engine=engine,
+                run=engine.run,
             ),
         )
         if pulled.image_id:
@@ -137,7 +139,8 @@ async def build_base_image(
             target=wrapped.target,
         ),
     )
-    process = engine_state_process(
+    script = await Get(EngineLockScript, EngineLockScriptRequest())
+    process = locked_process(
         docker_build_process(
             docker,
             refs=(*refs, ref),
@@ -149,10 +152,17 @@ async def build_base_image(
             extra_args=extra_args,
             invalidation={"__UPSTREAM_IMAGE_IDS": ",".join(context.upstream_image_ids)},
         ),
-        engine,
+        script=script,
+        docker=docker,
+        env=docker_env.env,
+        run=engine.run,
+        key_ref=ref,
+        refs=(*refs, ref),
     )
-    image_id = await run_build(process, ref, request.address, docker_env.env)
-    return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=True)
+    # Under the lock of its content-key tag: two runs that need the same base build it once.
+    made = await run_build(process, ref, request.address, docker_env.env)
+    assert made.image_id
+    return BuiltBaseImage(identity=identity, image_id=made.image_id, ref=ref, built=made.made)
 
 
 def rules():

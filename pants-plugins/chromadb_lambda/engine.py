@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import os
+import pkgutil
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -12,8 +15,9 @@ from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_args import DockerBuildArgs
 from pants.engine.addresses import Address
-from pants.engine.fs import Digest, DigestContents
+from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import InvalidFieldException
@@ -70,6 +74,12 @@ def image_refs(repository: str, tags: tuple[str, ...], address: Address) -> tupl
     return tuple(f"{repository}:{tag}" for tag in tags)
 
 
+def lambda_image_names(address: Address, repository_template: str, tags: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """A chromadb_lambda's repository and its `repository:tag` refs (its content-key tag aside)."""
+    repository = format_repository(repository_template, address)
+    return repository, image_refs(repository, tags, address)
+
+
 @dataclass(frozen=True)
 class LambdaImageBuild:
     """What one `docker build` of a Lambda image needs."""
@@ -99,18 +109,33 @@ def docker_process(docker: DockerBinary, argv: tuple[str, ...], env: Mapping[str
     )
 
 
-def engine_state_process(process: Process, engine: EngineImages) -> Process:
-    """Makes a process that changes the engine run once per engine state, not once per session.
+@dataclass(frozen=True)
+class EngineRun:
+    """This Pants run: the engine's image listing and every process that changes the engine are keyed by it.
 
-    With pantsd, a new run first re-requests what the same rule requested in the previous run, to
-    decide whether the rule must run again: a PER_SESSION `docker build` would run again right there,
-    even when the rule then finds the image up to date. Keyed by the engine's state (its image list,
-    queried every run) and kept for the daemon's life, the old process is not run again, while any
-    change of the engine (say, an image removed) makes a new process that does run.
+    With pantsd, a new run first re-requests what a rule requested in the previous run, to decide
+    whether the rule must run again: a PER_SESSION `docker build` would run again right there, even
+    when the rule then finds the image up to date. A process keyed by the run that made it and kept
+    for the daemon's life (PER_RESTART_SUCCESSFUL) is found in memory by that replay and not run,
+    while the rules that asked for it run again, as they depend on this run's listing (EngineImages
+    carries the run). So an engine-changing process runs in the run that asks for it, and its result
+    (an image id) is never one a past run reported: keyed by the engine's image listing instead, an
+    engine state that comes back (A -> B -> A, e.g. an image deleted and the old tag restored) would
+    replay a build whose image is gone.
+
+    Rules get the run from EngineImages, never from RunId directly: a rule that depends on RunId
+    fails its replay at once, which cancels the listing the replay had started, and the listing
+    then runs a second time.
     """
+
+    id: int
+
+
+def run_scoped_process(process: Process, run: EngineRun) -> Process:
+    """Runs once in `run`, and never again for a replay of it (see EngineRun)."""
     return dataclasses.replace(
         process,
-        env=FrozenDict({**process.env, "__CHROMADB_LAMBDA_ENGINE_STATE": engine.fingerprint}),
+        env=FrozenDict({**process.env, "__CHROMADB_LAMBDA_RUN": str(run.id)}),
         cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
     )
 
@@ -122,13 +147,11 @@ class EngineImagesRequest:
 
 @dataclass(frozen=True)
 class EngineImages:
-    """Every `repository:tag` the engine holds, with its image id: one query per Pants run."""
+    """Every `repository:tag` the engine holds, with its image id: one query per Pants run, taken in
+    that run (so an id read here is one the engine holds now), and the run it was taken in."""
 
     refs: FrozenDict[str, str]
-
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256("\n".join(sorted(f"{r} {i}" for r, i in self.refs.items())).encode()).hexdigest()
+    run: EngineRun
 
 
 def parse_image_listing(output: str) -> dict[str, str]:
@@ -142,29 +165,29 @@ def parse_image_listing(output: str) -> dict[str, str]:
 
 @rule(desc="Listing the images of the Docker engine")
 async def list_engine_images(
-    _: EngineImagesRequest, docker: DockerBinary, env: DockerEnvironment
+    _: EngineImagesRequest, docker: DockerBinary, env: DockerEnvironment, run_id: RunId
 ) -> EngineImages:
+    run = EngineRun(int(run_id))
     result = await Get(
         ProcessResult,
         Process,
-        docker_process(
-            docker,
-            ("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"),
-            env.env,
-            "Listing the images of the Docker engine",
+        run_scoped_process(
+            docker_process(
+                docker,
+                ("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"),
+                env.env,
+                "Listing the images of the Docker engine",
+            ),
+            run,
         ),
     )
-    return EngineImages(FrozenDict(parse_image_listing(result.stdout.decode())))
+    return EngineImages(FrozenDict(parse_image_listing(result.stdout.decode())), run)
 
 
 @rule
 async def docker_environment(docker_env_aware: DockerOptions.EnvironmentAware) -> DockerEnvironment:
     env = await Get(EnvironmentVars, EnvironmentVarsRequest(docker_env_aware.env_vars))
     return DockerEnvironment(FrozenDict(env))
-
-
-def tag_process(docker: DockerBinary, image_id: str, ref: str, env: Mapping[str, str]) -> Process:
-    return docker_process(docker, ("tag", image_id, ref), env, f"Tagging {image_id[:19]} as {ref}")
 
 
 # `docker build --iidfile` writes the image id here: more robust than parsing BuildKit's progress output.
@@ -249,13 +272,97 @@ def build_failure_message(image: str, address: Address, result: FallibleProcessR
     return f"`docker build` of {image} for {address} failed (exit code {result.exit_code}):\n{tail}\n\n{hint}"
 
 
-async def run_build(process: Process, image: str, address: Address, env: Mapping[str, str]) -> str:
-    """Runs a `docker_build_process`; the image id, or a DockerBuildError that says what to do."""
+async def run_build(process: Process, image: str, address: Address, env: Mapping[str, str]) -> LockedImage:
+    """Runs a `locked_process` around a `docker_build_process`: the image, or a DockerBuildError."""
     result = await Get(FallibleProcessResult, Process, process)
     if result.exit_code != 0:
         raise DockerBuildError(build_failure_message(image, address, result, env))
-    contents = await Get(DigestContents, Digest, result.output_digest)
-    return contents[0].content.decode().strip()
+    return parse_locked_result(result.stdout)
+
+
+ENGINE_LOCK = "engine_lock.py"
+_ENGINE_LOCK_PREFIX = "__chromadb_lambda_engine_lock"
+
+
+def engine_lock_dir() -> str:
+    """Where every run on this machine (any clone) takes the locks of the engine's tags."""
+    return os.path.join(tempfile.gettempdir(), "chromadb-lambda-engine-locks")
+
+
+@dataclass(frozen=True)
+class EngineLockScriptRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class EngineLockScript:
+    digest: Digest
+
+
+@rule
+async def engine_lock_script(_: EngineLockScriptRequest) -> EngineLockScript:
+    script = pkgutil.get_data(__package__, ENGINE_LOCK)
+    assert script is not None
+    return EngineLockScript(await Get(Digest, CreateDigest([FileContent(ENGINE_LOCK, script)])))
+
+
+@dataclass(frozen=True)
+class LockedImage:
+    """What `engine_lock.py` reports: the image every ref points at (None: not made), whether this
+    run made it (built or pulled) rather than adopting another run's, and the pull's JSON output."""
+
+    image_id: str | None
+    made: bool
+    output: str = ""
+
+
+def parse_locked_result(stdout: bytes) -> LockedImage:
+    result = json.loads(stdout.decode())
+    output = result.get("output")
+    return LockedImage(
+        image_id=result["image_id"] or None,
+        made=bool(result["made"]),
+        output="" if output is None else json.dumps(output, sort_keys=True),
+    )
+
+
+def locked_process(
+    make: Process | None,
+    *,
+    script: EngineLockScript,
+    docker: DockerBinary,
+    env: Mapping[str, str],
+    run: EngineRun,
+    key_ref: str,
+    refs: tuple[str, ...],
+    kind: str = "build",
+) -> Process:
+    """`make` (a `docker build` or a pull, `kind`) run by `engine_lock.py` under the locks of `refs`.
+
+    Without `make`, the process only adopts the image `key_ref` names, moving the other refs to it
+    (or reports that the engine has no `key_ref`). Keyed by this run: see EngineRun.
+    """
+    spec = {
+        "docker": docker.path,
+        "lock_dir": engine_lock_dir(),
+        "key_ref": key_ref,
+        "refs": list(refs),
+        "make": kind,
+        "iidfile": IMAGE_ID_FILE,
+    }
+    argv = (sys.executable, f"{_ENGINE_LOCK_PREFIX}/{ENGINE_LOCK}", json.dumps(spec, sort_keys=True))
+    if make is None:
+        make = docker_process(docker, (), env, f"Tagging {key_ref} as {', '.join(r for r in refs if r != key_ref)}")
+        argv_tail: tuple[str, ...] = ()
+    else:
+        argv_tail = ("--", *make.argv)
+    process = dataclasses.replace(
+        make,
+        argv=(*argv, *argv_tail),
+        immutable_input_digests=FrozenDict({**make.immutable_input_digests, _ENGINE_LOCK_PREFIX: script.digest}),
+        output_files=(),
+    )
+    return run_scoped_process(process, run)
 
 
 def build_process(docker: DockerBinary, build: LambdaImageBuild, env: Mapping[str, str]) -> Process:

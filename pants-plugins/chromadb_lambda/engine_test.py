@@ -9,15 +9,21 @@ from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.engine import (
     IMAGE_ID_FILE,
-    EngineImages,
+    EngineLockScript,
+    EngineRun,
     LambdaImageBuild,
+    LockedImage,
     build_process,
     cache_args,
-    engine_state_process,
+    docker_process,
+    engine_lock_dir,
     format_repository,
     image_refs,
+    lambda_image_names,
+    locked_process,
     parse_image_listing,
-    tag_process,
+    parse_locked_result,
+    run_scoped_process,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
@@ -60,11 +66,6 @@ def test_build_process_tags_writes_image_id_and_runs_every_session() -> None:
     assert process.env["__CHROMADB_LAMBDA_BASE_IMAGE_ID"] == "sha256:base"
 
 
-def test_tag_process() -> None:
-    process = tag_process(DockerBinary("/bin/docker", "sha"), "sha256:abc", "r:latest", {})
-    assert process.argv == ("/bin/docker", "tag", "sha256:abc", "r:latest")
-
-
 def test_cache_args_inline_cache_and_cache_from_per_repository() -> None:
     subsystem = create_subsystem(
         ChromadbLambdaSubsystem,
@@ -79,15 +80,62 @@ def test_cache_args_inline_cache_and_cache_from_per_repository() -> None:
     assert cache_args(create_subsystem(ChromadbLambdaSubsystem, inline_cache=False, cache_from=[]), "r") == ()
 
 
-def test_engine_state_process_is_keyed_by_the_engine_listing() -> None:
-    process = tag_process(DockerBinary("/bin/docker", "sha"), "sha256:abc", "r:latest", {})
-    before = EngineImages(FrozenDict({"r:ck-1": "sha256:abc"}))
-    after = EngineImages(FrozenDict({"r:ck-1": "sha256:abc", "r:latest": "sha256:abc"}))
-    keyed = engine_state_process(process, before)
+def test_run_scoped_process_is_keyed_by_the_run_not_the_engine_state() -> None:
+    process = docker_process(DockerBinary("/bin/docker", "sha"), ("tag", "sha256:abc", "r:latest"), {}, "tag")
+    keyed = run_scoped_process(process, EngineRun(7))
     assert keyed.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
     assert keyed.argv == process.argv
-    assert keyed != engine_state_process(process, after)
-    assert keyed == engine_state_process(process, EngineImages(FrozenDict({"r:ck-1": "sha256:abc"})))
+    assert keyed.env["__CHROMADB_LAMBDA_RUN"] == "7"
+    # Another run, even with the engine in the very same state, gets another process: never a
+    # result remembered from an earlier run.
+    assert keyed != run_scoped_process(process, EngineRun(8))
+    assert keyed == run_scoped_process(process, EngineRun(7))
+
+
+def test_locked_process_wraps_the_build_under_the_locks_of_its_refs() -> None:
+    docker = DockerBinary("/bin/docker", "sha")
+    build = LambdaImageBuild(refs=("r:latest", "r:ck-1"), context=EMPTY_DIGEST, dockerfile="Dockerfile", base_image_id="sha256:base")
+    plain = build_process(docker, build, {"DOCKER_HOST": "unix:///x.sock"})
+    script = EngineLockScript(EMPTY_DIGEST)
+    process = locked_process(
+        plain, script=script, docker=docker, env={}, run=EngineRun(3), key_ref="r:ck-1", refs=build.refs
+    )
+    spec = (
+        '{"docker": "/bin/docker", "iidfile": ".chromadb-lambda-image-id", "key_ref": "r:ck-1", '
+        f'"lock_dir": "{engine_lock_dir()}", "make": "build", "refs": ["r:latest", "r:ck-1"]}}'
+    )
+    assert process.argv[1:4] == ("__chromadb_lambda_engine_lock/engine_lock.py", spec, "--")
+    assert process.argv[4:] == plain.argv
+    assert process.immutable_input_digests["__chromadb_lambda_engine_lock"] == EMPTY_DIGEST
+    assert process.description == "Building docker image r:latest +1 additional tag."
+    assert process.env["DOCKER_HOST"] == "unix:///x.sock"
+    assert process.env["__CHROMADB_LAMBDA_RUN"] == "3"
+    assert process.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
+    assert process.output_files == ()
+
+
+def test_locked_process_without_make_only_adopts() -> None:
+    docker = DockerBinary("/bin/docker", "sha")
+    process = locked_process(
+        None, script=EngineLockScript(EMPTY_DIGEST), docker=docker, env={"DOCKER_HOST": "unix:///y.sock"},
+        run=EngineRun(1), key_ref="r:ck-1", refs=("r:latest",),
+    )
+    assert "--" not in process.argv and len(process.argv) == 3
+    assert process.description == "Tagging r:ck-1 as r:latest"
+    assert process.env["DOCKER_HOST"] == "unix:///y.sock"
+
+
+def test_parse_locked_result() -> None:
+    assert parse_locked_result(b'{"image_id": "sha256:a", "made": true, "output": null}\n') == LockedImage("sha256:a", True, "")
+    assert parse_locked_result(b'{"image_id": null, "made": false, "output": {"pulled": null, "warnings": []}}') == LockedImage(
+        None, False, '{"pulled": null, "warnings": []}'
+    )
+
+
+def test_lambda_image_names() -> None:
+    assert lambda_image_names(ADDRESS, "receipts/{name}", ("latest", "v1")) == (
+        "receipts/word_polling", ("receipts/word_polling:latest", "receipts/word_polling:v1")
+    )
 
 
 def test_image_refs_needs_a_tag() -> None:

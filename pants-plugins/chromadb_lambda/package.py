@@ -30,15 +30,17 @@ from chromadb_lambda.engine import (
     DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
+    EngineLockScript,
+    EngineLockScriptRequest,
     LambdaImageBuild,
     build_process,
     cache_args,
-    engine_state_process,
-    format_repository,
-    image_refs,
+    lambda_image_names,
+    locked_process,
+    parse_locked_result,
     run_build,
-    tag_process,
 )
+from chromadb_lambda.image_names import LambdaImageNames, LambdaImageNamesRequest
 from chromadb_lambda.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -136,18 +138,32 @@ async def package_chromadb_lambda(
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
 ) -> BuiltPackage:
-    repository = format_repository(
-        field_set.repository.value or docker_options.default_repository, field_set.address
+    repository, refs = lambda_image_names(
+        field_set.address,
+        field_set.repository.value or docker_options.default_repository,
+        tuple(field_set.image_tags.value or ()),
     )
-    refs = image_refs(repository, tuple(field_set.image_tags.value or ()), field_set.address)
-    key, engine = await MultiGet(
+    # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
+    # would share a `repository:tag` are an error (see image_names.py).
+    key, engine, _ = await MultiGet(
         Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
         Get(EngineImages, EngineImagesRequest()),
+        Get(LambdaImageNames, LambdaImageNamesRequest()),
     )
     key_ref = f"{repository}:{key.tag}"
     closure = key.closure
 
+    # The engine's listing, taken in this run: an image id read here is one the engine holds now.
     image_id = engine.refs.get(key_ref)
+    status = "is up to date"
+    if image_id and any(engine.refs.get(ref) != image_id for ref in refs):
+        # The engine holds this exact content: no build, not even of the base. Only move the tags
+        # that point elsewhere (e.g. `latest` after a checkout of another commit).
+        script = await Get(EngineLockScript, EngineLockScriptRequest())
+        adopt = locked_process(
+            None, script=script, docker=docker, env=docker_env.env, run=engine.run, key_ref=key_ref, refs=refs
+        )
+        image_id = parse_locked_result((await Get(ProcessResult, Process, adopt)).stdout).image_id
     pulled = PulledImage()
     if not image_id and subsystem.pull_from_registries:
         pulled = await Get(
@@ -158,25 +174,18 @@ async def package_chromadb_lambda(
                 repository=repository,
                 key_tag=key.tag,
                 local_refs=(*refs, key_ref),
-                engine=engine,
+                run=engine.run,
             ),
         )
-    if pulled.image_id:
         image_id = pulled.image_id
-        status = f"pulled from {pulled.source}"
-    elif image_id:
-        # The engine holds this exact content: no build, not even of the base. Only move tags that
-        # point elsewhere (e.g. `latest` after a checkout of another commit).
-        stale = [ref for ref in refs if engine.refs.get(ref) != image_id]
-        if stale:
-            await MultiGet(
-                Get(ProcessResult, Process, engine_state_process(tag_process(docker, image_id, ref, docker_env.env), engine))
-                for ref in stale
-            )
-        status = "is up to date"
-    else:
+        if image_id:
+            status = f"pulled from {pulled.source}" if pulled.source else status
+    if not image_id:
         base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
-        context = await Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref))
+        context, script = await MultiGet(
+            Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref)),
+            Get(EngineLockScript, EngineLockScriptRequest()),
+        )
         build = LambdaImageBuild(
             refs=(*refs, key_ref),
             context=context.digest,
@@ -184,9 +193,14 @@ async def package_chromadb_lambda(
             base_image_id=base.image_id,
             extra_args=cache_args(subsystem, repository, field_set.cache_from.value),
         )
-        process = engine_state_process(build_process(docker, build, docker_env.env), engine)
-        image_id = await run_build(process, refs[0], field_set.address, docker_env.env)
-        status = "built"
+        process = locked_process(
+            build_process(docker, build, docker_env.env),
+            script=script, docker=docker, env=docker_env.env, run=engine.run, key_ref=key_ref, refs=build.refs,
+        )
+        made = await run_build(process, refs[0], field_set.address, docker_env.env)
+        image_id = made.image_id
+        # Not made: a concurrent run (another clone on this engine) built it while this one waited.
+        status = "built" if made.made else status
 
     # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
     import_check = await Get(LambdaImportCheck, LambdaImportCheckRequest(closure, image_id))

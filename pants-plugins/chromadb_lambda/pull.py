@@ -6,6 +6,7 @@ to for that tag: if one has it, the engine pulls it (base layers included) and n
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,14 @@ from pants.engine.addresses import Address
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, collect_rules, rule
 
-from chromadb_lambda.engine import DockerEnvironment, EngineImages, engine_state_process
+from chromadb_lambda.engine import (
+    DockerEnvironment,
+    EngineLockScript,
+    EngineLockScriptRequest,
+    EngineRun,
+    locked_process,
+    parse_locked_result,
+)
 from chromadb_lambda.registries import push_targets
 from chromadb_lambda.registry_process import client_process, client_result, registry_entries
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -33,7 +41,8 @@ class PublishedImageRequest:
     key_tag: str
     # The local tags the image gets once pulled (its own tags and the content key tag).
     local_refs: tuple[str, ...]
-    engine: EngineImages
+    # The run that asks: a pull changes the engine's tags, so it runs once per run (see EngineRun).
+    run: EngineRun
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class PulledImage:
     """The pulled image's id and where it came from; `image_id` None: no registry had it."""
 
     image_id: str | None = None
+    # None with an image id: a concurrent run made the image while this one waited for its lock.
     source: str | None = None
 
 
@@ -85,9 +95,28 @@ async def pull_published_image(
         f"Looking for {request.repository}:{request.key_tag} in {', '.join(t.address for t in targets)}",
         ProcessCacheScope.PER_SESSION,
     )
-    # Once per engine state, as builds (see engine_state_process): a pull changes the engine's tags.
-    result = await Get(FallibleProcessResult, Process, engine_state_process(process, request.engine))
-    outcome = pull_outcome(result)
+    # Under the locks of its tags, as builds: a concurrent run that built or pulled the same content
+    # key meanwhile is adopted, not pulled over (see engine_lock.py).
+    script = await Get(EngineLockScript, EngineLockScriptRequest())
+    key_ref = f"{request.repository}:{request.key_tag}"
+    locked = locked_process(
+        process,
+        script=script,
+        docker=docker,
+        env=docker_env.env,
+        run=request.run,
+        key_ref=key_ref,
+        refs=request.local_refs,
+        kind="pull",
+    )
+    result = await Get(FallibleProcessResult, Process, locked)
+    if result.exit_code == 0:
+        made = parse_locked_result(result.stdout)
+        if made.image_id and not made.made:
+            return PulledImage(image_id=made.image_id)
+        outcome = json.loads(made.output) if made.output else {"pulled": None, "warnings": []}
+    else:
+        outcome = pull_outcome(result)
     for warning in outcome["warnings"]:
         logger.warning(
             f"{request.address}: could not pull {request.repository}:{request.key_tag} from "
