@@ -211,6 +211,23 @@ ROWS = (
         errors=("lambdas/log_fn:log_fn", "`log_fn.handler.logger`", "which is a `Logger` object"),
     ),
     Row(
+        id="two-lambdas-share-a-target-name",
+        files={
+            "lambdas/dup_a/BUILD": lambda_build("fn"),
+            "lambdas/dup_a/__init__.py": "",
+            "lambdas/dup_a/handler.py": "def handle(event, context):\n    return 'a'\n",
+            "lambdas/dup_b/BUILD": lambda_build("fn"),
+            "lambdas/dup_b/__init__.py": "",
+            "lambdas/dup_b/handler.py": "def handle(event, context):\n    return 'b'\n",
+        },
+        target="lambdas/dup_a:fn",
+        errors=(
+            "lambdas/dup_a:fn and lambdas/dup_b:fn would each be tagged",
+            '[docker].default_repository = "{directory}"',
+            "Nothing was built.",
+        ),
+    ),
+    Row(
         id="self-dependency-on-own-file",
         files={
             # Named after its folder: `./plugin.py` then names this very target.
