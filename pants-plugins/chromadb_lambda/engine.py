@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pkgutil
 import re
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pants.engine.target import InvalidFieldException
 from pants.util.frozendict import FrozenDict
 from pants.util.strutil import softwrap
 
+from chromadb_lambda.scripts import script_source
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
 # Docker's grammar for a repository path component and a tag.
@@ -301,9 +301,7 @@ class EngineLockScript:
 
 @rule
 async def engine_lock_script(_: EngineLockScriptRequest) -> EngineLockScript:
-    script = pkgutil.get_data(__package__, ENGINE_LOCK)
-    assert script is not None
-    return EngineLockScript(await Get(Digest, CreateDigest([FileContent(ENGINE_LOCK, script)])))
+    return EngineLockScript(await Get(Digest, CreateDigest([FileContent(ENGINE_LOCK, script_source(ENGINE_LOCK))])))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import ProcessCacheScope
 from pants.engine.target import InvalidFieldException
 from pants.testutil.option_util import create_subsystem
-from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.engine import (
     IMAGE_ID_FILE,

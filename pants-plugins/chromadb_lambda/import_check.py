@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
@@ -35,6 +35,7 @@ from chromadb_lambda import import_check_script
 from chromadb_lambda.closure import LambdaClosure, stripped_path
 from chromadb_lambda.context import normalized_task_root
 from chromadb_lambda.engine import DockerEnvironment
+from chromadb_lambda.scripts import script_source
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class LambdaImportCheck:
 
 
 def import_check_script_text() -> str:
-    return Path(import_check_script.__file__).read_text()
+    return script_source(os.path.basename(import_check_script.__file__)).decode()
 
 
 def import_check_argv(docker_path: str, image_id: str, module: str, function: str, task_root: str) -> tuple[str, ...]:

@@ -33,7 +33,6 @@ from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.import_check import (
     Classified,
     ClosureRepoPaths,
-    FirstPartyModules,
     HandlerImportError,
     LambdaImportCheck,
     LambdaImportCheckRequest,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import pkgutil
 import sys
 from typing import Any, Mapping
 
@@ -16,6 +15,7 @@ from pants.util.logging import LogLevel
 
 from chromadb_lambda.engine import DockerEnvironment
 from chromadb_lambda.registries import PushTarget
+from chromadb_lambda.scripts import script_source
 
 # The standard AWS credential chain reads these; they reach only registry processes, never a cache.
 AWS_ENV_VARS = (
@@ -45,9 +45,7 @@ REGISTRY_CLIENT = "registry_client.py"
 
 
 def client_script() -> bytes:
-    script = pkgutil.get_data(__package__, REGISTRY_CLIENT)
-    assert script is not None
-    return script
+    return script_source(REGISTRY_CLIENT)
 
 
 def registry_entries(targets: tuple[PushTarget, ...]) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +18,11 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
 
 from chromadb_lambda import source_scan
+from chromadb_lambda.scripts import script_source
 
 # Read as data and run by the Lambda's interpreter; imported so that Pants and the wheel ship it.
 SOURCE_SCAN = os.path.basename(source_scan.__file__)
 _SPEC = "__chromadb_lambda_scan_spec.json"
-
-
-def scan_script() -> bytes:
-    script = pkgutil.get_data(__package__, SOURCE_SCAN)
-    assert script is not None
-    return script
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ async def scan_python_sources(request: SourceScanRequest) -> SourceScan:
             CreateDigest(
                 [
                     *(f.entry for f in request.files),
-                    FileContent(SOURCE_SCAN, scan_script()),
+                    FileContent(SOURCE_SCAN, script_source(SOURCE_SCAN)),
                     FileContent(_SPEC, json.dumps(spec, sort_keys=True).encode()),
                 ]
             ),

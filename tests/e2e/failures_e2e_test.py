@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import DockerEngine, copy_repo, docker, docker_cli, run_pants
+from e2e.harness import DockerEngine, copy_repo, docker, docker_cli, run_pants, wait_for_text
 
 TARGET = "lambdas/list_pending:list_pending"
 REPOSITORY = f"chromadb-lambda-failures-{uuid.uuid4().hex[:8]}"
@@ -42,16 +42,6 @@ def start_package(root: Path, env: dict[str, str] | None = None) -> tuple[subpro
         text=True,
     )
     return proc, log
-
-
-def wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if text in log.read_text():
-            return
-        assert proc.poll() is None, f"pants exited before {text!r}:\n{log.read_text()}"
-        time.sleep(0.2)
-    raise AssertionError(f"no {text!r} after {timeout} s:\n{log.read_text()}")
 
 
 def dist_outputs(root: Path) -> list[Path]:

@@ -325,6 +325,17 @@ def unmount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
+def wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Waits until `text` is in the log file that `proc` writes; fails if `proc` exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in log.read_text():
+            return
+        assert proc.poll() is None, f"exited before {text!r}:\n{log.read_text()}"
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} after {timeout} s:\n{log.read_text()}")
+
+
 def wait_for_port(port: int, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

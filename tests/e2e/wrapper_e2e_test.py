@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import PantsResult, copy_repo, docker, run_pants, stop_pantsd
+from e2e.harness import PantsResult, copy_repo, docker, run_pants, stop_pantsd, wait_for_text
 
 DEBUG = {"CHROMADB_LAMBDA_WRAPPER_DEBUG": "1"}
 NATIVE = "[pants wrapper] client: native"
@@ -101,16 +101,6 @@ def start_wrapper(root: Path, *args: str) -> tuple[subprocess.Popen, Path]:
         stderr=subprocess.STDOUT,
     )
     return proc, log
-
-
-def wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if text in log.read_text():
-            return
-        assert proc.poll() is None, f"exited before {text!r}:\n{log.read_text()}"
-        time.sleep(0.1)
-    raise AssertionError(f"no {text!r} after {timeout} s:\n{log.read_text()}")
 
 
 def test_python_client_starts_pantsd_then_the_native_client_serves(root: Path) -> None:
