@@ -32,7 +32,9 @@ from pants.engine.fs import CreateDigest, Digest, DigestEntries, FileEntry
 from pants.engine.internals.graph import Owners, OwnersRequest
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import (
+    Dependencies,
     DependenciesRequest,
+    ExplicitlyProvidedDependencies,
     InvalidFieldException,
     Target,
     Targets,
@@ -78,6 +80,10 @@ class MissingThirdPartyRequirementError(Exception):
 
 class SplitPackageError(Exception):
     """The Lambda would copy files into a package whose `__init__.py` only the base image has."""
+
+
+class UnresolvedClosureError(Exception):
+    """Following star imports and literal dynamic imports did not settle."""
 
 
 class ContextPathCollisionError(Exception):
@@ -420,10 +426,33 @@ async def compute_lambda_closure(
         for address, use in new.items():
             logger.debug(f"{target.address}: {use.describe()}, so {address} is in its context")
         extra.update(new)
+    else:
+        raise UnresolvedClosureError(
+            softwrap(
+                f"""
+                The handler closure of {target.address} kept growing after {MAX_INFERENCE_ROUNDS}
+                rounds of following star imports and literal dynamic imports; still new:
 
-    missing = tuple(
-        a for a in missing_requirements(closure.closure, base_closure.closure) if a not in resolution.type_checking_only
-    )
+                {bullet_list(f"{a}: {use.describe()}" for a, use in sorted(new.items()))}
+
+                Declare these modules in the `dependencies` field of {target.address}.
+                """
+            )
+        )
+
+    missing = missing_requirements(closure.closure, base_closure.closure)
+    excused = [a for a in missing if a in resolution.type_checking_only]
+    if excused:
+        # Imported only under TYPE_CHECKING, unless a target also declares it: then it may be loaded
+        # at run time in a way no import shows (a SQLAlchemy dialect, a plugin entry point).
+        declared = await MultiGet(
+            Get(ExplicitlyProvidedDependencies, DependenciesRequest(t[Dependencies]))
+            for t in closure.closure
+            if t.has_field(Dependencies)
+        )
+        explicit = {a for d in declared for a in d.includes}
+        excused = [a for a in excused if a not in explicit]
+    missing = tuple(a for a in missing if a not in excused)
     if missing:
         message = missing_requirements_message(target.address, base.address, missing)
         if subsystem.missing_third_party == MissingThirdPartyBehavior.error:

@@ -40,14 +40,33 @@ def lock_name(docker_host: str, ref: str) -> str:
 
 @contextlib.contextmanager
 def held_locks(lock_dir: str, docker_host: str, refs: Sequence[str]) -> Iterator[None]:
-    """Exclusive `flock`s, released when the process ends, even killed."""
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    """Exclusive `flock`s, released when the process ends, even killed.
+
+    The folder is shared by every user of the machine (one engine may serve several), so it is made
+    like /tmp (sticky, writable by all) and the lock files writable by all.
+    """
     fds = []
     try:
-        for ref in sorted(set(refs)):
-            fd = os.open(os.path.join(lock_dir, lock_name(docker_host, ref)), os.O_CREAT | os.O_RDWR, 0o600)
-            fds.append(fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if not os.path.isdir(lock_dir):
+                os.makedirs(lock_dir, exist_ok=True)
+                os.chmod(lock_dir, 0o1777)
+            for ref in sorted(set(refs)):
+                path = os.path.join(lock_dir, lock_name(docker_host, ref))
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+                fds.append(fd)
+                if os.fstat(fd).st_uid == os.getuid():
+                    os.fchmod(fd, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    print(f"Waiting for another run that holds {ref} on this engine ({path}).", file=sys.stderr)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise EngineLockError(
+                f"Cannot take the lock {e.filename or lock_dir} for the engine's tags ({e.strerror}): "
+                f"make {lock_dir} writable for this user (it is shared by every run on this machine)."
+            ) from e
         yield
     finally:
         for fd in reversed(fds):

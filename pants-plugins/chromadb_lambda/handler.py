@@ -39,6 +39,8 @@ def handler_binding_problem(function: str, bindings: Mapping[str, str]) -> str |
     bound at run time (`handle = make_handler()`) are checked in the image (the import check).
     """
     kind = bindings.get(function)
+    if kind is None and "*" in bindings:
+        return None  # A star import may bind it: the import check in the image tells.
     if kind is None:
         suggestions = close_names(function, frozenset(bindings))
         hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""

@@ -36,6 +36,8 @@ def test_handler_binding_problem() -> None:
         "binds it to a literal value, which the Lambda runtime cannot call: name a function."
     )
     assert handler_binding_problem("handel", bindings) == "does not define it. Did you mean 'handle' or 'Handler'?"
+    # A star import may bind any name: left to the import check in the image.
+    assert handler_binding_problem("handel", {**bindings, "*": "import"}) is None
 
 
 def test_handler_value_problem() -> None:

@@ -226,14 +226,16 @@ def classify(verdict: Mapping[str, Any], is_first_party: Callable[[str], bool], 
         return Classified("missing", str(verdict.get("file")))
     frame = importing_frame(verdict.get("frames", ()), task_root)
     location, code = (frame[:2], frame[2]) if frame else (None, "")
+    if verdict.get("type") in ("SyntaxError", "IndentationError", "TabError"):
+        # The image's Python is older than the one the closure was read with: fails on every call.
+        return Classified("syntax", _exception_text(verdict), location=location, code=code)
     module = missing_module(verdict)
-    if module is None:
-        return Classified("warning", _exception_text(verdict), location=location, code=code)
-    if is_first_party(module):
+    if module is not None and is_first_party(module):
         return Classified("first_party", _exception_text(verdict), module, location, code)
-    if verdict.get("not_found"):
+    if "module" in verdict:
+        # Any other ImportError fails on every invocation: a module the base lacks, a version of it
+        # without the imported name, a native library it cannot load. The context cannot fix it.
         return Classified("third_party", _exception_text(verdict), module, location, code)
-    # `from third_party import name` that the installed version lacks: not a context problem.
     return Classified("warning", _exception_text(verdict), location=location, code=code)
 
 
@@ -268,12 +270,24 @@ def first_party_message(
 
 
 def third_party_message(address: Address, handler: str, base: Address, classified: Classified, repo_paths: Mapping[str, str]) -> str:
+    what = f"the third-party module `{classified.module}`" if classified.module else "a third-party module"
     return softwrap(
         f"""
-        The image of {address} does not import its handler `{handler}`: the third-party module
-        `{classified.module}`, imported at {_at(classified.location, repo_paths)}, is not installed
-        in the image, and the Lambda's context cannot provide it: the `base_image` of {address}
-        ({base}) lacks it. Add the requirement to the base image ({classified.detail}).
+        The image of {address} does not import its handler `{handler}`: {what}, imported at {_at(classified.location, repo_paths)}, is not installed
+        in the image or cannot load there, and the Lambda's context cannot provide it: the
+        `base_image` of {address} ({base}) lacks it or a library it needs. Fix the base image
+        ({classified.detail}).
+        """
+    )
+
+
+def syntax_message(address: Address, handler: str, classified: Classified, repo_paths: Mapping[str, str]) -> str:
+    return softwrap(
+        f"""
+        The image of {address} does not import its handler `{handler}`: the image's Python cannot
+        compile {_at(classified.location, repo_paths)} ({classified.detail}). The closure was read with
+        the interpreter of `[python].interpreter_constraints`, which accepts it: narrow those
+        constraints to the base image's Python, or change the code. (`{OPTION} = false` skips this check.)
         """
     )
 
@@ -356,7 +370,11 @@ async def check_lambda_import(
             docker, request.image_id, closure.handler_module, closure.handler_function, task_root, docker_env.env
         ),
     )
-    verdict = parse_verdict(result.stdout.decode(errors="replace")) if result.exit_code == 0 else None
+    verdict = (
+        parse_verdict(result.stdout.decode(errors="replace"))
+        if result.exit_code in (0, import_check_script.TIMEOUT_EXIT)
+        else None
+    )
     if verdict is None:
         raise HandlerImportError(infrastructure_message(closure.address, request.image_id, result))
 
@@ -379,6 +397,8 @@ async def check_lambda_import(
             classified = dataclasses.replace(classified, module=requested[0])
         owners = known.owners(classified.module or module)
         raise HandlerImportError(first_party_message(closure.address, closure.handler, classified, owners, repo_paths))
+    if classified.kind == "syntax":
+        raise HandlerImportError(syntax_message(closure.address, closure.handler, classified, repo_paths))
     if classified.kind == "third_party":
         message = third_party_message(closure.address, closure.handler, closure.base_address, classified, repo_paths)
         if subsystem.missing_third_party == MissingThirdPartyBehavior.error:

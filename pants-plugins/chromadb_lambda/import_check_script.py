@@ -14,6 +14,8 @@ import sys
 import traceback
 
 MARKER = "CHROMADB_LAMBDA_IMPORT_CHECK"
+# The exit code of a verdict that must not be cached (the import timed out).
+TIMEOUT_EXIT = 3
 
 
 class ImportTimeout(Exception):
@@ -68,7 +70,9 @@ def main():
     stdout.write("%s %s\n" % (MARKER, json.dumps(verdict, sort_keys=True)))
     stdout.flush()
     # Skip interpreter teardown: a handler's atexit hooks or threads must not change the verdict.
-    os._exit(0)
+    # A timeout says something about this machine now, not about the image: exit non-zero so that
+    # the verdict is not cached.
+    os._exit(TIMEOUT_EXIT if verdict.get("type") == "ImportTimeout" else 0)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def python311() -> str:
     return found[-1] if found else sys.executable
 
 
-def run_script(task_root: Path, module: str, function: str, timeout: int = 20) -> tuple[dict[str, Any], str]:
+def run_script(
+    task_root: Path, module: str, function: str, timeout: int = 20, exit_code: int = 0
+) -> tuple[dict[str, Any], str]:
     """The in-image script as `docker run` runs it (`python3 -B -c <script> ...`), from another cwd:
     it must put the task root on `sys.path` itself."""
     proc = subprocess.run(
@@ -72,7 +74,7 @@ def run_script(task_root: Path, module: str, function: str, timeout: int = 20) -
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == exit_code, proc.stderr
     verdict = parse_verdict(proc.stdout)
     assert verdict is not None, proc.stdout
     return verdict, proc.stdout
@@ -176,7 +178,8 @@ def test_script_output_of_the_handler_does_not_hide_the_verdict(tmp_path: Path) 
 
 def test_script_import_that_hangs_times_out(tmp_path: Path) -> None:
     root = write_tree(tmp_path, {"fn.py": "import time\ntime.sleep(30)\n"})
-    verdict, _ = run_script(root, "fn", "handle", timeout=1)
+    # A non-zero exit: a timeout says something about the machine now, so Pants must not cache it.
+    verdict, _ = run_script(root, "fn", "handle", timeout=1, exit_code=3)
     assert (verdict["type"], verdict["message"]) == ("ImportTimeout", "the import did not finish in 1 seconds")
 
 
@@ -303,10 +306,23 @@ def is_first_party(module: str) -> bool:
             Classified("warning", "KeyError: 'TABLE'", None, ("fn/handler.py", 5)),
         ),
         (
-            # A name the installed third-party version lacks: the context cannot fix it.
+            # A name the installed third-party version lacks: the context cannot fix it, and every
+            # invocation fails: an error about the base image.
             {"status": "raised", "type": "ImportError", "message": "cannot import name 'Nope' from 'boto3' (/opt/venv/x.py)",
              "module": "boto3", "not_found": False, "frames": [["/var/task/fn/handler.py", 1]]},
-            Classified("warning", "ImportError: cannot import name 'Nope' from 'boto3' (/opt/venv/x.py)", None, ("fn/handler.py", 1)),
+            Classified("third_party", "ImportError: cannot import name 'Nope' from 'boto3' (/opt/venv/x.py)", "boto3.Nope", ("fn/handler.py", 1)),
+        ),
+        (
+            # A native library the base image lacks.
+            {"status": "raised", "type": "ImportError", "message": "libGL.so.1: cannot open shared object file",
+             "module": None, "not_found": False, "frames": [["/var/task/fn/handler.py", 2]]},
+            Classified("third_party", "ImportError: libGL.so.1: cannot open shared object file", None, ("fn/handler.py", 2)),
+        ),
+        (
+            # Syntax the image's Python is too old for.
+            {"status": "raised", "type": "SyntaxError", "message": "invalid syntax (handler.py, line 4)",
+             "frames": [["/var/task/fn/handler.py", 4]]},
+            Classified("syntax", "SyntaxError: invalid syntax (handler.py, line 4)", None, ("fn/handler.py", 4)),
         ),
         ({"status": "not_callable", "type": "RootLogger", "is_class": False}, Classified("not_callable", "a `RootLogger` object")),
         ({"status": "not_callable", "type": "type", "is_class": True}, Classified("not_callable", "a class")),

@@ -44,8 +44,8 @@ def resolve_relative(module, level, package):
     if not level:
         return module or ""
     parts = package.split(".") if package else []
-    if level - 1 > len(parts):
-        return None
+    if level > len(parts):
+        return None  # Python: "attempted relative import beyond top-level package"
     base = parts[: len(parts) - (level - 1)]
     if module:
         base.append(module)
@@ -166,34 +166,55 @@ def top_level_all(tree):
     return names
 
 
-_LITERALS = (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.JoinedStr, ast.BinOp, ast.Compare, ast.BoolOp)
+_LITERALS = (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.JoinedStr, ast.Compare)
 
 
 def top_level_bindings(tree):
-    """How each top-level name is bound: `function`, `class`, `literal`, `import` or `other`."""
+    """How each top-level name is bound: `function`, `class`, `literal`, `import` or `other`.
+
+    A name bound only inside a top-level if/try/with block is `other` (the branch that binds it is
+    known at run time); a star import binds `*` (any name may come from it).
+    """
     kinds = {}
 
     def bind(target, kind):
         if isinstance(target, ast.Name):
             kinds[target.id] = kind
 
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            kinds[node.name] = "function"
-        elif isinstance(node, ast.ClassDef):
-            kinds[node.name] = "class"
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            value = node.value
-            literal = value is not None and (
-                isinstance(value, _LITERALS) or literal_str(value) is not None or isinstance(value, _STR_TYPES)
-            )
-            kind = "literal" if literal else ("function" if isinstance(value, ast.Lambda) else "other")
-            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                bind(target, kind)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    kinds[(alias.asname or alias.name).split(".")[0]] = "import"
+    def visit(statements, conditional):
+        for node in statements:
+            if isinstance(node, (ast.If, ast.Try, ast.With)) or type(node).__name__ == "TryStar":
+                blocks = [getattr(node, f, None) or [] for f in ("body", "orelse", "finalbody")]
+                blocks += [h.body for h in getattr(node, "handlers", None) or []]
+                for block in blocks:
+                    visit(block, True)
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                kind, targets = "function", [ast.Name(id=node.name)]
+            elif isinstance(node, ast.ClassDef):
+                kind, targets = "class", [ast.Name(id=node.name)]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                value = node.value
+                if value is None:
+                    continue
+                if isinstance(value, _LITERALS) or literal_str(value) is not None or isinstance(value, _STR_TYPES):
+                    kind = "literal"
+                else:
+                    kind = "function" if isinstance(value, ast.Lambda) else "other"
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                kind = "import"
+                targets = [ast.Name(id="*" if a.name == "*" else (a.asname or a.name).split(".")[0]) for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if conditional and kinds.get(getattr(target, "id", None)) != kind:
+                    kind_here = "other"
+                else:
+                    kind_here = kind
+                bind(target, kind_here)
+
+    visit(tree.body, False)
     return kinds
 
 

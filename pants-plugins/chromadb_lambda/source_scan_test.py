@@ -21,6 +21,7 @@ def test_relative_imports_resolve_against_the_package() -> None:
     assert resolve_relative(None, 1, "a.b") == "a.b"
     assert resolve_relative("x", 0, "a") == "x"
     assert resolve_relative("x", 3, "a") is None
+    assert resolve_relative("x", 2, "a") is None  # beyond the top-level package
 
 
 def test_imports_with_lines_names_and_type_checking() -> None:
@@ -98,6 +99,18 @@ def test_handler_bindings() -> None:
         "TABLE": "literal",
         "h": "function",
     }
+
+
+def test_handler_bindings_in_conditional_blocks_and_star_imports_are_left_to_the_image() -> None:
+    import ast
+
+    tree = ast.parse(
+        "import os\nfrom .impl import *\n"
+        "if os.environ.get('X'):\n    handler = wrap(_h)\nelse:\n    handler = _h\n"
+        "try:\n    def fast(): pass\nexcept ImportError:\n    fast = None\n"
+        "traced = wrap(_h) or _h\n"
+    )
+    assert top_level_bindings(tree) == {"os": "import", "*": "import", "handler": "other", "fast": "other", "traced": "other"}
 
 
 def test_the_script_reports_json(tmp_path: Path) -> None:
