@@ -121,10 +121,11 @@ class ChromadbLambdaSubsystem(Subsystem):
             is sufficient.
 
             A first-party module missing from the image (e.g. one loaded by
-            `importlib.import_module`, which inference cannot see) fails the build, naming the file
-            and line that imports it and the `dependencies` to declare; a third-party module the base
-            image lacks fails it too (see `missing_third_party`); any other exception at import (a
-            missing environment variable, no network) is a warning. The verdict is cached per image
+            `importlib.import_module` with a computed name, which inference cannot see) fails the
+            build, naming the file and line that imports it and the `dependencies` to declare; any
+            other `ImportError` (a module, a name or a native library the base image lacks) fails it
+            too (see `missing_third_party`), as does code the image's Python cannot compile; any
+            other exception at import (a missing environment variable, no network) is a warning. The verdict is cached per image
             id, so an unchanged image runs no container, and it is recorded as `import_check` in the
             docker-info JSON. Turn it off for images that cannot run `python3` on this engine (e.g.
             another CPU architecture), or to package a Lambda whose handler the image cannot import.
