@@ -4,8 +4,9 @@ One BuildGrid server (REAPI action cache + CAS) and one registry; two runners, e
 in its own path with its own empty Docker engine and its own Pants local store, both configured by
 pants.ci.toml. Runner A packages and publishes every Lambda (and their base, by content key). Runner B,
 whose Pants named caches are empty too (no pip or pex cache), then packages the same commit and must:
-  (a) get every cacheable process of its run from the REAPI cache (none uncached: no runner-specific
-      path, socket or host in any key), so it never resolves a wheel itself;
+  (a) get every cacheable process of its run from the REAPI cache but the handler import checks (no
+      runner-specific path, socket or host in any other key), so it never resolves a wheel itself;
+      an import check runs `docker run` on the runner's own engine, whose DOCKER_HOST is in its key;
   (b) pull the Lambda images (base layers included) from the registry: no base or Lambda build, and
       image ids equal to runner A's, which a rebuild on another engine could not give;
   (c) compute the same content keys.
@@ -145,7 +146,9 @@ def test_second_runner_reuses_the_remote_cache_and_published_images(
     assert a.report["package"]["remote_cache_write_successes"] >= 1, report
     b_counts = b.report["package"]
     assert b_counts["remote_cache_requests_cached"] >= 1, report
-    assert b_counts["remote_cache_requests_uncached"] == 0, report
+    # The only misses: one import check per Lambda, run on B's own engine (DOCKER_HOST is in its key).
+    assert b_counts["remote_cache_requests_uncached"] == len(ALL), report
+    assert all(infos_b[name]["import_check"] == "passed" for name in ALL), infos_b
     assert b_counts["remote_cache_total_time_saved_ms"] > 0, report
     # (b) Nothing built on B: every image pulled, identical to A's (same image id = same config and
     # layers), the base never built (its layers came inside the Lambda images).

@@ -1,0 +1,137 @@
+"""Warm `./pants` calls, before and after a change, side by side in one run on one machine.
+
+    python3 benchmarks/warm_calls.py [--before REV] [--runs N] [--out benchmarks/results/warm-calls.json]
+
+Clones this repo twice (REV and HEAD) into a scratch folder, warms each (pantsd up, every Lambda image
+in the engine), then, interleaving the two clones call by call: a no-op `package lambdas::`, one
+handler edited and packaged (HEAD also with `--lambda-image-check-handler-import=false`, which gives
+the import check's cost), `--version`; and, for HEAD, the wrapper's own time: `./pants --version`
+minus the native client run directly with the environment the wrapper exports. Each clone edits the
+handler with its own text, so no clone finds the other's image. Writes JSON and a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HANDLER = "lambdas/list_pending/handler.py"
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} in {cwd} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def edit(clone: Path, text: str) -> None:
+    with open(clone / HANDLER, "a") as f:
+        f.write(f"# {text}\n")
+
+
+def native_client_argv(clone: Path) -> tuple[list[str], dict[str, str]]:
+    """The native client and the environment the wrapper would export (read from the wrapper's files)."""
+    script = (
+        "source build-support/bootstrap/common.sh; source \"$BOOTSTRAP_ENV_FILE\"; "
+        "source .pants.d/chromadb-lambda-wrapper/engine-state.sh; engine_state_exports; "
+        "export PIP_CONFIG_FILE=/dev/null NO_SCIE_WARNING=1; echo \"$PANTS_NATIVE_CLIENT\"; env -0"
+    )
+    out = subprocess.run(["bash", "-c", script], cwd=clone, capture_output=True, check=True).stdout
+    client, _, env = out.partition(b"\n")
+    pairs = (item.split(b"=", 1) for item in env.split(b"\0") if b"=" in item)
+    return [client.decode()], {k.decode(): v.decode() for k, v in pairs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", default="d930c4e")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/warm-calls.json"))
+    args = parser.parse_args()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    scratch = Path(tempfile.mkdtemp(prefix="warm-calls-"))
+    clones = {"before": scratch / "before", "after": scratch / "after"}
+    for side, rev in (("before", before), ("after", head)):
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clones[side])], check=True)
+        subprocess.run(["git", "checkout", "-q", rev], cwd=clones[side], check=True)
+    results: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+
+    def record(side: str, name: str, seconds: float) -> None:
+        results[side].setdefault(name, []).append(round(seconds, 3))
+
+    try:
+        for clone in clones.values():
+            for _ in range(2):  # starts pantsd, builds or finds every image, then a clean no-op
+                timed(["./pants", "package", "lambdas::"], clone)
+        for i in range(args.runs):
+            for side, clone in clones.items():
+                record(side, "noop_package", timed(["./pants", "package", "lambdas::"], clone))
+            for side, clone in clones.items():
+                edit(clone, f"{side} edit {i} {time.time()}")
+                record(side, "handler_edit_package", timed(["./pants", "package", "lambdas::"], clone))
+            edit(clones["after"], f"after check-off edit {i} {time.time()}")
+            record(
+                "after",
+                "handler_edit_package_import_check_off",
+                timed(["./pants", "--lambda-image-check-handler-import=false", "package", "lambdas::"], clones["after"]),
+            )
+            for side, clone in clones.items():
+                record(side, "version", timed(["./pants", "--version"], clone))
+        client, env = native_client_argv(clones["after"])
+        for _ in range(args.runs):
+            record("after", "wrapper_version", timed(["./pants", "--version"], clones["after"]))
+            record("after", "native_client_version", timed([*client, "--version"], clones["after"], env))
+    finally:
+        for clone in clones.values():
+            for pid_file in clone.glob(".pids/*/pantsd/pid"):
+                subprocess.run(["kill", pid_file.read_text().strip()], check=False)
+    medians = {side: {k: statistics.median(v) for k, v in r.items()} for side, r in results.items()}
+    overhead_ms = round(1000 * (medians["after"]["wrapper_version"] - medians["after"]["native_client_version"]), 1)
+    report = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "before": before,
+        "after": head,
+        "seconds": results,
+        "medians": medians,
+        "wrapper_overhead_ms_median": overhead_ms,
+        "import_check_cost_s_median": round(
+            medians["after"]["handler_edit_package"] - medians["after"]["handler_edit_package_import_check_off"], 3
+        ),
+    }
+    out = Path(args.out)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    rows = [
+        ("no-op `package lambdas::`", "noop_package"),
+        ("one handler edited, `package lambdas::`", "handler_edit_package"),
+        ("`--version`", "version"),
+    ]
+    lines = [
+        f"Warm calls, {report['when']}, before {before} / after {head}, {args.runs} runs each (median; all runs in the JSON).",
+        "",
+        "| call | before | after |",
+        "| --- | --- | --- |",
+        *(f"| {label} | {medians['before'][k]:.2f} s | {medians['after'][k]:.2f} s |" for label, k in rows),
+        f"| one handler edited, import check off | n/a | {medians['after']['handler_edit_package_import_check_off']:.2f} s |",
+        "",
+        f"Wrapper overhead (after): {overhead_ms} ms (median `./pants --version` minus the native client run directly).",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
