@@ -559,10 +559,8 @@ def merge_deploy_manifest(
         images = {a: e for a, e in images.items() if a in existing}
         failures = {a: f for a, f in failures.items() if a in existing}
     entry = dict(images.get(address) or {})
-    # The registries this target publishes to now: a record of one it no longer names is stale.
-    current = {r["address"] for r in result["registries"]} | {e["address"] for e in result["errors"]}
-    records = {a: r for a, r in (entry.get("registries") or {}).items() if a in current}
-    errors = {a: e for a, e in {**(entry.get("errors") or {}), **failures.pop(address, {})}.items() if a in current}
+    records = dict(entry.get("registries") or {})
+    errors = {**(entry.get("errors") or {}), **failures.pop(address, {})}
     for pushed in result["registries"]:
         records[pushed["address"]] = {
             **{k: pushed[k] for k in ("image", "digest", "tags", "status", "media_type")},
@@ -584,11 +582,8 @@ def merge_deploy_manifest(
     entry.pop("errors", None)
     if records:
         images[address] = {**entry, "registries": records, **({"errors": errors} if errors else {})}
-    else:
-        # No registry it names holds it (any more): no record to keep.
-        images.pop(address, None)
-        if errors:
-            failures[address] = errors
+    elif errors:
+        failures[address] = errors
     manifest: dict[str, Any] = {"version": MANIFEST_VERSION, "session": session, "images": images}
     if failures:
         manifest["failures"] = failures

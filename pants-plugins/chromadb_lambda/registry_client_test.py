@@ -202,17 +202,6 @@ def test_two_registries_one_failing_updates_one_and_keeps_the_other() -> None:
     }
 
 
-def test_a_registry_the_target_no_longer_names_loses_its_record() -> None:
-    # `a` moved from ECR to the mirror: a deployer reading ECR's record would deploy stale code.
-    after = merge_deploy_manifest(BEFORE, "s2", A, result(pushed(MIRROR, "a", NEW)), EXISTING, NOW)
-    assert sorted(after["images"][A]["registries"]) == [MIRROR]
-    assert after["images"][A]["image"] == f"{MIRROR}/a@{NEW}"
-    # Its only registry now down, the stale record is not kept either: the failure stands alone.
-    failed = merge_deploy_manifest(BEFORE, "s2", A, result(errors=((MIRROR, "down"),)), EXISTING, NOW)
-    assert A not in failed["images"]
-    assert failed["failures"] == {A: {MIRROR: {"error": "down", "session": "s2", "at": NOW}}}
-
-
 def test_a_target_that_never_published_has_its_failures_apart_until_it_publishes() -> None:
     after = merge_deploy_manifest(None, "s1", A, result(errors=((ECR, "down"),)), frozenset({A}), NOW)
     # Every entry of `images` has an image; the failure is recorded all the same.
