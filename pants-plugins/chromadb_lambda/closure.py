@@ -47,7 +47,6 @@ from pants.util.strutil import bullet_list, softwrap
 
 from chromadb_lambda.checks import (
     ClosureSyntaxError,
-    DynamicImport,
     dynamic_imports_message,
     large_context_message,
 )
@@ -237,7 +236,7 @@ def check_context(
     address: Address, report: dict, files: tuple[ContextFile, ...], subsystem: ChromadbLambdaSubsystem
 ) -> None:
     """Dynamic imports with computed names and an oversized context warn."""
-    dynamic = [DynamicImport(path, line, call) for path, line, call in computed_dynamic_imports(report)]
+    dynamic = computed_dynamic_imports(report)
     if dynamic and subsystem.warn_dynamic_imports:
         logger.warning(dynamic_imports_message(str(address), dynamic))
     total = sum(f.size for f in files)
@@ -467,15 +466,14 @@ async def compute_lambda_closure(
     snapshot = sources.stripped_source_files.snapshot
     base_files = frozenset(base_sources.stripped_source_files.snapshot.files)
     # A source root's own `__init__.py` would land at the task root itself, where no import finds it.
-    keep = tuple(sorted(f for f in snapshot.files if f not in base_files and f != "__init__.py"))
+    keep = frozenset(f for f in snapshot.files if f not in base_files and f != "__init__.py")
     provided = tuple(sorted(f for f in snapshot.files if f in base_files))
     split = split_packages(keep, base_files)
     if split:
         raise SplitPackageError(split_packages_message(target.address, base.address, split))
     # Exact paths, never globs: a file may be named `[id].json`.
-    kept = frozenset(keep)
     entries = await Get(DigestEntries, Digest, snapshot.digest)
-    kept_entries = tuple(sorted((e for e in entries if isinstance(e, FileEntry) and e.path in kept), key=lambda e: e.path))
+    kept_entries = tuple(sorted((e for e in entries if isinstance(e, FileEntry) and e.path in keep), key=lambda e: e.path))
     digest = await Get(Digest, CreateDigest(kept_entries))
     files = tuple(ContextFile(e.path, e.file_digest.serialized_bytes_length) for e in kept_entries)
     check_context(target.address, report, files, subsystem)

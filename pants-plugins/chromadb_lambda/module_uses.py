@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 from pants.engine.addresses import Address
 from pants.util.strutil import bullet_list, softwrap
 
+from chromadb_lambda.checks import DynamicImport
+
 
 class AmbiguousImportError(Exception):
     """An imported module has several owners and the Lambda's closure has none of them."""
@@ -104,10 +106,13 @@ def module_uses(report: Mapping[str, Any]) -> tuple[ModuleUse, ...]:
     return tuple(uses)
 
 
-def computed_dynamic_imports(report: Mapping[str, Any]) -> tuple[tuple[str, int, str], ...]:
-    """(path, line, call) of every `import_module`/`__import__` whose module name is computed."""
+def computed_dynamic_imports(report: Mapping[str, Any]) -> tuple[DynamicImport, ...]:
+    """Every `import_module`/`__import__` whose module name is computed."""
     return tuple(
-        (f["path"], d["line"], d["call"]) for f in report["files"] for d in f.get("dynamic", ()) if not d["module"]
+        DynamicImport(f["path"], d["line"], d["call"])
+        for f in report["files"]
+        for d in f.get("dynamic", ())
+        if not d["module"]
     )
 
 

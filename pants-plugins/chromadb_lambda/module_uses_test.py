@@ -1,5 +1,7 @@
 from pants.engine.addresses import Address
 
+from chromadb_lambda.checks import DynamicImport
+
 from chromadb_lambda.module_uses import (
     ModuleOwners,
     ModuleUse,
@@ -48,7 +50,7 @@ def test_module_uses_follow_all_of_star_imported_packages() -> None:
         ModuleUse("pkg.func", "lambdas/fn/handler.py", 1, "star"),
         ModuleUse("plug.alpha", "lambdas/fn/handler.py", 7, "dynamic"),
     )
-    assert computed_dynamic_imports(REPORT) == (("lambdas/fn/handler.py", 8, "__import__"),)
+    assert computed_dynamic_imports(REPORT) == (DynamicImport("lambdas/fn/handler.py", 8, "__import__"),)
     assert [str(p) for p in syntax_problems(REPORT)] == ["src/pkg/bad.py:3: invalid syntax"]
 
 
