@@ -35,7 +35,7 @@ from chromadb_lambda.engine import (
 )
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
-from chromadb_lambda.target_types import ChromadbLambdaCacheFromField
+from chromadb_lambda.target_types import BaseImageCacheFromField
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ async def build_base_image(
         for tag in registry.tags
     )
     extra_args = (
-        *cache_args(subsystem, identity.repository, wrapped.target.get(ChromadbLambdaCacheFromField).value),
+        *cache_args(subsystem, identity.repository, wrapped.target.get(BaseImageCacheFromField).value),
         *get_build_options(
             context=context,
             field_set=field_set,

@@ -17,13 +17,13 @@ from chromadb_lambda import (
     scan,
     tailor,
 )
-from chromadb_lambda.target_types import ChromadbLambdaCacheFromField, ChromadbLambdaTarget
+from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambdaTarget
 
 
 def rules():
     return [
-        # The base `docker_image` accepts `cache_from` too: the plugin builds it.
-        DockerImageTarget.register_plugin_field(ChromadbLambdaCacheFromField),
+        # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
+        DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
         *faas.rules(),
         *base_image.rules(),
         *closure.rules(),

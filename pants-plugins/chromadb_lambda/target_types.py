@@ -144,9 +144,24 @@ class ChromadbLambdaCacheFromField(StringSequenceField):
         """
         Images BuildKit may reuse layers from when building this image (`docker build
         --cache-from`), instead of `[lambda-image].cache_from`. `{repository}` is replaced by the
-        image's repository. Also accepted on the base `docker_image` target, for the base build.
+        image's repository. The base `docker_image` target takes `lambda_image_cache_from`.
 
         Example: `cache_from=["registry.example.com:5000/{repository}:main"]`.
+        """
+    )
+
+
+class BaseImageCacheFromField(ChromadbLambdaCacheFromField):
+    # On Pants' own `docker_image` the plugin's field carries the plugin's scope in its alias: later
+    # Pants versions give `docker_image` a `cache_from` field of their own.
+    alias = "lambda_image_cache_from"
+    help = help_text(
+        """
+        Images BuildKit may reuse layers from when the chromadb_lambda plugin builds this base image
+        (`docker build --cache-from`), instead of `[lambda-image].cache_from`. `{repository}` is
+        replaced by the image's repository.
+
+        Example: `lambda_image_cache_from=["registry.example.com:5000/{repository}:main"]`.
         """
     )
 
