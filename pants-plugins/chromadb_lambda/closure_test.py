@@ -22,7 +22,7 @@ from pants.core.target_types import (
 )
 from pants.engine.addresses import Address
 from pants.engine.internals.scheduler import ExecutionError
-from pants.testutil.rule_runner import QueryRule, RuleRunner
+from pants.testutil.rule_runner import PYTHON_BOOTSTRAP_ENV, QueryRule, RuleRunner
 
 from chromadb_lambda import closure, dependency_inference, scan
 from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest, path_collisions, split_packages
@@ -59,8 +59,9 @@ def rule_runner() -> RuleRunner:
     return rule_runner
 
 
-# The machine-specific options the `./pants` wrapper exports (a locally built pex tool, CA bundle).
-BOOTSTRAP_ENV = {"PATH", "PYENV_ROOT", "HOME", "PANTS_PEX_CLI_VERSION", "PANTS_PEX_CLI_KNOWN_VERSIONS", "PANTS_PEX_CLI_URL_TEMPLATE", "PANTS_CA_CERTS_PATH"}
+# What the test was given of the caller's environment (`PANTS_BOOTSTRAP_ENV` in BUILD files: the
+# interpreters, and the machine-specific `PANTS_*` options the `./pants` wrapper exports).
+BOOTSTRAP_ENV = {name for name in os.environ if name.startswith("PANTS_") or name in PYTHON_BOOTSTRAP_ENV}
 
 
 def set_options(rule_runner: RuleRunner, *args: str) -> None:
