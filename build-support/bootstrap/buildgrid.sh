@@ -37,14 +37,7 @@ ensure() {
   [[ "$(cat "$venv/.complete" 2>/dev/null)" == "$BUILDGRID_VERSION" ]] && return 0
   local python; python="$(find_python311_plus)"
   log "installing BuildGrid $BUILDGRID_VERSION with $python (once, ~45 s)"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  local cert=()
-  [[ -f /etc/ssl/certs/ca-certificates.crt ]] && cert=(--cert /etc/ssl/certs/ca-certificates.crt)
-  # The machine's pip config (find-links, constraints) must not leak in.
-  PIP_CONFIG_FILE=/dev/null "$venv/bin/pip" install --quiet --disable-pip-version-check "${cert[@]}" \
-    "buildgrid==$BUILDGRID_VERSION" || die "pip could not install buildgrid==$BUILDGRID_VERSION; is PyPI reachable?"
-  printf '%s' "$BUILDGRID_VERSION" > "$venv/.complete"
+  ensure_venv "$venv" "$BUILDGRID_VERSION" "$python" "buildgrid==$BUILDGRID_VERSION"
 }
 
 port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

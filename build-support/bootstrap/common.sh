@@ -49,6 +49,23 @@ find_python39() {
   die "no Python 3.9 found (Pants $PANTS_VERSION needs 3.7-3.9); install it (e.g. \`pyenv install 3.9\`) or set PYTHON39=/path/to/python3.9."
 }
 
+# ensure_venv DIR STAMP PYTHON PIP-ARGS...: a venv in DIR holding PIP-ARGS, made anew when STAMP (what
+# it should hold) differs from the one written when it was last completed. pip ignores the machine's
+# pip config (its find-links and constraints break installs here) and trusts the system CA bundle
+# (a TLS-intercepting gateway). Fails with `die` naming what could not be installed.
+ensure_venv() {
+  local dir="$1" stamp="$2" python="$3"
+  shift 3
+  [[ "$(cat "$dir/.complete" 2>/dev/null)" == "$stamp" ]] && return 0
+  rm -rf "$dir"
+  "$python" -m venv "$dir" || die "$python could not create a venv in $dir."
+  local cert=()
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] && cert=(--cert /etc/ssl/certs/ca-certificates.crt)
+  PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install --quiet --disable-pip-version-check "${cert[@]}" "$@" \
+    || die "pip could not install $*; is PyPI reachable?"
+  printf '%s' "$stamp" > "$dir/.complete"
+}
+
 is_root() { [[ "$(id -u)" == "0" ]]; }
 
 apt_install() {

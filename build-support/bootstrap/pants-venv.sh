@@ -10,17 +10,11 @@ pex_tool="$(cache_dir)/pex-$PEX_VERSION"
 # Pip config files of the machine (find-links, constraints) must not leak into the bootstrap either.
 export PIP_CONFIG_FILE=/dev/null
 
-if [[ ! -f "$venv/.complete" ]]; then
+if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$PANTS_VENV_REQUIREMENTS" ]]; then
   python39="$(find_python39)"
   log "creating the Pants $PANTS_VERSION venv with $python39 (once, ~30 s)"
-  rm -rf "$venv"
-  "$python39" -m venv "$venv"
-fi
-if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$PANTS_VENV_REQUIREMENTS" ]]; then
   # shellcheck disable=SC2086
-  "$venv/bin/pip" install --quiet --disable-pip-version-check $PANTS_VENV_REQUIREMENTS \
-    || die "pip could not install $PANTS_VENV_REQUIREMENTS; is PyPI reachable?"
-  printf '%s' "$PANTS_VENV_REQUIREMENTS" > "$venv/.complete"
+  ensure_venv "$venv" "$PANTS_VENV_REQUIREMENTS" "$python39" $PANTS_VENV_REQUIREMENTS
 fi
 
 # Pants' native client (a Rust binary in the wheel) comes without its execute bit; scie-pants, Pants'
