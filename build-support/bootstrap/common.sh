@@ -109,6 +109,20 @@ unix_socket_listens() {
 # at it; pants.toml and the bootstrap scripts not edited since. The file also defines
 # `engine_state_exports`, which exports what the engine check chose (DOCKER_HOST, the CLI's directory).
 # Every test is a bash builtin (but one grep when some image was tagged since): no engine round trip.
+# Where the `pants` wrapper remembers the engine and the upstream image it found (engine-state.sh).
+engine_state_file() { printf '%s' "$1/.pants.d/chromadb-lambda-wrapper/engine-state.sh"; }
+
+# ensure_engine ROOT: find (or start) the Docker engine and ensure the upstream image, as the `pants`
+# wrapper does on a call that cannot reuse what it remembered; exports DOCKER_HOST (and the engine's
+# other variables) into this shell, and sets `state_cli` to the docker CLI to use.
+ensure_engine() {
+  local state; state="$(engine_state_file "$1")"
+  "$1/build-support/bootstrap/engine-state.sh" refresh "$state"
+  # shellcheck disable=SC1090
+  source "$state"
+  engine_state_exports
+}
+
 engine_state_fresh() {
   local file="$1" root="$2" script
   [[ -f "$file" && ! "$root/pants.toml" -nt "$file" ]] || return 1
