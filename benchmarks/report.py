@@ -181,7 +181,7 @@ def markdown(results: dict, plot_dir: str = "") -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {human_bytes(b.get('fresh', {}).get('added_bytes_mean'))} |")
         affected = repo["shared_affected"]
         lines += ["", f"Handler edited: `{repo['handler_module']}`. Shared module edited: `{repo['shared_module']}`, "
-                  f"imported by {len(affected)} Lambdas ({', '.join(affected[:8])}{'...' if len(affected) > 8 else ''}).", ""]
+                  f"imported by {len(affected)} Lambda{'' if len(affected) == 1 else 's'} ({', '.join(affected[:8])}{'...' if len(affected) > 8 else ''}).", ""]
         skipped = sorted({r["skipped"] for b in repo["builders"].values() for r in b.values() if "skipped" in r})
         if skipped:
             lines += ["n/a: " + "; ".join(skipped) + ".", ""]
@@ -191,8 +191,12 @@ def markdown(results: dict, plot_dir: str = "") -> str:
             for name, r in ordered(repo["speedup_of_plugin_warm"], BUILDER_ORDER):
                 lines.append(f"| {name} | " + " | ".join(f"{r[s]:.2f}" if s in r else "n/a" for s in scenarios) + " |")
             lines.append("")
-    lines += ["### Targets (issue #13)", "", "| target | plugin-warm | hand-written BuildKit | ratio | |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["### Targets (issue #13)", ""]
+    if not results["targets"]:
+        lines += ["None can be scored: this run measured neither plugin-warm and hand-written-buildkit side by "
+                  "side nor the warm calls.", ""]
+    else:
+        lines += ["| target | plugin-warm | hand-written BuildKit | ratio | |", "| --- | --- | --- | --- | --- |"]
     for t in results["targets"]:
         verdict = "**met**" if t["met"] else "**missed**"
         if "wrapper_overhead_ms" in t:
