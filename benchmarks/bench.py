@@ -650,6 +650,7 @@ def main() -> int:
     finally:
         meter.stop()
         os.environ["DOCKER_HOST"] = engine_host
+        shutil.rmtree(args.work, ignore_errors=True)  # the repos, the seed's dependency PEX
     if config["warm_calls_runs"] and not only:
         import warm_calls
 
