@@ -2,25 +2,41 @@
 
 Generates two monorepos (seed-shaped: this repo plus an unrelated bulk tree; large: N Lambdas over M
 generated shared modules), builds every Lambda image with each builder through the same scenarios on
-the same engine and base image, and writes results JSON plus PNG plots. Run it with `benchmarks/run`.
+the same engine, and writes one results JSON, its Markdown tables (naming the commit and the config)
+and PNG plots; with `--config full` it also measures warm `./pants` calls (benchmarks/warm_calls.py)
+and renders the tables into docs/benchmarks.md. Run it with `benchmarks/run`.
 
-Builders:
-  naive-buildkit, naive-legacy  repo root as context, a Dockerfile per Lambda with a COPY list of the
-                                packages it uses (as a person keeps it), BuildKit / legacy builder
-  scoped                        the Lambda's folder as context (shared modules cannot be included)
-  pants-docker                  Pants `docker_image` targets with hand-declared `files` targets
-  plugin-warm, plugin-cold      `pants package lambdas::` with this plugin, pantsd on / off
+Builders (every one but `seed` builds FROM the same base image):
+  seed                      the original system as its guide describes it: the repo root sent whole
+                            as context by the legacy builder (`DOCKER_BUILDKIT=0`), one Dockerfile per
+                            Lambda that installs the third-party requirements itself (FROM the upstream
+                            Python image the base uses, the same locked PEX the base installs, expanded
+                            into a venv in a RUN step), no layer cache (`--no-cache`). It has no cache,
+                            so every run is a full rebuild: measured in `fresh` and `handler` only.
+  hand-written-buildkit     the repo root as context, one Dockerfile per Lambda FROM the base with the
+                            COPY lines a person writes: the Lambda's folder and every first-party
+                            top-level package its code imports, whole (and the packages those import),
+                            found by reading import statements, not from the plugin; packages the base
+                            image provides are left out. Built one by one with BuildKit.
+  scoped                    the Lambda's folder as context (shared modules cannot be included)
+  pants-docker              plain Pants `docker_image` targets over `files` targets of the same lists
+  plugin-warm, plugin-cold  `pants package lambdas::` with this plugin, pantsd on / off
+  plugin-warm-docker-build  plugin-warm with `--lambda-image-builder=docker-build` (skipped, with a
+                            log line, when this checkout's plugin has no such option)
 Scenarios: fresh clone (new path and mtimes, empty build cache, engine holds the base image), no-op,
 one handler edited, one shared module edited, base image inputs edited.
+
+The context column is the bytes the Docker engine received for builds and loads in that step, counted
+by a relay in front of the engine's socket (benchmarks/engine_meter.py), the same way for every builder.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -29,20 +45,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from code_imports import base_provided_packages, hand_written_copy_list, module_closure, module_index
+from engine_meter import EngineMeter
+from report import (
+    HAND, RESULTS_MARKERS, TWO_RUNNERS_MARKERS, markdown, plot, plot_two_runners, ratios, render_into_doc, targets,
+    two_runners_markdown,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 SEED_ENTRIES = ("pants", "pants.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
 CONFIGS = {
-    # What CI runs so that the benchmark cannot rot (a couple of minutes): small repos, fewer builders.
-    "ci": {"bulk_mb": 20, "large_lambdas": 12, "large_modules": 120, "check_sample": 2,
-           "seed_builders": ["naive-buildkit", "scoped", "plugin-warm"],
-           "large_builders": ["naive-buildkit", "plugin-warm"],
-           "scenarios": ["fresh", "noop", "handler", "shared"]},
+    # What CI runs so that the benchmark cannot rot (a few minutes): small repos, fewer builders, and
+    # every rebuilt image's handler import checked.
+    "ci": {"bulk_mb": 20, "large_lambdas": 12, "large_modules": 120, "check_sample": None,
+           "seed_builders": ["hand-written-buildkit", "scoped", "plugin-warm"],
+           "large_builders": ["hand-written-buildkit", "plugin-warm"],
+           "scenarios": ["fresh", "noop", "handler", "shared"], "warm_calls_runs": 0},
     "full": {"bulk_mb": 2900, "large_lambdas": 200, "large_modules": 2000, "check_sample": 6,
-             "seed_builders": ["naive-buildkit", "naive-legacy", "scoped", "pants-docker", "plugin-warm", "plugin-cold"],
-             "large_builders": ["naive-buildkit", "plugin-warm", "plugin-cold"],
-             "scenarios": ["fresh", "noop", "handler", "shared", "base"]},
+             "seed_builders": ["seed", "hand-written-buildkit", "scoped", "pants-docker", "plugin-warm",
+                               "plugin-warm-docker-build", "plugin-cold"],
+             "large_builders": ["hand-written-buildkit", "plugin-warm", "plugin-warm-docker-build", "plugin-cold"],
+             "scenarios": ["fresh", "noop", "handler", "shared", "base"], "warm_calls_runs": 5},
 }
-SCENARIOS = ["fresh", "noop", "handler", "shared", "base"]
+# Image repositories are <prefix>-<builder>/...: unique per run, so runs on a shared engine never
+# touch each other's images (`--image-prefix`).
+IMAGE_PREFIX = f"bench{os.getpid()}"
 
 
 def log(message: str) -> None:
@@ -60,17 +87,6 @@ def docker(*args: str, env: dict | None = None, check: bool = True) -> subproces
     return run([os.environ.get("BENCH_DOCKER", "docker"), *args], env=env, check=check)
 
 
-_UNITS = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-_TRANSFER_RE = re.compile(r"(?:transferring context:|Sending build context to Docker daemon)\s+([\d.]+)\s*([kKMG]?i?B)")
-
-
-def sent_context_bytes(output: str) -> int:
-    """What Docker says it sent as build context: BuildKit's `transferring context: 7.08kB` (only the
-    paths the Dockerfile's COPY lines use, and only what changed since the last build in this
-    checkout) or the legacy builder's `Sending build context to Docker daemon 2.9GB` (everything)."""
-    return int(sum(float(n) * _UNITS[u] for n, u in _TRANSFER_RE.findall(output)))
-
-
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -83,8 +99,8 @@ class Lambda:
     name: str
     folder: str  # lambdas/<name>
     module: str  # the handler's module, e.g. list_pending.handler
+    closure: set[str] = field(default_factory=set)  # files importing the handler loads (read, not inferred)
     copy_dirs: list[str] = field(default_factory=list)  # what a person lists in COPY lines
-    context_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -94,7 +110,19 @@ class Repo:
     lambdas: list[Lambda]
     handler_edit: str  # a handler file
     shared_edit: str  # a shared module some Lambdas import
-    shared_affected: set[str] = field(default_factory=set)
+
+    def affected(self, path: str) -> list[str]:
+        return sorted(lam.name for lam in self.lambdas if path in lam.closure)
+
+    def expected(self, scenario: str) -> list[str]:
+        """The Lambdas a scenario's edit affects: the images an exact builder rebuilds."""
+        if scenario in ("fresh", "base"):
+            return sorted(lam.name for lam in self.lambdas)
+        if scenario == "handler":
+            return self.affected(self.handler_edit)
+        if scenario == "shared":
+            return self.affected(self.shared_edit)
+        return []
 
 
 def copy_seed(dest: Path) -> None:
@@ -171,31 +199,25 @@ def large_repo(work: Path, n_lambdas: int, n_modules: int, seed: int = 7) -> Rep
             'base_image="//base:lambda-base")\n'
         )
         lambdas.append(Lambda(name, f"lambdas/{name}", f"{name}.handler"))
-    return Repo("large", origin, lambdas, "lambdas/fn_000/handler.py", "src/lib00/m000.py")
+    return Repo("large", origin, lambdas, "lambdas/fn_000/handler.py", "")
 
 
-def describe_contexts(repo: Repo) -> None:
-    """The plugin's inferred contexts: the COPY lists a careful person would keep, package by package."""
-    out = run([str(repo.origin / "pants"), "--no-pantsd", "lambda-context", "--lambda-context-format=json", "lambdas::"],
-              cwd=repo.origin).stdout
-    by_address = {entry["address"].rsplit(":", 1)[1]: entry for entry in json.loads(out)}
-    if repo.kind == "large":
-        # A shared module that about a quarter of the Lambdas reach: edits must rebuild exactly those.
-        counts: dict[str, int] = {}
-        for entry in by_address.values():
-            for f in entry["files"]:
-                if f["path"].startswith("lib") and not f["path"].endswith("__init__.py"):
-                    counts[f["path"]] = counts.get(f["path"], 0) + 1
-        target = len(repo.lambdas) / 4
-        repo.shared_edit = "src/" + min(sorted(counts), key=lambda p: abs(counts[p] - target))
-    shared_module = repo.shared_edit.split("/", 1)[1]
+def read_imports(repo: Repo) -> None:
+    """Each Lambda's import closure and hand-written COPY list; the large repo's shared edit is the
+    module closest to being in a quarter of the closures."""
+    index = module_index(repo.origin)
+    provided = base_provided_packages(repo.origin)
     for lam in repo.lambdas:
-        files = [f["path"] for f in by_address[lam.name]["files"]]
-        lam.context_files = files
-        tops = sorted({f.split("/")[0] for f in files})
-        lam.copy_dirs = [f"src/{t}" if (repo.origin / "src" / t).is_dir() else f"lambdas/{t}" for t in tops]
-        if shared_module in files:
-            repo.shared_affected.add(lam.name)
+        lam.closure = module_closure(repo.origin, index, lam.module)
+        lam.copy_dirs = hand_written_copy_list(lam.closure, provided)
+    if not repo.shared_edit:
+        counts: dict[str, int] = {}
+        for lam in repo.lambdas:
+            for path in lam.closure:
+                if path.startswith("src/") and not path.endswith("__init__.py"):
+                    counts[path] = counts.get(path, 0) + 1
+        target = len(repo.lambdas) / 4
+        repo.shared_edit = min(sorted(counts), key=lambda p: abs(counts[p] - target))
 
 
 # --- builders -----------------------------------------------------------------------------------
@@ -205,12 +227,15 @@ def describe_contexts(repo: Repo) -> None:
 class Outcome:
     seconds: float
     images: dict[str, str]  # Lambda name -> image id
-    context_bytes: int
+    reported_built: list[str] | None = None  # the plugin's docker-info `built: true` Lambdas
 
 
 class Builder:
     name = ""
     builds_base = False
+    # Scenarios this builder is measured in (None: all); the others are recorded as skipped.
+    only_scenarios: tuple[str, ...] | None = None
+    skip_reason = ""
 
     def __init__(self, repo: Repo, base_ref: str, work: Path) -> None:
         self.repo, self.base_ref, self.work = repo, base_ref, work
@@ -222,7 +247,7 @@ class Builder:
         raise NotImplementedError
 
     def image(self, lam: Lambda) -> str:
-        return f"bench-{self.name}/{lam.name.replace('_', '-')}:latest"
+        return f"{IMAGE_PREFIX}-{self.name}/{lam.name.replace('_', '-')}:latest"
 
     def image_ids(self) -> dict[str, str]:
         ids = {}
@@ -233,33 +258,63 @@ class Builder:
         return ids
 
 
-class NaiveBuilder(Builder):
-    """The original system: the repo root as context, one hand-kept Dockerfile per Lambda, one by one."""
+def copy_lines(lam: Lambda) -> str:
+    return "".join(f"COPY {d} /var/task/{d.split('/', 1)[1]}\n" for d in lam.copy_dirs)
 
-    def __init__(self, repo: Repo, base_ref: str, work: Path, buildkit: bool) -> None:
+
+class SeedBuilder(Builder):
+    """The original system: legacy builder, repo root sent whole, per-image dependency install, no cache."""
+
+    name = "seed"
+    only_scenarios = ("fresh", "handler")
+    skip_reason = "no layer cache: every run rebuilds every image, as in `fresh`"
+
+    def __init__(self, repo: Repo, base_ref: str, work: Path, upstream: str, deps_pex: Path) -> None:
         super().__init__(repo, base_ref, work)
-        self.buildkit = buildkit
-        self.name = "naive-buildkit" if buildkit else "naive-legacy"
-        self.dockerfiles = work / f"dockerfiles-{self.name}"
+        self.upstream, self.deps_pex = upstream, deps_pex
 
     def prepare(self, root: Path) -> None:
-        self.dockerfiles.mkdir(parents=True, exist_ok=True)
+        # The locked third-party requirements (and receipt_common) as the base build installs them.
+        shutil.copytree(self.deps_pex, root / "build" / "deps.pex")
         for lam in self.repo.lambdas:
-            copies = "".join(f"COPY {d} /var/task/{d.split('/', 1)[1]}\n" for d in lam.copy_dirs)
-            (self.dockerfiles / f"{lam.name}.Dockerfile").write_text(
-                f"FROM {self.base_ref}\n{copies}CMD [\"{lam.module}.handle\"]\n"
+            (root / lam.folder / "Dockerfile").write_text(
+                f"FROM {self.upstream}\n"
+                "COPY build/deps.pex /opt/deps.pex\n"
+                "RUN PEX_TOOLS=1 python3 /opt/deps.pex venv --compile /opt/venv\n"
+                "ENV PATH=/opt/venv/bin:$PATH LAMBDA_TASK_ROOT=/var/task PYTHONDONTWRITEBYTECODE=1\n"
+                "WORKDIR /var/task\n"
+                f"{copy_lines(lam)}"
+                'ENTRYPOINT ["/opt/venv/bin/python3", "-m", "awslambdaric"]\n'
+                f'CMD ["{lam.module}.handle"]\n'
             )
 
     def build(self, root: Path) -> Outcome:
         start = time.monotonic()
-        sent = 0
-        progress = ("--progress=plain",) if self.buildkit else ()
         for lam in self.repo.lambdas:
-            result = docker("build", *progress, "-f", str(self.dockerfiles / f"{lam.name}.Dockerfile"), "-t",
-                            self.image(lam), str(root), env={"DOCKER_BUILDKIT": "1" if self.buildkit else "0"})
-            sent += sent_context_bytes(result.stdout + result.stderr)
-        seconds = time.monotonic() - start
-        return Outcome(seconds, self.image_ids(), sent)
+            docker("build", "--no-cache", "-q", "-f", str(root / lam.folder / "Dockerfile"), "-t", self.image(lam),
+                   str(root), env={"DOCKER_BUILDKIT": "0"})
+        return Outcome(time.monotonic() - start, self.image_ids())
+
+
+class HandWrittenBuilder(Builder):
+    """Repo root as context, a person's COPY list per Lambda, BuildKit, one build after another."""
+
+    name = HAND
+
+    def prepare(self, root: Path) -> None:
+        self.dockerfiles = self.work / f"dockerfiles-{self.repo.kind}-{self.name}"
+        self.dockerfiles.mkdir(parents=True, exist_ok=True)
+        for lam in self.repo.lambdas:
+            (self.dockerfiles / f"{lam.name}.Dockerfile").write_text(
+                f"FROM {self.base_ref}\n{copy_lines(lam)}CMD [\"{lam.module}.handle\"]\n"
+            )
+
+    def build(self, root: Path) -> Outcome:
+        start = time.monotonic()
+        for lam in self.repo.lambdas:
+            docker("build", "--progress=plain", "-f", str(self.dockerfiles / f"{lam.name}.Dockerfile"), "-t",
+                   self.image(lam), str(root), env={"DOCKER_BUILDKIT": "1"})
+        return Outcome(time.monotonic() - start, self.image_ids())
 
 
 class ScopedBuilder(Builder):
@@ -268,17 +323,15 @@ class ScopedBuilder(Builder):
     name = "scoped"
 
     def prepare(self, root: Path) -> None:
-        self.dockerfile = self.work / "scoped.Dockerfile"
+        self.dockerfile = self.work / f"scoped-{self.repo.kind}.Dockerfile"
         self.dockerfile.write_text(f"FROM {self.base_ref}\nARG NAME\nCOPY . /var/task/${{NAME}}/\n")
 
     def build(self, root: Path) -> Outcome:
         start = time.monotonic()
-        sent = 0
         for lam in self.repo.lambdas:
-            result = docker("build", "--progress=plain", "-f", str(self.dockerfile), "--build-arg", f"NAME={lam.name}",
-                            "-t", self.image(lam), str(root / lam.folder), env={"DOCKER_BUILDKIT": "1"})
-            sent += sent_context_bytes(result.stdout + result.stderr)
-        return Outcome(time.monotonic() - start, self.image_ids(), sent)
+            docker("build", "--progress=plain", "-f", str(self.dockerfile), "--build-arg", f"NAME={lam.name}",
+                   "-t", self.image(lam), str(root / lam.folder), env={"DOCKER_BUILDKIT": "1"})
+        return Outcome(time.monotonic() - start, self.image_ids())
 
 
 class PantsDockerBuilder(Builder):
@@ -295,7 +348,7 @@ class PantsDockerBuilder(Builder):
             lines.append(
                 f'docker_image(name="bench_image_{lam.name}", dependencies=[":bench_files_{lam.name}"], '
                 f'instructions={["FROM " + self.base_ref, *copies]!r}, '
-                f'repository="bench-pants-docker/{lam.name.replace("_", "-")}", image_tags=["latest"], skip_push=True)'
+                f'repository="{IMAGE_PREFIX}-pants-docker/{lam.name.replace("_", "-")}", image_tags=["latest"], skip_push=True)'
             )
         with open(root / "BUILD", "a") as f:
             f.write("\n# benchmark: plain Pants docker_image targets\n" + "\n".join(lines) + "\n")
@@ -304,41 +357,64 @@ class PantsDockerBuilder(Builder):
         targets = [f"//:bench_image_{lam.name}" for lam in self.repo.lambdas]
         start = time.monotonic()
         run([str(root / "pants"), "package", *targets], cwd=root)
-        seconds = time.monotonic() - start
-        total = sum(dir_bytes(root / d) for lam in self.repo.lambdas for d in lam.copy_dirs)
-        return Outcome(seconds, self.image_ids(), total)
+        return Outcome(time.monotonic() - start, self.image_ids())
 
 
 class PluginBuilder(Builder):
     builds_base = True
 
-    def __init__(self, repo: Repo, base_ref: str, work: Path, pantsd: bool) -> None:
+    def __init__(self, repo: Repo, base_ref: str, work: Path, name: str, pantsd: bool, extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(repo, base_ref, work)
-        self.pantsd = pantsd
-        self.name = "plugin-warm" if pantsd else "plugin-cold"
+        self.name, self.pantsd, self.extra_args = name, pantsd, extra_args
 
     def image(self, lam: Lambda) -> str:
-        return f"bench-{self.name}/{lam.name}:latest"
+        return f"{IMAGE_PREFIX}-{self.name}/{lam.name}:latest"
 
     def build(self, root: Path) -> Outcome:
         shutil.rmtree(root / "dist", ignore_errors=True)
         start = time.monotonic()
-        run([str(root / "pants"), "--pantsd" if self.pantsd else "--no-pantsd",
-             f"--docker-default-repository=bench-{self.name}/{{name}}", "package", "lambdas::"], cwd=root)
+        run([str(root / "pants"), "--pantsd" if self.pantsd else "--no-pantsd", *self.extra_args,
+             f"--docker-default-repository={IMAGE_PREFIX}-{self.name}/{{name}}", "package", "lambdas::"], cwd=root)
         seconds = time.monotonic() - start
-        total = sum(json.loads(p.read_text())["total_bytes"] for p in (root / "dist").glob("**/*.context.json"))
-        return Outcome(seconds, self.image_ids(), total)
+        infos = [json.loads(p.read_text()) for p in (root / "dist").glob("**/*.docker-info.json")]
+        built = sorted(info["address"].rsplit(":", 1)[1] for info in infos if info["built"])
+        return Outcome(seconds, self.image_ids(), built)
 
 
-def make_builder(name: str, repo: Repo, base_ref: str, work: Path) -> Builder:
+DOCKER_BUILD_OPTION = "--lambda-image-builder"
+
+
+def make_builder(name: str, repo: Repo, base_ref: str, work: Path, seed_inputs: tuple[str, Path]) -> Builder:
     return {
-        "naive-buildkit": lambda: NaiveBuilder(repo, base_ref, work, buildkit=True),
-        "naive-legacy": lambda: NaiveBuilder(repo, base_ref, work, buildkit=False),
+        "seed": lambda: SeedBuilder(repo, base_ref, work, *seed_inputs),
+        HAND: lambda: HandWrittenBuilder(repo, base_ref, work),
         "scoped": lambda: ScopedBuilder(repo, base_ref, work),
         "pants-docker": lambda: PantsDockerBuilder(repo, base_ref, work),
-        "plugin-warm": lambda: PluginBuilder(repo, base_ref, work, pantsd=True),
-        "plugin-cold": lambda: PluginBuilder(repo, base_ref, work, pantsd=False),
+        "plugin-warm": lambda: PluginBuilder(repo, base_ref, work, "plugin-warm", pantsd=True),
+        "plugin-cold": lambda: PluginBuilder(repo, base_ref, work, "plugin-cold", pantsd=False),
+        "plugin-warm-docker-build": lambda: PluginBuilder(
+            repo, base_ref, work, "plugin-warm-docker-build", pantsd=True,
+            extra_args=(f"{DOCKER_BUILD_OPTION}=docker-build",),
+        ),
     }[name]()
+
+
+_LISTED_OPTIONS: list[str] = []  # `help-advanced lambda-image`, read once: every repo has the same plugin
+
+
+def unavailable_builders(names: list[str], origin: Path) -> dict[str, str]:
+    """Builders this checkout cannot run, with the reason (logged and recorded in the results)."""
+    if "plugin-warm-docker-build" not in names:
+        return {}
+    if not _LISTED_OPTIONS:
+        _LISTED_OPTIONS.append(
+            run([str(origin / "pants"), "--no-pantsd", "help-advanced", "lambda-image"], cwd=origin).stdout
+        )
+    if DOCKER_BUILD_OPTION in _LISTED_OPTIONS[0]:
+        return {}
+    reason = f"`./pants help-advanced lambda-image` lists no `{DOCKER_BUILD_OPTION}`: this plugin has one builder"
+    log(f"skipping plugin-warm-docker-build: {reason}")
+    return {"plugin-warm-docker-build": reason}
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -350,7 +426,7 @@ def image_size(ref: str) -> int:
 
 def imports_ok(image: str, lam: Lambda) -> bool:
     """Does the image import its handler module (and so everything the module imports)?"""
-    result = docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python3", "-w", "/var/task",
+    result = docker("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3",
                     image, "-c", f"import {lam.module}", check=False)
     return result.returncode == 0
 
@@ -375,10 +451,11 @@ def remove_images(prefix: str) -> None:
         docker("image", "rm", "-f", *doomed, check=False)
 
 
-def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int, scenarios: list[str]) -> dict:
+def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int | None, scenarios: list[str],
+                    meter: EngineMeter) -> dict:
     root = run_dir / builder.name / "repo"
     results: dict[str, dict] = {}
-    remove_images(f"bench-{builder.name}/")  # every tag, content key tags included
+    remove_images(f"{IMAGE_PREFIX}-{builder.name}/")  # every tag, content key tags included
     # Fresh clone: a new path and new mtimes (cp, not cp -p), and an empty BuildKit cache; the engine
     # keeps its images, so the base image is there.
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -399,59 +476,84 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int, sc
             if scenario == "base" and not builder.builds_base:
                 results[scenario] = {"skipped": "this builder does not build the base image"}
                 continue
+            if builder.only_scenarios and scenario not in builder.only_scenarios:
+                results[scenario] = {"skipped": builder.skip_reason}
+                continue
             edit = edits[scenario]
             if edit:
                 edit()
             log(f"{repo.kind} {builder.name} {scenario}")
+            meter.take()
             outcome = builder.build(root)
+            received = meter.take()
             rebuilt = sorted(n for n, i in outcome.images.items() if previous.get(n) != i)
+            expected = repo.expected(scenario)
             checked = [lam for lam in repo.lambdas if lam.name in rebuilt][:sample]
-            works = sum(imports_ok(builder.image(lam), lam) for lam in checked)
+            failed = [lam.name for lam in checked if not imports_ok(builder.image(lam), lam)]
             added = [image_size(builder.image(lam)) - base_size for lam in repo.lambdas if lam.name in outcome.images][:sample]
             results[scenario] = {
                 "seconds": round(outcome.seconds, 2),
-                "rebuilt": len(rebuilt),
-                "rebuilt_names": rebuilt if len(rebuilt) <= 10 else rebuilt[:10] + ["..."],
-                # Exactly the Lambdas whose closure holds the edited module (or handler) were rebuilt.
-                "exact": (set(rebuilt) == repo.shared_affected) if scenario == "shared"
-                else (rebuilt == [repo.handler_edit.split("/")[1]]) if scenario == "handler"
-                else (rebuilt == []) if scenario == "noop" else None,
-                "context_bytes": outcome.context_bytes,
+                "rebuilt": rebuilt,
+                "expected": expected,
+                # Exactly the Lambdas whose imports reach the edited file were rebuilt.
+                "exact": rebuilt == expected,
+                "missing": sorted(lam.name for lam in repo.lambdas if lam.name not in outcome.images),
+                "docker_received_bytes": received,
                 "added_bytes_mean": int(sum(added) / len(added)) if added else None,
-                "import_check": f"{works}/{len(checked)}",
-                "works": works == len(checked),
+                "import_check": {"checked": len(checked), "failed": failed},
             }
+            if outcome.reported_built is not None:
+                results[scenario]["reported_built"] = outcome.reported_built
+            # Images this step replaced and left untagged (the seed's are ~850 MB each): not kept.
+            replaced = {previous[n] for n in rebuilt if n in previous} - set(outcome.images.values())
+            if replaced:
+                docker("image", "rm", *sorted(replaced), check=False)
             previous = outcome.images
     finally:
         stop_pantsd(root)
+        remove_images(f"{IMAGE_PREFIX}-{builder.name}/")
     shutil.rmtree(root, ignore_errors=True)
     return results
 
 
-def base_image_ref(repo: Repo) -> str:
-    """Builds the base once with the plugin (not timed): every builder builds FROM the same image."""
-    run([str(repo.origin / "pants"), "--no-pantsd", "--docker-default-repository=bench-prep/{name}",
-         "package", f"lambdas/{repo.lambdas[0].name}:{repo.lambdas[0].name}"], cwd=repo.origin)
+def prepare_inputs(repo: Repo, work: Path, with_deps: bool) -> tuple[str, Path]:
+    """Builds, once and not timed, the base image every builder but `seed` builds FROM (with the
+    plugin), and the locked dependency PEX the base installs (for `seed`, which installs it per image)."""
+    run([str(repo.origin / "pants"), "--no-pantsd", f"--docker-default-repository={IMAGE_PREFIX}-prep/{{name}}", "package",
+         *(["base:deps"] if with_deps else []), f"lambdas/{repo.lambdas[0].name}:{repo.lambdas[0].name}"],
+        cwd=repo.origin)
     (info,) = [json.loads(p.read_text()) for p in (repo.origin / "dist").glob("**/*.docker-info.json")]
+    deps = work / f"{repo.kind}-deps.pex"
+    if with_deps:
+        shutil.rmtree(deps, ignore_errors=True)
+        shutil.move(str(repo.origin / "dist" / "base" / "deps.pex"), deps)
     shutil.rmtree(repo.origin / "dist")
     (repo.origin / "dist").mkdir()
-    remove_images("bench-prep/")
-    return info["base_image"]["ref"]
+    remove_images(f"{IMAGE_PREFIX}-prep/")
+    return info["base_image"]["ref"], deps
 
 
-def ratios(builders: dict[str, dict], ours: str = "plugin-warm") -> dict[str, dict[str, float]]:
-    """How many times faster (seconds) and smaller (context bytes) the plugin is than each builder."""
-    out: dict[str, dict[str, float]] = {}
-    for name, scenarios in builders.items():
-        if name == ours:
-            continue
-        for scenario, r in scenarios.items():
-            mine = builders[ours].get(scenario, {})
-            if "seconds" in r and "seconds" in mine and mine["seconds"] > 0:
-                out.setdefault(name, {})[f"{scenario}_speedup"] = round(r["seconds"] / mine["seconds"], 2)
-            if r.get("context_bytes") and mine.get("context_bytes"):
-                out.setdefault(name, {})[f"{scenario}_context_ratio"] = round(r["context_bytes"] / mine["context_bytes"], 1)
-    return out
+def base_inputs(origin: Path) -> str:
+    """A digest of what the base image is built from, to build it once for repos that share it."""
+    digest = hashlib.sha256()
+    paths = [origin / "pants.toml", *sorted((origin / "base").rglob("*")), *sorted((origin / "3rdparty").rglob("*"))]
+    paths += [p for package in sorted(base_provided_packages(origin)) for p in sorted((origin / "src" / package).rglob("*"))]
+    for path in paths:
+        if path.is_file():
+            digest.update(str(path.relative_to(origin)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def upstream_image(origin: Path) -> str:
+    return run([str(origin / "build-support/bootstrap/upstream-image.sh"), "name"], cwd=origin).stdout.strip()
+
+
+def git_commit() -> str:
+    head = run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=False)
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, check=False).stdout.strip()
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 def machine() -> dict:
@@ -464,114 +566,6 @@ def machine() -> dict:
     return info
 
 
-def plot(results: dict, out_dir: Path, config: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for repo_kind, repo in results["repos"].items():
-        builders = repo["builders"]
-        fig, ax = plt.subplots(figsize=(10, 4.5))
-        width = 0.8 / max(1, len(builders))
-        for i, (name, scenarios) in enumerate(builders.items()):
-            xs, ys = [], []
-            for j, scenario in enumerate(SCENARIOS):
-                if "seconds" in scenarios.get(scenario, {}):
-                    xs.append(j + i * width)
-                    ys.append(scenarios[scenario]["seconds"])
-            ax.bar(xs, ys, width, label=name)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(SCENARIOS))], SCENARIOS)
-        ax.set_yscale("log")
-        ax.set_ylabel("wall time (s, log scale)")
-        ax.set_title(f"{repo_kind} repo: {repo['lambdas']} Lambdas, {repo['repo_bytes'] / 2**20:.0f} MiB ({config})")
-        ax.legend(fontsize=8)
-        path = out_dir / f"{config}-{repo_kind}-time.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path.name)
-    return written
-
-
-def plot_two_runners(report_path: Path) -> Path:
-    """A bar chart of a two-runner report (tests/e2e/two_runners_e2e_test.py), beside its JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    report = json.loads(report_path.read_text())
-    goals = ["package", "publish", *(g for g in report["runner_b"] if g not in ("package", "publish"))]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    for i, runner in enumerate(("runner_a", "runner_b")):
-        xs = [j + i * 0.38 for j, goal in enumerate(goals) if goal in report[runner]]
-        seconds = [report[runner][goal]["seconds"] for goal in goals if goal in report[runner]]
-        bars = ax.bar(xs, seconds, 0.38, label=runner.replace("_", " "))
-        ax.bar_label(bars, [f"{s:.1f} s" for s in seconds], fontsize=8)
-    b = report["runner_b"]["package"]
-    labels = {"package": "package lambdas::", "publish": "publish lambdas::"}
-    ax.set_xticks([j + 0.19 for j in range(len(goals))], [labels.get(g, g.replace("_", " ")) for g in goals], fontsize=8)
-    ax.set_ylabel("wall time (s)")
-    ax.set_title(
-        f"Two CI runners: B's package {b['seconds'] / report['runner_a']['package']['seconds']:.2f}x A's; "
-        f"REAPI {b['remote_cache_requests_cached']}/{b['remote_cache_requests']} hits, "
-        f"{report['distinct_blobs_served_to_b']} blobs pulled",
-        fontsize=10,
-    )
-    ax.legend(fontsize=8)
-    path = report_path.with_suffix(".png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def markdown(results: dict) -> str:
-    """The tables of docs/benchmarks.md: per repo, builder x scenario."""
-    lines = []
-    for kind, repo in results["repos"].items():
-        scenarios = [s for s in SCENARIOS if any(s in b for b in repo["builders"].values())]
-        lines += [f"### {kind} repo: {repo['lambdas']} Lambdas, {human_bytes(repo['repo_bytes'])}", ""]
-        lines += ["Wall time in seconds (images rebuilt; handler import check on rebuilt images):", ""]
-        lines += ["| builder | " + " | ".join(scenarios) + " |", "| --- |" + " --- |" * len(scenarios)]
-        for name, b in repo["builders"].items():
-            cells = []
-            for scenario in scenarios:
-                r = b.get(scenario, {})
-                if "seconds" in r:
-                    ok = "ok" if r["works"] else f"BROKEN {r['import_check']}"
-                    exact = "; not exact" if r.get("exact") is False else ""
-                    cells.append(f"{r['seconds']:.2f} ({r['rebuilt']}; {ok}{exact})")
-                else:
-                    cells.append("n/a")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Build context per run (sum over images) and bytes each image adds over the base (mean):", ""]
-        lines += ["| builder | context, fresh | context, one handler edited | added over base |", "| --- | --- | --- | --- |"]
-        for name, b in repo["builders"].items():
-            fresh, handler = b.get("fresh", {}), b.get("handler", {})
-            lines.append(f"| {name} | {human_bytes(fresh.get('context_bytes'))} | {human_bytes(handler.get('context_bytes'))} "
-                         f"| {human_bytes(fresh.get('added_bytes_mean'))} |")
-        lines += ["", f"Shared module edited: `{repo['shared_module']}`, imported by {len(repo['shared_affected'])} "
-                  f"Lambdas ({', '.join(repo['shared_affected'][:8])}{'...' if len(repo['shared_affected']) > 8 else ''}).", ""]
-        lines += ["Ratios, plugin-warm vs each builder (time: x faster; context: x smaller):", ""]
-        for name, r in repo["ratios_vs_plugin_warm"].items():
-            lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.items())))
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="ci")
@@ -579,59 +573,100 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--repos", default="seed,large")
     parser.add_argument("--bulk-mb", type=int, help="size of the seed repo's unrelated tree (default: per config)")
-    parser.add_argument("--builders", help="only these builders (comma-separated); with --merge, update their results")
-    parser.add_argument("--merge", action="store_true", help="keep the other builders' results of an earlier run")
+    parser.add_argument("--large-lambdas", type=int, help="Lambdas in the large repo (default: per config)")
+    parser.add_argument("--builders", help="only these builders (comma-separated), e.g. to try one out")
+    parser.add_argument("--doc", type=Path, help="render the tables into this file between its markers "
+                        "(default with --config full and with --plot-two-runners: docs/benchmarks.md)")
+    parser.add_argument("--image-prefix", help="prefix of the image repositories (default: bench<pid>)")
     parser.add_argument("--plot-two-runners", type=Path, metavar="JSON",
                         help="only plot a report of tests/e2e/two_runners_e2e_test.py (PNG beside it)")
     args = parser.parse_args()
     if args.plot_two_runners:
         log(f"wrote {plot_two_runners(args.plot_two_runners)}")
+        doc = args.doc or REPO / "docs" / "benchmarks.md"
+        render_into_doc(doc, two_runners_markdown(json.loads(args.plot_two_runners.read_text())), TWO_RUNNERS_MARKERS)
+        log(f"rendered its table into {doc}")
         return 0
     config = dict(CONFIGS[args.config])
+    global IMAGE_PREFIX
+    IMAGE_PREFIX = args.image_prefix or IMAGE_PREFIX
     if args.bulk_mb is not None:
         config["bulk_mb"] = args.bulk_mb
+    if args.large_lambdas is not None:
+        config["large_lambdas"] = args.large_lambdas
+    only = set(args.builders.split(",")) if args.builders else None
+    doc = args.doc or (REPO / "docs" / "benchmarks.md" if args.config == "full" and not only else None)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    engine_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not engine_host.startswith("unix://"):
+        raise SystemExit(f"DOCKER_HOST={engine_host}: the benchmark meters a unix socket engine only")
+    meter = EngineMeter(engine_host[len("unix://"):], args.work / "engine.sock")
+    os.environ["DOCKER_HOST"] = meter.start()
     started = time.time()
     results: dict = {"config": args.config, "settings": config, "machine": machine(), "repos": {},
-                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    out_json = args.out / f"{args.config}.json"
-    earlier = json.loads(out_json.read_text()) if args.merge and out_json.exists() else None
-    only = set(args.builders.split(",")) if args.builders else None
-    for kind in args.repos.split(","):
-        if kind == "seed":
-            repo, builders = seed_repo(args.work, config["bulk_mb"]), config["seed_builders"]
-        else:
-            repo, builders = large_repo(args.work, config["large_lambdas"], config["large_modules"]), config["large_builders"]
-        if only:
-            builders = [b for b in builders if b in only]
-        log(f"{kind}: preparing ({len(repo.lambdas)} Lambdas)")
-        describe_contexts(repo)
-        base_ref = base_image_ref(repo)
-        measured = {}
-        for name in builders:
-            builder = make_builder(name, repo, base_ref, args.work)
-            measured[name] = measure_builder(builder, repo, args.work / kind, config["check_sample"], config["scenarios"])
-        if earlier and kind in earlier["repos"]:
-            measured = {name: measured.get(name, r) for name, r in earlier["repos"][kind]["builders"].items()}
-        results["repos"][kind] = {
-            "lambdas": len(repo.lambdas),
-            "repo_bytes": dir_bytes(repo.origin),
-            "shared_module": repo.shared_edit,
-            "shared_affected": sorted(repo.shared_affected),
-            "builders": measured,
-            "ratios_vs_plugin_warm": ratios(measured),
-        }
-        shutil.rmtree(repo.origin, ignore_errors=True)
+                     "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "skipped_builders": {}}
+    prepared: dict[str, tuple[str, Path]] = {}
+    try:
+        for kind in args.repos.split(","):
+            if kind == "seed":
+                repo, builders = seed_repo(args.work, config["bulk_mb"]), config["seed_builders"]
+            else:
+                repo, builders = large_repo(args.work, config["large_lambdas"], config["large_modules"]), config["large_builders"]
+            if only:  # any builder, also one the config leaves out
+                builders = [b for b in CONFIGS["full"][f"{kind}_builders"] if b in only]
+            log(f"{kind}: preparing ({len(repo.lambdas)} Lambdas)")
+            read_imports(repo)
+            skipped = unavailable_builders(builders, repo.origin)
+            results["skipped_builders"].update(skipped)
+            builders = [b for b in builders if b not in skipped]
+            if not builders:
+                shutil.rmtree(repo.origin, ignore_errors=True)
+                continue
+            # The large repo has the seed repo's base inputs: the base is built once.
+            key, with_deps = base_inputs(repo.origin), "seed" in builders
+            if key not in prepared or (with_deps and not prepared[key][1].exists()):
+                prepared[key] = prepare_inputs(repo, args.work, with_deps)
+            base_ref, deps_pex = prepared[key]
+            seed_inputs = (upstream_image(repo.origin), deps_pex)
+            measured = {}
+            for name in builders:
+                builder = make_builder(name, repo, base_ref, args.work, seed_inputs)
+                measured[name] = measure_builder(builder, repo, args.work / kind, config["check_sample"],
+                                                 config["scenarios"], meter)
+            results["repos"][kind] = {
+                "lambdas": len(repo.lambdas),
+                "repo_bytes": dir_bytes(repo.origin),
+                "handler_module": repo.handler_edit,
+                "shared_module": repo.shared_edit,
+                "shared_affected": repo.affected(repo.shared_edit),
+                "copy_lists": {lam.name: lam.copy_dirs for lam in repo.lambdas[:10]},
+                "builders": measured,
+                "speedup_of_plugin_warm": ratios(measured),
+            }
+            shutil.rmtree(repo.origin, ignore_errors=True)
+    finally:
+        meter.stop()
+        os.environ["DOCKER_HOST"] = engine_host
+        shutil.rmtree(args.work, ignore_errors=True)  # the repos, the seed's dependency PEX
+    if config["warm_calls_runs"] and not only:
+        import warm_calls
+
+        log("warm ./pants calls (benchmarks/warm_calls.py)")
+        results["warm_calls"] = warm_calls.measure(warm_calls.DEFAULT_BEFORE, config["warm_calls_runs"])
+        warm_calls.write(results["warm_calls"], args.out / "warm-calls.json")
     results["total_seconds"] = round(time.time() - started, 1)
-    if earlier:
-        results["merged"] = {"builders_rerun": sorted(only or []), "earlier_date": earlier["date"],
-                             "earlier_total_seconds": earlier["total_seconds"]}
-    out_json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    results["targets"] = targets(results)
     results["plots"] = plot(results, args.out, args.config)
+    out_json = args.out / f"{args.config}.json"
     out_json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    (args.out / f"{args.config}.md").write_text(markdown(results))
+    written = json.loads(out_json.read_text())  # the tables are rendered from the JSON as written
+    (args.out / f"{args.config}.md").write_text(markdown(written))
+    if doc:
+        render_into_doc(doc, markdown(written, os.path.relpath(args.out, doc.parent)), RESULTS_MARKERS)
+        log(f"rendered the tables into {doc}")
     log(f"wrote {out_json} and {', '.join(results['plots'])} in {results['total_seconds']} s")
     return 0
 

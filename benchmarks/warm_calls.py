@@ -8,6 +8,7 @@ handler edited and packaged (HEAD also with `--lambda-image-check-handler-import
 the import check's cost), `--version`; and, for HEAD, the wrapper's own time: `./pants --version`
 minus the native client run directly with the environment the wrapper exports. Each clone edits the
 handler with its own text, so no clone finds the other's image. Writes JSON and a Markdown table.
+`benchmarks/run --config full` runs it too (`measure`), and keeps its report in the same results JSON.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,14 +55,13 @@ def native_client_argv(clone: Path) -> tuple[list[str], dict[str, str]]:
     return [client.decode()], {k.decode(): v.decode() for k, v in pairs}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--before", default="d930c4e")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/warm-calls.json"))
-    args = parser.parse_args()
+DEFAULT_BEFORE = "d930c4e"  # the wrapper before it used Pants' native client
+
+
+def measure(before_rev: str, runs: int) -> dict:
+    """Clones `before_rev` and HEAD, warms both, and times their calls interleaved; returns the report."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    before = subprocess.run(["git", "rev-parse", "--short", before_rev], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     scratch = Path(tempfile.mkdtemp(prefix="warm-calls-"))
     clones = {"before": scratch / "before", "after": scratch / "after"}
     for side, rev in (("before", before), ("after", head)):
@@ -75,7 +76,7 @@ def main() -> int:
         for clone in clones.values():
             for _ in range(2):  # starts pantsd, builds or finds every image, then a clean no-op
                 timed(["./pants", "package", "lambdas::"], clone)
-        for i in range(args.runs):
+        for i in range(runs):
             for side, clone in clones.items():
                 record(side, "noop_package", timed(["./pants", "package", "lambdas::"], clone))
             # Check off first: the check-on run after it leaves every image checked, so the next
@@ -92,20 +93,22 @@ def main() -> int:
             for side, clone in clones.items():
                 record(side, "version", timed(["./pants", "--version"], clone))
         client, env = native_client_argv(clones["after"])
-        for _ in range(max(15, args.runs)):
+        for _ in range(max(15, runs)):
             record("after", "wrapper_version", timed(["./pants", "--version"], clones["after"]))
             record("after", "native_client_version", timed([*client, "--version"], clones["after"], env))
     finally:
         for clone in clones.values():
             for pid_file in clone.glob(".pids/*/pantsd/pid"):
                 subprocess.run(["kill", pid_file.read_text().strip()], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
     medians = {side: {k: statistics.median(v) for k, v in r.items()} for side, r in results.items()}
     overhead_ms = round(1000 * (medians["after"]["wrapper_version"] - medians["after"]["native_client_version"]), 1)
-    report = {
+    return {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
         "before": before,
         "after": head,
+        "runs": runs,
         "seconds": results,
         "medians": medians,
         "wrapper_overhead_ms_median": overhead_ms,
@@ -113,25 +116,45 @@ def main() -> int:
             medians["after"]["handler_edit_package"] - medians["after"]["handler_edit_package_import_check_off"], 3
         ),
     }
-    out = Path(args.out)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def markdown(report: dict) -> str:
+    medians = report["medians"]
     rows = [
         ("no-op `package lambdas::`", "noop_package"),
         ("one handler edited, `package lambdas::`", "handler_edit_package"),
         ("`--version`", "version"),
     ]
     lines = [
-        f"Warm calls, {report['when']}, before {before} / after {head}, {args.runs} runs each (median; all runs in the JSON).",
+        f"Warm calls, {report['when']}, before {report['before']} / after {report['after']}, {report['runs']} runs "
+        "each (median; all runs in the JSON).",
         "",
         "| call | before | after |",
         "| --- | --- | --- |",
         *(f"| {label} | {medians['before'][k]:.2f} s | {medians['after'][k]:.2f} s |" for label, k in rows),
         f"| one handler edited, import check off | n/a | {medians['after']['handler_edit_package_import_check_off']:.2f} s |",
         "",
-        f"Wrapper overhead (after): {overhead_ms} ms (median `./pants --version` minus the native client run directly).",
+        f"Wrapper overhead (after): {report['wrapper_overhead_ms_median']} ms (median `./pants --version` minus the "
+        "native client run directly).",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, out: Path) -> None:
+    """The report as JSON at `out` and its Markdown table beside it (`.md`)."""
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", default=DEFAULT_BEFORE)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/warm-calls.json"))
+    args = parser.parse_args()
+    report = measure(args.before, args.runs)
+    write(report, Path(args.out))
+    print(markdown(report), end="")
     return 0
 
 
