@@ -28,6 +28,7 @@ from e2e.harness import DockerEngine, copy_repo, docker, package, read_docker_in
 ALL = ("compaction", "find_unembedded", "line_polling", "list_pending", "submit_batch", "word_polling")
 REPOSITORY = f"chromadb-lambda-repro-{uuid.uuid4().hex[:8]}"
 OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
+UPSTREAM = "local/lambda-python:3.11"
 
 
 def checkout_as_under_umask_077(root: Path, mtime: float) -> None:
@@ -74,6 +75,8 @@ def test_two_engines_give_every_lambda_the_same_image_id(tmp_path_factory: pytes
     ) as engine_b:
         engines = (engine_a, engine_b)
         for engine in engines:
+            # The upstream image too, as a runner's machine image has it (else `./pants` makes it).
+            transfer_image(UPSTREAM, engine.host)
             transfer_image(base_ref, engine.host)
         try:
             infos_a = package_all(root_a, engine_a, umask=0o022, tz="UTC")
