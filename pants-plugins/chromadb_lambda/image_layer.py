@@ -98,12 +98,13 @@ def _entry(name: str, *, typeflag: bytes, mode: int, content: bytes = b"") -> by
 
 
 def _parents(path: str) -> Iterable[str]:
+    """Every directory above `path`, outermost first: `a/b/c` -> `a`, `a/b`."""
     parts = path.split("/")[:-1]
     for i in range(1, len(parts) + 1):
         yield "/".join(parts[:i])
 
 
-def layer_paths(task_root: str, path: str) -> str:
+def layer_path(task_root: str, path: str) -> str:
     root = task_root.strip("/")
     return f"{root}/{path}" if root else path
 
@@ -135,9 +136,9 @@ def tar_archive(files: Iterable[LayerFile], directories: Iterable[str] = ()) -> 
 def lambda_layer(files: Iterable[LayerFile], task_root: str) -> Layer:
     """The closure's files under `task_root` (e.g. `var/task/handler.py`), the task root included
     even when there are no files (it is the image's working directory)."""
-    placed = [LayerFile(layer_paths(task_root, f.path), f.content, f.is_executable) for f in files]
+    placed = [LayerFile(layer_path(task_root, f.path), f.content, f.is_executable) for f in files]
     root = task_root.strip("/")
-    tar = tar_archive(placed, directories=[*_parents(f"{root}/x"), root] if root else [])
+    tar = tar_archive(placed, directories=[*_parents(root), root])
     return Layer(tar=tar, diff_id=f"sha256:{hashlib.sha256(tar).hexdigest()}")
 
 
