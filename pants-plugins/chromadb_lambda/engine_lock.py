@@ -5,7 +5,8 @@ another run made meanwhile. Every process of the plugin that changes the engine'
 
 SPEC_JSON: `docker` (the CLI), `lock_dir`, `key_ref` (the content-key tag), `refs` (every tag the image
 must carry, `key_ref` included), `make` ("build": MAKE_ARGV is a `docker build --iidfile IIDFILE`;
-"pull": MAKE_ARGV prints the registry client's pull JSON, copied to `output`), `iidfile`.
+"pull": MAKE_ARGV prints the registry client's pull JSON, copied to `output`; "load": MAKE_ARGV is a
+`docker load` of an archive whose tags include `key_ref`), `iidfile`.
 
 Two clones packaging the same content at once on one engine would each build it (BuildKit gives each
 build its own image id: timestamps) and each tag it, leaving the first clone's image with no tag. Here
@@ -115,6 +116,13 @@ def ensure_image(spec: dict[str, Any], make_argv: Sequence[str], run: Runner = s
                     raise SystemExit(code)
                 with open(spec["iidfile"]) as f:
                     image_id = f.read().strip()
+            elif spec["make"] == "load":
+                code = run(list(make_argv), stdout=sys.stderr).returncode
+                if code != 0:
+                    raise SystemExit(code)
+                image_id = image_ids(docker, [key_ref], run)[key_ref]
+                if image_id is None:
+                    raise EngineLockError(f"`docker load` succeeded, but the engine has no {key_ref}: the archive does not tag it.")
             else:
                 pulled = run(list(make_argv), stdout=subprocess.PIPE, text=True)
                 if pulled.returncode != 0:

@@ -39,6 +39,11 @@ class FakeEngine:
         if argv[1] == "tag":
             self.tags[argv[3]] = argv[2]
             return subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[1] == "load":
+            # The archive tags the image with the refs it lists (here: the spec's refs).
+            for tag in ("r:latest", "r:ck-1"):
+                self.tags[tag] = "sha256:loaded"
+            return subprocess.CompletedProcess(argv, 0, None, None)
         if argv[1] == "build":
             tags = [argv[i + 1] for i, a in enumerate(argv) if a == "--tag"]
             for tag in tags:
@@ -99,6 +104,23 @@ def test_pull_output_is_passed_on(tmp_path: Path) -> None:
     assert engine.tags == {"r:ck-1": "sha256:pulled", "r:latest": "sha256:pulled"}
 
 
+LOAD = ["docker", "load", "-i", "image.tar"]
+
+
+def test_load_reports_the_id_the_key_ref_points_at_after_the_load(tmp_path: Path) -> None:
+    engine = FakeEngine({"r:latest": "sha256:old"}, tmp_path / "iid")
+    assert ensure_image(spec(tmp_path, "load"), LOAD, engine) == {"image_id": "sha256:loaded", "made": True, "output": None}
+    assert engine.tags == {"r:latest": "sha256:loaded", "r:ck-1": "sha256:loaded"}
+    assert LOAD in engine.commands
+
+
+def test_load_is_skipped_when_another_run_loaded_the_key(tmp_path: Path) -> None:
+    engine = FakeEngine({"r:ck-1": "sha256:theirs", "r:latest": "sha256:old"}, tmp_path / "iid")
+    assert ensure_image(spec(tmp_path, "load"), LOAD, engine) == {"image_id": "sha256:theirs", "made": False, "output": None}
+    assert LOAD not in engine.commands
+    assert engine.tags == {"r:ck-1": "sha256:theirs", "r:latest": "sha256:theirs"}
+
+
 def test_a_tag_moved_by_someone_else_is_an_error(tmp_path: Path) -> None:
     class Stubborn(FakeEngine):
         def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
@@ -128,6 +150,11 @@ def test_the_locks_are_per_engine_and_ref_and_held_during_the_build(tmp_path: Pa
     original = engine.__call__
 
     def build_and_probe(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        if argv[1] == "load":
+            # The archive tags the image with the refs it lists (here: the spec's refs).
+            for tag in ("r:latest", "r:ck-1"):
+                self.tags[tag] = "sha256:loaded"
+            return subprocess.CompletedProcess(argv, 0, None, None)
         if argv[1] == "build":
             # Another process (here: another open file description) cannot take the locks now.
             for lock in locks:

@@ -17,6 +17,7 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.strutil import pluralize
 
+from chromadb_lambda.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
 from chromadb_lambda.base_image import BaseImageIdentityRequest, BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.closure import LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.content_key import BaseImageIdentity, key_tag, lambda_content_key
@@ -43,7 +44,7 @@ from chromadb_lambda.engine import (
 from chromadb_lambda.image_names import LambdaImageNames, LambdaImageNamesRequest
 from chromadb_lambda.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.pull import PublishedImageRequest, PulledImage
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaCacheFromField,
@@ -125,7 +126,8 @@ async def compute_lambda_image_key(
         dockerfile_template=dockerfile_template(closure, subsystem.task_root),
         context_fingerprint=closure.digest.fingerprint,
         base_key=base.key,
-        build_options={"task_root": subsystem.task_root},
+        # The builder too: the two make different images (ids, layer metadata) of the same content.
+        build_options={"task_root": subsystem.task_root, "builder": subsystem.builder.value},
     )
     return LambdaImageKey(closure=closure, base=base, key=key)
 
@@ -180,6 +182,21 @@ async def package_chromadb_lambda(
         image_id = pulled.image_id
         if image_id:
             status = f"pulled from {pulled.source}" if pulled.source else status
+    if not image_id and subsystem.builder == LambdaImageBuilder.assembler:
+        base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
+        assembled = await Get(
+            AssembledLambdaImage,
+            AssembledLambdaImageRequest(
+                address=field_set.address,
+                closure=closure,
+                base_image_id=base.image_id,
+                key_ref=key_ref,
+                refs=(*refs, key_ref),
+                run=engine.run,
+            ),
+        )
+        image_id = assembled.image_id
+        status = "built" if assembled.made else status
     if not image_id:
         base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
         context, script = await MultiGet(

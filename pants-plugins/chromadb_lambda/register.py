@@ -3,6 +3,7 @@ from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
 from chromadb_lambda import (
+    assemble,
     base_image,
     closure,
     context,
@@ -25,6 +26,7 @@ def rules():
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
         *faas.rules(),
+        *assemble.rules(),
         *base_image.rules(),
         *closure.rules(),
         *context.rules(),

@@ -13,6 +13,11 @@ class MissingThirdPartyBehavior(Enum):
     warning = "warning"
 
 
+class LambdaImageBuilder(Enum):
+    assembler = "assembler"
+    docker_build = "docker-build"
+
+
 class EcrTagMutability(Enum):
     MUTABLE = "MUTABLE"
     IMMUTABLE = "IMMUTABLE"
@@ -33,6 +38,30 @@ class ChromadbLambdaSubsystem(Subsystem):
             """
             Directory in the image that receives the context files and is the working directory of
             the handler: AWS Lambda's `LAMBDA_TASK_ROOT`.
+            """
+        ),
+    )
+    builder = EnumOption(
+        default=LambdaImageBuilder.assembler,
+        help=help_text(
+            """
+            How a Lambda image is made from its base and closure.
+
+            `assembler`: the plugin writes the image itself, from the closure's files in Pants and the
+            base's config (`docker image inspect` of the base's id), and `docker load`s it: one layer
+            of the closure's files under the task root (sorted, mtime 0, owner root, modes 0644/0755),
+            then the base's config with this Lambda's `WorkingDir`, `LAMBDA_TASK_ROOT` and `Cmd`, and a
+            fixed creation time. The same closure on the same base image gives the same image id on
+            any machine, path, user, umask or time zone. Only the new layer is loaded: the engine
+            already holds the base's.
+
+            `docker-build`: `docker build` of the generated Dockerfile (`FROM` the base, `COPY`,
+            `WORKDIR`, `ENV`, `CMD`) by the engine's BuildKit, as Pants' `docker_image` does; image ids
+            then differ between engines. Use it for images the assembler cannot express (it stops
+            with an error naming this option): a base with `ONBUILD` triggers, a base that is not a
+            Linux image, or to get BuildKit's inline cache (`inline_cache`, `cache_from`, which the
+            assembler does not use). Switching builders changes every Lambda's content key, so the
+            images are made again.
             """
         ),
     )
