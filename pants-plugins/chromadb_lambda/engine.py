@@ -184,6 +184,38 @@ async def list_engine_images(
     return EngineImages(FrozenDict(parse_image_listing(result.stdout.decode())), run)
 
 
+@dataclass(frozen=True)
+class LambdaImageStateRequest:
+    key_ref: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LambdaImageState:
+    """What this run's listing says of one Lambda image: the id its content-key ref names (None: not
+    in the engine), and whether each of its other tags points at that id already.
+
+    Unlike EngineImages, which carries the run, this is equal from one run to the next while the
+    engine holds the same image under the same tags: a rule that reads only this (an up-to-date
+    package) is not run again on a no-op. A rule that changes the engine asks for EngineImages too
+    (for the run), so it runs again in the next run, which then finds its image.
+    """
+
+    image_id: str | None
+    tagged: bool
+
+
+def lambda_image_state(refs: Mapping[str, str], key_ref: str, tags: tuple[str, ...]) -> LambdaImageState:
+    image_id = refs.get(key_ref)
+    return LambdaImageState(image_id, bool(image_id) and all(refs.get(tag) == image_id for tag in tags))
+
+
+@rule(desc="Looking up a chromadb_lambda image in the engine's listing")
+async def find_lambda_image(request: LambdaImageStateRequest) -> LambdaImageState:
+    engine = await Get(EngineImages, EngineImagesRequest())
+    return lambda_image_state(engine.refs, request.key_ref, request.tags)
+
+
 @rule
 async def docker_environment(docker_env_aware: DockerOptions.EnvironmentAware) -> DockerEnvironment:
     env = await Get(EnvironmentVars, EnvironmentVarsRequest(docker_env_aware.env_vars))

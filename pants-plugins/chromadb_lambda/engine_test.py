@@ -5,20 +5,28 @@ from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import ProcessCacheScope
 from pants.engine.target import InvalidFieldException
 from pants.testutil.option_util import create_subsystem
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.engine import (
     IMAGE_ID_FILE,
+    EngineImages,
+    EngineImagesRequest,
     EngineLockScript,
     EngineRun,
     LambdaImageBuild,
+    LambdaImageState,
+    LambdaImageStateRequest,
     LockedImage,
     build_process,
     cache_args,
     docker_process,
     engine_lock_dir,
+    find_lambda_image,
     format_repository,
     image_refs,
     lambda_image_names,
+    lambda_image_state,
     locked_process,
     parse_image_listing,
     parse_locked_result,
@@ -147,3 +155,40 @@ def test_target_cache_from_replaces_the_option() -> None:
     assert cache_args(subsystem, "r", ("other/{repository}:main",)) == ("--cache-from", "other/r:main")
     assert cache_args(subsystem, "r", ()) == ()
     assert cache_args(subsystem, "r", None) == ("--cache-from", "reg/r:latest")
+
+
+LISTING = {"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r:v2": "sha256:b", "other:ck-1": "sha256:c"}
+
+
+@pytest.mark.parametrize(
+    "key_ref, tags, expected",
+    [
+        ("r:ck-1", ("r:latest",), LambdaImageState("sha256:a", True)),
+        # A tag elsewhere or missing: the image is there, its tags must move.
+        ("r:ck-1", ("r:latest", "r:v2"), LambdaImageState("sha256:a", False)),
+        ("r:ck-1", ("r:latest", "r:v3"), LambdaImageState("sha256:a", False)),
+        # No image for this content: even a `latest` that exists is not this image.
+        ("r:ck-2", ("r:latest",), LambdaImageState(None, False)),
+    ],
+)
+def test_lambda_image_state(key_ref: str, tags: tuple[str, ...], expected: LambdaImageState) -> None:
+    assert lambda_image_state(LISTING, key_ref, tags) == expected
+
+
+def test_lambda_image_state_does_not_carry_the_run() -> None:
+    """Two runs whose listings agree give equal states, so an up-to-date package is not run again."""
+
+    def state(run: int) -> LambdaImageState:
+        return run_rule_with_mocks(
+            find_lambda_image,
+            rule_args=[LambdaImageStateRequest("r:ck-1", ("r:latest",))],
+            mock_gets=[
+                MockGet(
+                    output_type=EngineImages,
+                    input_types=(EngineImagesRequest,),
+                    mock=lambda _: EngineImages(FrozenDict(LISTING), EngineRun(run)),
+                )
+            ],
+        )
+
+    assert state(1) == state(2) == LambdaImageState("sha256:a", True)
