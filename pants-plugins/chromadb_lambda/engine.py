@@ -21,6 +21,7 @@ from pants.engine.process import FallibleProcessResult, Process, ProcessCacheSco
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import InvalidFieldException
 from pants.util.frozendict import FrozenDict
+from pants.util.memo import memoized_property
 from pants.util.strutil import softwrap
 
 from chromadb_lambda.scripts import script_source
@@ -153,6 +154,18 @@ class EngineImages:
     refs: FrozenDict[str, str]
     run: EngineRun
 
+    @memoized_property
+    def repositories(self) -> FrozenDict[str, FrozenDict[str, str]]:
+        """The refs by repository (grouped once per listing)."""
+        return by_repository(self.refs)
+
+
+def by_repository(refs: Mapping[str, str]) -> FrozenDict[str, FrozenDict[str, str]]:
+    grouped: dict[str, dict[str, str]] = {}
+    for ref, image_id in refs.items():
+        grouped.setdefault(ref.rpartition(":")[0], {})[ref] = image_id
+    return FrozenDict((repository, FrozenDict(group)) for repository, group in grouped.items())
+
 
 def parse_image_listing(output: str) -> dict[str, str]:
     refs = {}
@@ -185,35 +198,27 @@ async def list_engine_images(
 
 
 @dataclass(frozen=True)
-class LambdaImageStateRequest:
-    key_ref: str
-    tags: tuple[str, ...]
+class RepositoryImagesRequest:
+    repository: str
 
 
 @dataclass(frozen=True)
-class LambdaImageState:
-    """What this run's listing says of one Lambda image: the id its content-key ref names (None: not
-    in the engine), and whether each of its other tags points at that id already.
+class RepositoryImages:
+    """The engine's `repository:tag`s of one repository, with their image ids, from this run's listing.
 
     Unlike EngineImages, which carries the run, this is equal from one run to the next while the
-    engine holds the same image under the same tags: a rule that reads only this (an up-to-date
-    package) is not run again on a no-op. A rule that changes the engine asks for EngineImages too
-    (for the run), so it runs again in the next run, which then finds its image.
+    engine's tags of this repository stay as they are: a rule that reads only this (the package of an
+    up-to-date image) is not run again on a no-op. A rule that changes the engine asks for
+    EngineImages as well (for the run), so it runs again in the next run, which finds its image.
     """
 
-    image_id: str | None
-    tagged: bool
+    refs: FrozenDict[str, str]
 
 
-def lambda_image_state(refs: Mapping[str, str], key_ref: str, tags: tuple[str, ...]) -> LambdaImageState:
-    image_id = refs.get(key_ref)
-    return LambdaImageState(image_id, bool(image_id) and all(refs.get(tag) == image_id for tag in tags))
-
-
-@rule(desc="Looking up a chromadb_lambda image in the engine's listing")
-async def find_lambda_image(request: LambdaImageStateRequest) -> LambdaImageState:
+@rule(desc="Reading the engine's tags of a repository")
+async def repository_images(request: RepositoryImagesRequest) -> RepositoryImages:
     engine = await Get(EngineImages, EngineImagesRequest())
-    return lambda_image_state(engine.refs, request.key_ref, request.tags)
+    return RepositoryImages(engine.repositories.get(request.repository, FrozenDict()))
 
 
 @rule

@@ -15,21 +15,20 @@ from chromadb_lambda.engine import (
     EngineLockScript,
     EngineRun,
     LambdaImageBuild,
-    LambdaImageState,
-    LambdaImageStateRequest,
     LockedImage,
+    RepositoryImages,
+    RepositoryImagesRequest,
     build_process,
     cache_args,
     docker_process,
     engine_lock_dir,
-    find_lambda_image,
     format_repository,
     image_refs,
     lambda_image_names,
-    lambda_image_state,
     locked_process,
     parse_image_listing,
     parse_locked_result,
+    repository_images,
     run_scoped_process,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -157,31 +156,32 @@ def test_target_cache_from_replaces_the_option() -> None:
     assert cache_args(subsystem, "r", None) == ("--cache-from", "reg/r:latest")
 
 
-LISTING = {"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r:v2": "sha256:b", "other:ck-1": "sha256:c"}
+
+LISTING = {
+    "r:ck-1": "sha256:a",
+    "r:latest": "sha256:a",
+    "reg:5000/r:latest": "sha256:b",
+    "reg:5000/r:ck-1": "sha256:b",
+    "r2:latest": "sha256:c",
+}
 
 
-@pytest.mark.parametrize(
-    "key_ref, tags, expected",
-    [
-        ("r:ck-1", ("r:latest",), LambdaImageState("sha256:a", True)),
-        # A tag elsewhere or missing: the image is there, its tags must move.
-        ("r:ck-1", ("r:latest", "r:v2"), LambdaImageState("sha256:a", False)),
-        ("r:ck-1", ("r:latest", "r:v3"), LambdaImageState("sha256:a", False)),
-        # No image for this content: even a `latest` that exists is not this image.
-        ("r:ck-2", ("r:latest",), LambdaImageState(None, False)),
-    ],
-)
-def test_lambda_image_state(key_ref: str, tags: tuple[str, ...], expected: LambdaImageState) -> None:
-    assert lambda_image_state(LISTING, key_ref, tags) == expected
+def test_engine_images_by_repository() -> None:
+    engine = EngineImages(FrozenDict(LISTING), EngineRun(1))
+    assert {repository: dict(refs) for repository, refs in engine.repositories.items()} == {
+        "r": {"r:ck-1": "sha256:a", "r:latest": "sha256:a"},
+        "reg:5000/r": {"reg:5000/r:latest": "sha256:b", "reg:5000/r:ck-1": "sha256:b"},
+        "r2": {"r2:latest": "sha256:c"},
+    }
 
 
-def test_lambda_image_state_does_not_carry_the_run() -> None:
-    """Two runs whose listings agree give equal states, so an up-to-date package is not run again."""
+def test_repository_images_are_equal_across_runs_whose_listings_agree() -> None:
+    """What an up-to-date package reads does not carry the run, so a no-op does not run it again."""
 
-    def state(run: int) -> LambdaImageState:
+    def held(run: int, repository: str) -> RepositoryImages:
         return run_rule_with_mocks(
-            find_lambda_image,
-            rule_args=[LambdaImageStateRequest("r:ck-1", ("r:latest",))],
+            repository_images,
+            rule_args=[RepositoryImagesRequest(repository)],
             mock_gets=[
                 MockGet(
                     output_type=EngineImages,
@@ -191,4 +191,5 @@ def test_lambda_image_state_does_not_carry_the_run() -> None:
             ],
         )
 
-    assert state(1) == state(2) == LambdaImageState("sha256:a", True)
+    assert held(1, "r") == held(2, "r") == RepositoryImages(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
+    assert held(3, "absent") == RepositoryImages(FrozenDict())
