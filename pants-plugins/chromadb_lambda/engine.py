@@ -21,6 +21,7 @@ from pants.engine.process import FallibleProcessResult, Process, ProcessCacheSco
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import InvalidFieldException
 from pants.util.frozendict import FrozenDict
+from pants.util.memo import memoized_property
 from pants.util.strutil import softwrap
 
 from chromadb_lambda.scripts import script_source
@@ -153,6 +154,18 @@ class EngineImages:
     refs: FrozenDict[str, str]
     run: EngineRun
 
+    @memoized_property
+    def repositories(self) -> FrozenDict[str, FrozenDict[str, str]]:
+        """The refs by repository (grouped once per listing)."""
+        return by_repository(self.refs)
+
+
+def by_repository(refs: Mapping[str, str]) -> FrozenDict[str, FrozenDict[str, str]]:
+    grouped: dict[str, dict[str, str]] = {}
+    for ref, image_id in refs.items():
+        grouped.setdefault(ref.rpartition(":")[0], {})[ref] = image_id
+    return FrozenDict((repository, FrozenDict(group)) for repository, group in grouped.items())
+
 
 def parse_image_listing(output: str) -> dict[str, str]:
     refs = {}
@@ -182,6 +195,30 @@ async def list_engine_images(
         ),
     )
     return EngineImages(FrozenDict(parse_image_listing(result.stdout.decode())), run)
+
+
+@dataclass(frozen=True)
+class RepositoryImagesRequest:
+    repository: str
+
+
+@dataclass(frozen=True)
+class RepositoryImages:
+    """The engine's `repository:tag`s of one repository, with their image ids, from this run's listing.
+
+    Unlike EngineImages, which carries the run, this is equal from one run to the next while the
+    engine's tags of this repository stay as they are: a rule that reads only this (the package of an
+    up-to-date image) is not run again on a no-op. A rule that changes the engine asks for
+    EngineImages as well (for the run), so it runs again in the next run, which finds its image.
+    """
+
+    refs: FrozenDict[str, str]
+
+
+@rule(desc="Reading the engine's tags of a repository")
+async def repository_images(request: RepositoryImagesRequest) -> RepositoryImages:
+    engine = await Get(EngineImages, EngineImagesRequest())
+    return RepositoryImages(engine.repositories.get(request.repository, FrozenDict()))
 
 
 @rule

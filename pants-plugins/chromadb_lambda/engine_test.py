@@ -5,13 +5,19 @@ from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import ProcessCacheScope
 from pants.engine.target import InvalidFieldException
 from pants.testutil.option_util import create_subsystem
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.engine import (
     IMAGE_ID_FILE,
+    EngineImages,
+    EngineImagesRequest,
     EngineLockScript,
     EngineRun,
     LambdaImageBuild,
     LockedImage,
+    RepositoryImages,
+    RepositoryImagesRequest,
     build_process,
     cache_args,
     docker_process,
@@ -22,6 +28,7 @@ from chromadb_lambda.engine import (
     locked_process,
     parse_image_listing,
     parse_locked_result,
+    repository_images,
     run_scoped_process,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -147,3 +154,42 @@ def test_target_cache_from_replaces_the_option() -> None:
     assert cache_args(subsystem, "r", ("other/{repository}:main",)) == ("--cache-from", "other/r:main")
     assert cache_args(subsystem, "r", ()) == ()
     assert cache_args(subsystem, "r", None) == ("--cache-from", "reg/r:latest")
+
+
+
+LISTING = {
+    "r:ck-1": "sha256:a",
+    "r:latest": "sha256:a",
+    "reg:5000/r:latest": "sha256:b",
+    "reg:5000/r:ck-1": "sha256:b",
+    "r2:latest": "sha256:c",
+}
+
+
+def test_engine_images_by_repository() -> None:
+    engine = EngineImages(FrozenDict(LISTING), EngineRun(1))
+    assert {repository: dict(refs) for repository, refs in engine.repositories.items()} == {
+        "r": {"r:ck-1": "sha256:a", "r:latest": "sha256:a"},
+        "reg:5000/r": {"reg:5000/r:latest": "sha256:b", "reg:5000/r:ck-1": "sha256:b"},
+        "r2": {"r2:latest": "sha256:c"},
+    }
+
+
+def test_repository_images_are_equal_across_runs_whose_listings_agree() -> None:
+    """What an up-to-date package reads does not carry the run, so a no-op does not run it again."""
+
+    def held(run: int, repository: str) -> RepositoryImages:
+        return run_rule_with_mocks(
+            repository_images,
+            rule_args=[RepositoryImagesRequest(repository)],
+            mock_gets=[
+                MockGet(
+                    output_type=EngineImages,
+                    input_types=(EngineImagesRequest,),
+                    mock=lambda _: EngineImages(FrozenDict(LISTING), EngineRun(run)),
+                )
+            ],
+        )
+
+    assert held(1, "r") == held(2, "r") == RepositoryImages(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
+    assert held(3, "absent") == RepositoryImages(FrozenDict())

@@ -34,6 +34,8 @@ from chromadb_lambda.engine import (
     EngineLockScript,
     EngineLockScriptRequest,
     LambdaImageBuild,
+    RepositoryImages,
+    RepositoryImagesRequest,
     build_process,
     cache_args,
     lambda_image_names,
@@ -147,18 +149,23 @@ async def package_chromadb_lambda(
     )
     # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
     # would share a `repository:tag` are an error (see image_names.py).
-    key, engine, _ = await MultiGet(
+    key, held, _ = await MultiGet(
         Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
-        Get(EngineImages, EngineImagesRequest()),
+        Get(RepositoryImages, RepositoryImagesRequest(repository)),
         Get(LambdaImageNames, LambdaImageNamesRequest()),
     )
     key_ref = f"{repository}:{key.tag}"
     closure = key.closure
 
     # The engine's listing, taken in this run: an image id read here is one the engine holds now.
-    image_id = engine.refs.get(key_ref)
+    image_id = held.refs.get(key_ref)
     status = "is up to date"
-    if image_id and any(engine.refs.get(ref) != image_id for ref in refs):
+    tagged = bool(image_id) and all(held.refs.get(ref) == image_id for ref in refs)
+    if not tagged:
+        # This run changes the engine: its processes are keyed by the run (see EngineRun). Up to
+        # date, the rule reads only RepositoryImages, so a no-op does not run it again.
+        engine = await Get(EngineImages, EngineImagesRequest())
+    if image_id and not tagged:
         # The engine holds this exact content: no build, not even of the base. Only move the tags
         # that point elsewhere (e.g. `latest` after a checkout of another commit).
         script = await Get(EngineLockScript, EngineLockScriptRequest())
