@@ -12,7 +12,7 @@ Builders (every one but `seed` builds FROM the same base image):
                             Lambda that installs the third-party requirements itself (FROM the upstream
                             Python image the base uses, the same locked PEX the base installs, expanded
                             into a venv in a RUN step), no layer cache (`--no-cache`). It has no cache,
-                            so every run is a full rebuild: measured in `fresh` and `handler` only.
+                            so every run is a full rebuild: measured in `fresh` only.
   hand-written-buildkit     the repo root as context, one Dockerfile per Lambda FROM the base with the
                             COPY lines a person writes: the Lambda's folder and every first-party
                             top-level package its code imports, whole (and the packages those import),
@@ -266,7 +266,7 @@ class SeedBuilder(Builder):
     """The original system: legacy builder, repo root sent whole, per-image dependency install, no cache."""
 
     name = "seed"
-    only_scenarios = ("fresh", "handler")
+    only_scenarios = ("fresh",)
     skip_reason = "no layer cache: every run rebuilds every image, as in `fresh`"
 
     def __init__(self, repo: Repo, base_ref: str, work: Path, upstream: str, deps_pex: Path) -> None:
@@ -363,9 +363,13 @@ class PantsDockerBuilder(Builder):
 class PluginBuilder(Builder):
     builds_base = True
 
-    def __init__(self, repo: Repo, base_ref: str, work: Path, name: str, pantsd: bool, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, repo: Repo, base_ref: str, work: Path, name: str, pantsd: bool, extra_args: tuple[str, ...] = (),
+        only_scenarios: tuple[str, ...] | None = None, skip_reason: str = "",
+    ) -> None:
         super().__init__(repo, base_ref, work)
         self.name, self.pantsd, self.extra_args = name, pantsd, extra_args
+        self.only_scenarios, self.skip_reason = only_scenarios, skip_reason
 
     def image(self, lam: Lambda) -> str:
         return f"{IMAGE_PREFIX}-{self.name}/{lam.name}:latest"
@@ -395,6 +399,10 @@ def make_builder(name: str, repo: Repo, base_ref: str, work: Path, seed_inputs: 
         "plugin-warm-docker-build": lambda: PluginBuilder(
             repo, base_ref, work, "plugin-warm-docker-build", pantsd=True,
             extra_args=(f"{DOCKER_BUILD_OPTION}=docker-build",),
+            # Beside plugin-warm where images are made; a no-op makes none, and a base edit remakes
+            # every image as `fresh` does.
+            only_scenarios=("fresh", "handler", "shared"),
+            skip_reason="measured where Lambda images are made: fresh, handler, shared",
         ),
     }[name]()
 
