@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "pants-plugins"))
 
-from chromadb_lambda.context import generate_dockerfile  # noqa: E402
-from chromadb_lambda.image_config import INSPECT_FORMAT, docker_archive, lambda_image_config  # noqa: E402
-from chromadb_lambda.image_layer import LayerFile, lambda_layer  # noqa: E402
+from chromadb_lambda.util_rules.context import generate_dockerfile  # noqa: E402
+from chromadb_lambda.util_rules.image_config import INSPECT_FORMAT, docker_archive, lambda_image_config  # noqa: E402
+from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer  # noqa: E402
 
 SOURCE_ROOTS = ("lambdas", "src")
 TASK_ROOT = "/var/task"

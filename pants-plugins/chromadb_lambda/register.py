@@ -2,21 +2,18 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda import (
+from chromadb_lambda.goals import lambda_context, package, publish, tailor
+from chromadb_lambda.util_rules import (
     assemble,
     base_image,
     closure,
     context,
     dependency_inference,
     engine,
-    explain,
     image_names,
     import_check,
-    package,
-    publish,
     pull,
     scan,
-    tailor,
 )
 from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambdaTarget
 
@@ -32,7 +29,7 @@ def rules():
         *context.rules(),
         *dependency_inference.rules(),
         *engine.rules(),
-        *explain.rules(),
+        *lambda_context.rules(),
         *image_names.rules(),
         *import_check.rules(),
         *package.rules(),

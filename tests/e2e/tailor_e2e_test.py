@@ -101,7 +101,9 @@ REPO_FILES = {
     "pants-plugins/chromadb_lambda/BUILD",
     "pants-plugins/chromadb_lambda/__init__.py",
     "pants-plugins/chromadb_lambda/register.py",
-    "pants-plugins/chromadb_lambda/tailor.py",
+    "pants-plugins/chromadb_lambda/goals/BUILD",
+    "pants-plugins/chromadb_lambda/goals/__init__.py",
+    "pants-plugins/chromadb_lambda/goals/tailor.py",
 }
 
 

@@ -1,0 +1,169 @@
+"""The base `docker_image` of Lambda images: its content identity, and building it only when needed.
+
+Pants 2.17 builds a `docker_image` in every session and tags it with `{pants.hash}`, which mixes in
+`[docker].env_vars` values such as DOCKER_HOST, so the same commit gives other tags on other machines.
+Here the base is built from the same Pants build context (same Dockerfile, build args and options),
+but tagged with a content key and skipped when the engine already holds that key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
+from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.target_types import DockerImageRegistriesField, DockerImageSourceField
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.backend.docker.util_rules.docker_build_context import (
+    DockerBuildContext,
+    DockerBuildContextRequest,
+)
+from pants.engine.addresses import Address
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
+
+from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_tag
+from chromadb_lambda.util_rules.engine import (
+    DockerEnvironment,
+    EngineImages,
+    EngineImagesRequest,
+    EngineLockScript,
+    EngineLockScriptRequest,
+    cache_args,
+    docker_build_process,
+    locked_process,
+    run_build,
+)
+from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.target_types import BaseImageCacheFromField
+
+
+@dataclass(frozen=True)
+class BaseImageIdentityRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class BuiltBaseImageRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class BuiltBaseImage:
+    identity: BaseImageIdentity
+    image_id: str
+    # A tag the engine holds (BuildKit cannot build FROM an image id) that names the base's content.
+    ref: str
+    built: bool
+
+
+@rule(desc="Identifying a base image by its content")
+async def identify_base_image(request: BaseImageIdentityRequest, docker_options: DockerOptions) -> BaseImageIdentity:
+    # The base's build context: Pants builds what it COPYs (e.g. its PEX), but not the image.
+    wrapped, context = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
+    )
+    # An upstream docker_image the Dockerfile names by address is a dependency, and its content is
+    # part of the base's: fold in its identity (recursively).
+    dependencies = await Get(Targets, DependenciesRequest(wrapped.target[Dependencies]))
+    upstream = await MultiGet(
+        Get(BaseImageIdentity, BaseImageIdentityRequest(t.address))
+        for t in dependencies
+        if t.has_field(DockerImageSourceField)
+    )
+    field_set = DockerPackageFieldSet.create(wrapped.target)
+    return BaseImageIdentity(
+        context_fingerprint=context.digest.fingerprint,
+        dockerfile=context.dockerfile,
+        build_args=tuple(context.build_args),
+        upstream_keys=tuple(u.key for u in upstream),
+        repository=field_set.format_repository(docker_options.default_repository, context.interpolation_context),
+    )
+
+
+@rule(desc="Building a base image for chromadb_lambda images")
+async def build_base_image(
+    request: BuiltBaseImageRequest,
+    docker: DockerBinary,
+    docker_options: DockerOptions,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> BuiltBaseImage:
+    wrapped, identity, engine = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
+        Get(EngineImages, EngineImagesRequest()),
+    )
+    field_set = DockerPackageFieldSet.create(wrapped.target)
+    ref = identity.ref
+    image_id = engine.refs.get(ref)
+    if image_id:
+        return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
+    if subsystem.pull_from_registries:
+        # Published by `[lambda-image].publish_base_images` on another runner.
+        pulled = await Get(
+            PulledImage,
+            PublishedImageRequest(
+                address=request.address,
+                registries=tuple(wrapped.target[DockerImageRegistriesField].value or ()),
+                repository=identity.repository,
+                key_tag=key_tag(identity.key),
+                local_refs=(ref,),
+                run=engine.run,
+            ),
+        )
+        if pulled.image_id:
+            return BuiltBaseImage(identity=identity, image_id=pulled.image_id, ref=ref, built=False)
+
+    # Only now build the images the base's Dockerfile names by target address (`FROM` an upstream
+    # docker_image), as Pants' own docker_image rule does.
+    context = await Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=True))
+
+    # The base's own tags too, as `pants package` of the base would give it.
+    refs = tuple(
+        tag.full_name
+        for registry in field_set.image_refs(
+            default_repository=docker_options.default_repository,
+            registries=docker_options.registries(),
+            interpolation_context=context.interpolation_context,
+        )
+        for tag in registry.tags
+    )
+    extra_args = (
+        *cache_args(subsystem, identity.repository, wrapped.target.get(BaseImageCacheFromField).value),
+        *get_build_options(
+            context=context,
+            field_set=field_set,
+            global_target_stage_option=docker_options.build_target_stage,
+            target=wrapped.target,
+        ),
+    )
+    script = await Get(EngineLockScript, EngineLockScriptRequest())
+    process = locked_process(
+        docker_build_process(
+            docker,
+            refs=(*refs, ref),
+            digest=context.digest,
+            dockerfile=context.dockerfile,
+            build_args=context.build_args,
+            context_root=field_set.get_context_root(docker_options.default_context_root),
+            env={**docker_env.env, **context.build_env.environment},
+            extra_args=extra_args,
+            invalidation={"__UPSTREAM_IMAGE_IDS": ",".join(context.upstream_image_ids)},
+        ),
+        script=script,
+        docker=docker,
+        env=docker_env.env,
+        run=engine.run,
+        key_ref=ref,
+        refs=(*refs, ref),
+    )
+    # Under the lock of its content-key tag: two runs that need the same base build it once.
+    made = await run_build(process, ref, request.address, docker_env.env)
+    assert made.image_id
+    return BuiltBaseImage(identity=identity, image_id=made.image_id, ref=ref, built=made.made)
+
+
+def rules():
+    return collect_rules()

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from chromadb_lambda.util_rules.image_config import UnassemblableBaseError, docker_archive, lambda_image_config
+from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer
+
+# `docker image inspect --format INSPECT_FORMAT` of a base, as a 20.10 engine prints it.
+BASE_INSPECT = {
+    "Architecture": "amd64",
+    "Variant": "",
+    "Os": "linux",
+    "OsVersion": "",
+    "Config": {
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": False,
+        "Tty": False,
+        "Env": ["LANG=C.UTF-8", "LAMBDA_TASK_ROOT=/old", "PATH=/opt/venv/bin:/usr/bin:/bin"],
+        "Cmd": ["base.default"],
+        "Image": "sha256:0123",
+        "Volumes": None,
+        "WorkingDir": "/",
+        "Entrypoint": ["/opt/venv/bin/python3", "-m", "awslambdaric"],
+        "OnBuild": None,
+        "Labels": {"org.example.team": "receipts"},
+        "ExposedPorts": {"8080/tcp": {}},
+        "StopSignal": "SIGTERM",
+    },
+    "RootFS": {"Type": "layers", "Layers": ["sha256:" + "a" * 64, "sha256:" + "b" * 64]},
+}
+LAYER_DIFF_ID = "sha256:" + "c" * 64
+
+
+def test_config_is_the_base_config_plus_the_lambda() -> None:
+    config = lambda_image_config(BASE_INSPECT, LAYER_DIFF_ID, "/var/task", "word_polling.handler.handle")
+    assert json.loads(config) == {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Env": ["LANG=C.UTF-8", "LAMBDA_TASK_ROOT=/var/task", "PATH=/opt/venv/bin:/usr/bin:/bin"],
+            "Cmd": ["word_polling.handler.handle"],
+            "WorkingDir": "/var/task",
+            "Entrypoint": ["/opt/venv/bin/python3", "-m", "awslambdaric"],
+            "Labels": {"org.example.team": "receipts"},
+            "ExposedPorts": {"8080/tcp": {}},
+            "StopSignal": "SIGTERM",
+        },
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "a" * 64, "sha256:" + "b" * 64, LAYER_DIFF_ID]},
+    }
+    # Canonical: sorted keys, no spaces.
+    assert config.startswith(b'{"architecture":"amd64","config":{"Cmd":["word_polling.handler.handle"],"Entrypoint"')
+    assert b" " not in config.replace(b"-m", b"")
+
+
+def test_task_root_env_is_appended_when_the_base_has_none() -> None:
+    base = {**BASE_INSPECT, "Config": {"Env": ["A=1"]}, "Variant": "v8", "Architecture": "arm64"}
+    config = json.loads(lambda_image_config(base, LAYER_DIFF_ID, "/app", "h.f"))
+    assert config["config"] == {"Env": ["A=1", "LAMBDA_TASK_ROOT=/app"], "Cmd": ["h.f"], "WorkingDir": "/app"}
+    assert (config["architecture"], config["variant"]) == ("arm64", "v8")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Config": {"OnBuild": ["RUN make"]}}, "ONBUILD triggers"),
+        ({"Os": "windows"}, "OS is 'windows'"),
+    ],
+)
+def test_bases_the_assembler_cannot_express(change: dict, message: str) -> None:
+    with pytest.raises(UnassemblableBaseError, match=message):
+        lambda_image_config({**BASE_INSPECT, **change}, LAYER_DIFF_ID, "/var/task", "h.f")
+
+
+def test_docker_archive_lists_every_layer_but_holds_only_the_new_one() -> None:
+    layer = lambda_layer([LayerFile("handler.py", b"def handle(e, c): pass\n")], "/var/task")
+    config = lambda_image_config(BASE_INSPECT, layer.diff_id, "/var/task", "handler.handle")
+    archive = docker_archive(config, layer, ["lambdas/x:latest", "lambdas/x:ck-1", "lambdas/x:latest"])
+    config_hex = hashlib.sha256(config).hexdigest()
+    layer_hex = hashlib.sha256(layer.tar).hexdigest()
+    assert archive.image_id == f"sha256:{config_hex}"
+    with tarfile.open(fileobj=io.BytesIO(archive.tar)) as tar:
+        # Sorted by path; the base's layers are listed in the manifest but not in the archive.
+        assert tar.getnames() == sorted([f"{config_hex}.json", layer_hex, f"{layer_hex}/layer.tar", "manifest.json"])
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert tar.extractfile(f"{config_hex}.json").read() == config  # type: ignore[union-attr]
+        assert tar.extractfile(f"{layer_hex}/layer.tar").read() == layer.tar  # type: ignore[union-attr]
+    assert manifest == [
+        {
+            "Config": f"{config_hex}.json",
+            "RepoTags": ["lambdas/x:ck-1", "lambdas/x:latest"],
+            "Layers": [f"{'a' * 64}/layer.tar", f"{'b' * 64}/layer.tar", f"{layer_hex}/layer.tar"],
+        }
+    ]
+    assert archive == docker_archive(config, layer, ["lambdas/x:ck-1", "lambdas/x:latest"])

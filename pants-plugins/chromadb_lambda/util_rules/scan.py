@@ -1,0 +1,90 @@
+"""Scanning a closure's Python files with the Lambda's interpreter (`source_scan.py` as a process).
+
+The process's inputs are the files, the script and the interpreter: its result is cached by Pants
+like any process, so a no-op run reads it from the cache and an edit rescans one closure.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.engine.fs import CreateDigest, Digest, FileContent, FileEntry
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.util.logging import LogLevel
+
+from chromadb_lambda.scripts import source_scan
+from chromadb_lambda.scripts import script_source
+
+# Read as data and run by the Lambda's interpreter; imported so that Pants and the wheel ship it.
+SOURCE_SCAN = os.path.basename(source_scan.__file__)
+_SPEC = "__chromadb_lambda_scan_spec.json"
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """A file to scan: its path from the build root and the module name it has in the task root."""
+
+    entry: FileEntry
+    module: str
+
+
+@dataclass(frozen=True)
+class SourceScanRequest:
+    files: tuple[ScannedFile, ...]
+    interpreter_constraints: InterpreterConstraints
+    handler_path: str
+    description: str
+
+
+@dataclass(frozen=True)
+class SourceScan:
+    """The JSON report of `source_scan.py` (see its docstring for the schema)."""
+
+    report: str
+
+    def parsed(self) -> dict[str, Any]:
+        return json.loads(self.report)
+
+
+@rule(desc="Reading Python files with the Lambda's interpreter", level=LogLevel.DEBUG)
+async def scan_python_sources(request: SourceScanRequest) -> SourceScan:
+    if not request.files:
+        return SourceScan(json.dumps({"files": [], "handler_bindings": None}))
+    spec = {
+        "files": [{"path": f.entry.path, "module": f.module} for f in request.files],
+        "handler": {"path": request.handler_path},
+    }
+    python, inputs = await MultiGet(
+        Get(PythonExecutable, InterpreterConstraints, request.interpreter_constraints),
+        Get(
+            Digest,
+            CreateDigest(
+                [
+                    *(f.entry for f in request.files),
+                    FileContent(SOURCE_SCAN, script_source(SOURCE_SCAN)),
+                    FileContent(_SPEC, json.dumps(spec, sort_keys=True).encode()),
+                ]
+            ),
+        ),
+    )
+    result = await Get(
+        ProcessResult,
+        Process(
+            argv=(python.path, "-I", SOURCE_SCAN, _SPEC),
+            input_digest=inputs,
+            append_only_caches=python.append_only_caches,
+            immutable_input_digests=python.immutable_input_digests,
+            description=request.description,
+            level=LogLevel.DEBUG,
+        ),
+    )
+    return SourceScan(result.stdout.decode())
+
+
+def rules():
+    return collect_rules()
