@@ -18,14 +18,14 @@ from pants.engine.unions import UnionRule
 from pants.util.strutil import pluralize
 
 from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
-from chromadb_lambda.util_rules.base_image import BaseImageIdentityRequest, BuiltBaseImage, BuiltBaseImageRequest
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
-from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_tag, lambda_content_key
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.content_keys import key_ref as content_key_ref
 from chromadb_lambda.util_rules.context import (
     LambdaBuildContext,
     LambdaBuildContextRequest,
     context_manifest,
-    dockerfile_template,
 )
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
@@ -70,22 +70,6 @@ class ChromadbLambdaPackageFieldSet(PackageFieldSet):
     output_path: OutputPathField
 
 
-@dataclass(frozen=True)
-class LambdaImageKeyRequest:
-    address: Address
-
-
-@dataclass(frozen=True)
-class LambdaImageKey:
-    closure: LambdaClosure
-    base: BaseImageIdentity
-    key: str
-
-    @property
-    def tag(self) -> str:
-        return key_tag(self.key)
-
-
 def size_text(size: int) -> str:
     return f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB"
 
@@ -118,22 +102,6 @@ def docker_info(
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
 
-@rule(desc="Computing the content key of a chromadb_lambda image")
-async def compute_lambda_image_key(
-    request: LambdaImageKeyRequest, subsystem: ChromadbLambdaSubsystem
-) -> LambdaImageKey:
-    closure = await Get(LambdaClosure, LambdaClosureRequest(request.address))
-    base = await Get(BaseImageIdentity, BaseImageIdentityRequest(closure.base_address))
-    key = lambda_content_key(
-        dockerfile_template=dockerfile_template(closure, subsystem.task_root),
-        context_fingerprint=closure.digest.fingerprint,
-        base_key=base.key,
-        # The builder too: the two make different images (ids, layer metadata) of the same content.
-        build_options={"task_root": subsystem.task_root, "builder": subsystem.builder.value},
-    )
-    return LambdaImageKey(closure=closure, base=base, key=key)
-
-
 @rule(desc="Package a chromadb_lambda image")
 async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet,
@@ -154,7 +122,7 @@ async def package_chromadb_lambda(
         Get(RepositoryImages, RepositoryImagesRequest(repository)),
         Get(LambdaImageNames, LambdaImageNamesRequest()),
     )
-    key_ref = f"{repository}:{key.tag}"
+    key_ref = content_key_ref(repository, key.key)
     closure = key.closure
 
     # The engine's listing, taken in this run: an image id read here is one the engine holds now.

@@ -37,10 +37,15 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.util.logging import LogLevel
 
-from chromadb_lambda.util_rules.base_image import BaseImageIdentityRequest
-from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_tag
+from chromadb_lambda.util_rules.content_keys import (
+    BaseImageIdentity,
+    BaseImageIdentityRequest,
+    LambdaImageKey,
+    LambdaImageKeyRequest,
+    key_tag,
+)
 from chromadb_lambda.util_rules.engine import DockerEnvironment
-from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet
 from chromadb_lambda.util_rules.registries import PushTarget, push_targets
 from chromadb_lambda.util_rules.registry_process import client_process, client_result, client_script, registry_entries
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
 from pants.backend.docker.subsystems.docker_options import DockerOptions
-from pants.backend.docker.target_types import DockerImageRegistriesField, DockerImageSourceField
+from pants.backend.docker.target_types import DockerImageRegistriesField
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_context import (
     DockerBuildContext,
@@ -19,9 +19,9 @@ from pants.backend.docker.util_rules.docker_build_context import (
 )
 from pants.engine.addresses import Address
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
-from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
+from pants.engine.target import WrappedTarget, WrappedTargetRequest
 
-from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_tag
+from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest, key_tag
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
@@ -39,11 +39,6 @@ from chromadb_lambda.target_types import BaseImageCacheFromField
 
 
 @dataclass(frozen=True)
-class BaseImageIdentityRequest:
-    address: Address
-
-
-@dataclass(frozen=True)
 class BuiltBaseImageRequest:
     address: Address
 
@@ -55,31 +50,6 @@ class BuiltBaseImage:
     # A tag the engine holds (BuildKit cannot build FROM an image id) that names the base's content.
     ref: str
     built: bool
-
-
-@rule(desc="Identifying a base image by its content")
-async def identify_base_image(request: BaseImageIdentityRequest, docker_options: DockerOptions) -> BaseImageIdentity:
-    # The base's build context: Pants builds what it COPYs (e.g. its PEX), but not the image.
-    wrapped, context = await MultiGet(
-        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
-        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
-    )
-    # An upstream docker_image the Dockerfile names by address is a dependency, and its content is
-    # part of the base's: fold in its identity (recursively).
-    dependencies = await Get(Targets, DependenciesRequest(wrapped.target[Dependencies]))
-    upstream = await MultiGet(
-        Get(BaseImageIdentity, BaseImageIdentityRequest(t.address))
-        for t in dependencies
-        if t.has_field(DockerImageSourceField)
-    )
-    field_set = DockerPackageFieldSet.create(wrapped.target)
-    return BaseImageIdentity(
-        context_fingerprint=context.digest.fingerprint,
-        dockerfile=context.dockerfile,
-        build_args=tuple(context.build_args),
-        upstream_keys=tuple(u.key for u in upstream),
-        repository=field_set.format_repository(docker_options.default_repository, context.interpolation_context),
-    )
 
 
 @rule(desc="Building a base image for chromadb_lambda images")
