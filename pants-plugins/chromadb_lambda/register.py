@@ -11,9 +11,12 @@ from chromadb_lambda.util_rules import (
     context,
     dependency_inference,
     engine,
+    existing_image,
     image_names,
     import_check,
+    lambda_image,
     pull,
+    push,
     scan,
 )
 from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambdaTarget
@@ -31,12 +34,15 @@ def rules():
         *context.rules(),
         *dependency_inference.rules(),
         *engine.rules(),
+        *existing_image.rules(),
         *lambda_context.rules(),
         *image_names.rules(),
         *import_check.rules(),
+        *lambda_image.rules(),
         *package.rules(),
         *publish.rules(),
         *pull.rules(),
+        *push.rules(),
         *scan.rules(),
         *tailor.rules(),
     ]

@@ -1,5 +1,6 @@
-"""`pants package` of a `chromadb_lambda`: skip it when the engine has its content key, else build
-the base (when needed), then the Lambda image on top of it."""
+"""`pants package` of a `chromadb_lambda`: nothing to do when the engine has its content key (or a
+registry does, to pull), else the base (when needed) and the Lambda image on top of it; then the
+import check and the outputs in `dist/`."""
 from __future__ import annotations
 
 import json
@@ -7,46 +8,14 @@ import os
 from dataclasses import dataclass
 
 from pants.backend.docker.package_types import BuiltDockerImage
-from pants.backend.docker.subsystems.docker_options import DockerOptions
-from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, OutputPathField, PackageFieldSet
 from pants.engine.addresses import Address
 from pants.engine.fs import CreateDigest, Digest, FileContent
-from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.strutil import pluralize
 
-from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
-from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
-from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
-from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.content_keys import key_ref as content_key_ref
-from chromadb_lambda.util_rules.context import (
-    LambdaBuildContext,
-    LambdaBuildContextRequest,
-    context_manifest,
-)
-from chromadb_lambda.util_rules.engine import (
-    DockerEnvironment,
-    EngineImages,
-    EngineImagesRequest,
-    EngineLockScript,
-    EngineLockScriptRequest,
-    LambdaImageBuild,
-    RepositoryImages,
-    RepositoryImagesRequest,
-    build_process,
-    cache_args,
-    lambda_image_names,
-    locked_process,
-    parse_locked_result,
-    run_build,
-)
-from chromadb_lambda.util_rules.image_names import LambdaImageNames, LambdaImageNamesRequest
-from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
-from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaCacheFromField,
@@ -55,6 +24,20 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaRegistriesField,
     ChromadbLambdaRepositoryField,
 )
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.context import context_manifest
+from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, RepositoryImages, RepositoryImagesRequest
+from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.image_names import (
+    AllLambdaImageRefs,
+    AllLambdaImageRefsRequest,
+    ImageNames,
+    LambdaImageNamesRequest,
+    LambdaRepository,
+    LambdaRepositoryRequest,
+)
+from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
+from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
 
 
 @dataclass(frozen=True)
@@ -102,130 +85,63 @@ def docker_info(
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
 
+def package_outputs(
+    field_set: ChromadbLambdaPackageFieldSet, info: bytes, manifest: bytes
+) -> tuple[list[FileContent], str, str]:
+    """The docker-info JSON at the target's `output_path`, the context manifest beside it."""
+    info_path = field_set.output_path.value_or_default(file_ending="docker-info.json")
+    manifest_path = os.path.join(os.path.dirname(info_path), f"{field_set.address.target_name}.context.json")
+    return [FileContent(info_path, info), FileContent(manifest_path, manifest)], info_path, manifest_path
+
+
 @rule(desc="Package a chromadb_lambda image")
 async def package_chromadb_lambda(
-    field_set: ChromadbLambdaPackageFieldSet,
-    docker: DockerBinary,
-    docker_options: DockerOptions,
-    docker_env: DockerEnvironment,
-    subsystem: ChromadbLambdaSubsystem,
+    field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
 ) -> BuiltPackage:
-    repository, refs = lambda_image_names(
-        field_set.address,
-        field_set.repository.value or docker_options.default_repository,
-        tuple(field_set.image_tags.value or ()),
-    )
+    address = field_set.address
+    repository = await Get(LambdaRepository, LambdaRepositoryRequest(address))
     # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
-    # would share a `repository:tag` are an error (see image_names.py).
-    key, held, _ = await MultiGet(
-        Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
-        Get(RepositoryImages, RepositoryImagesRequest(repository)),
-        Get(LambdaImageNames, LambdaImageNamesRequest()),
+    # would share a `repository:tag` are an error (see image_names.py). The engine's tags of the
+    # repository are read (once per run) while the key is computed.
+    names, key, _, _ = await MultiGet(
+        Get(ImageNames, LambdaImageNamesRequest(address)),
+        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
+        Get(RepositoryImages, RepositoryImagesRequest(repository.name)),
+        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
-    key_ref = content_key_ref(repository, key.key)
-    closure = key.closure
-
-    # The engine's listing, taken in this run: an image id read here is one the engine holds now.
-    image_id = held.refs.get(key_ref)
-    status = "is up to date"
-    tagged = bool(image_id) and all(held.refs.get(ref) == image_id for ref in refs)
-    if not tagged:
-        # This run changes the engine: its processes are keyed by the run (see EngineRun). Up to
-        # date, the rule reads only RepositoryImages, so a no-op does not run it again.
-        engine = await Get(EngineImages, EngineImagesRequest())
-    if image_id and not tagged:
-        # The engine holds this exact content: no build, not even of the base. Only move the tags
-        # that point elsewhere (e.g. `latest` after a checkout of another commit).
-        script = await Get(EngineLockScript, EngineLockScriptRequest())
-        adopt = locked_process(
-            None, script=script, docker=docker, env=docker_env.env, run=engine.run, key_ref=key_ref, refs=refs
-        )
-        image_id = parse_locked_result((await Get(ProcessResult, Process, adopt)).stdout).image_id
-    pulled = PulledImage()
-    if not image_id and subsystem.pull_from_registries:
-        pulled = await Get(
-            PulledImage,
-            PublishedImageRequest(
-                address=field_set.address,
-                registries=tuple(field_set.registries.value or ()),
-                repository=repository,
-                key_tag=key.tag,
-                local_refs=(*refs, key_ref),
-                run=engine.run,
-            ),
-        )
-        image_id = pulled.image_id
-        if image_id:
-            status = f"pulled from {pulled.source}" if pulled.source else status
-    if not image_id and subsystem.builder == LambdaImageBuilder.assembler:
-        base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
-        assembled = await Get(
-            AssembledLambdaImage,
-            AssembledLambdaImageRequest(
-                address=field_set.address,
-                closure=closure,
-                base_image_id=base.image_id,
-                key_ref=key_ref,
-                refs=(*refs, key_ref),
-                run=engine.run,
-            ),
-        )
-        image_id = assembled.image_id
-        status = "built" if assembled.made else status
+    existing = await Get(ExistingImage, ExistingImageRequest(address, names))
+    image_id, status = existing.image_id, "is up to date"
+    if existing.pulled_from:
+        status = f"pulled from {existing.pulled_from}"
     if not image_id:
-        base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
-        context, script = await MultiGet(
-            Get(LambdaBuildContext, LambdaBuildContextRequest(closure, base.ref)),
-            Get(EngineLockScript, EngineLockScriptRequest()),
+        run = existing.run or (await Get(EngineImages, EngineImagesRequest())).run
+        made = await Get(
+            MadeLambdaImage,
+            MadeLambdaImageRequest(address, key.closure, names, field_set.cache_from.value, run),
         )
-        build = LambdaImageBuild(
-            refs=(*refs, key_ref),
-            context=context.digest,
-            dockerfile=context.dockerfile,
-            base_image_id=base.image_id,
-            extra_args=cache_args(subsystem, repository, field_set.cache_from.value),
-        )
-        process = locked_process(
-            build_process(docker, build, docker_env.env),
-            script=script, docker=docker, env=docker_env.env, run=engine.run, key_ref=key_ref, refs=build.refs,
-        )
-        made = await run_build(process, refs[0], field_set.address, docker_env.env)
         image_id = made.image_id
-        # Not made: a concurrent run (another clone on this engine) built it while this one waited.
+        # Not made: a concurrent run (another clone on this engine) made it while this one waited.
         status = "built" if made.made else status
 
     # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
-    import_check = await Get(LambdaImportCheck, LambdaImportCheckRequest(closure, image_id))
-    info_path = field_set.output_path.value_or_default(file_ending="docker-info.json")
-    manifest_path = os.path.join(os.path.dirname(info_path), f"{field_set.address.target_name}.context.json")
-    digest = await Get(
-        Digest,
-        CreateDigest(
-            [
-                FileContent(
-                    info_path,
-                    docker_info(
-                        field_set.address,
-                        image_id,
-                        (*refs, key_ref),
-                        key,
-                        status == "built",
-                        pulled.source,
-                        import_check.verdict,
-                    ),
-                ),
-                FileContent(manifest_path, context_manifest(closure, subsystem.task_root)),
-            ]
-        ),
+    import_check = await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))
+    info = docker_info(
+        address, image_id, names.local_refs, key, status == "built", existing.pulled_from, import_check.verdict
     )
+    files, info_path, manifest_path = package_outputs(
+        field_set, info, context_manifest(key.closure, subsystem.task_root)
+    )
+    digest = await Get(Digest, CreateDigest(files))
     summary = (
-        f"Lambda image {refs[0]} {status}: {pluralize(len(closure.files), 'file')}, "
-        f"{size_text(closure.total_bytes)} of context, {key.tag}, image {image_id}"
+        f"Lambda image {names.refs[0]} {status}: {pluralize(len(key.closure.files), 'file')}, "
+        f"{size_text(key.closure.total_bytes)} of context, {key.tag}, image {image_id}"
     )
     return BuiltPackage(
         digest,
         (
-            BuiltDockerImage(image_id=image_id, tags=(*refs, key_ref), relpath=info_path, extra_log_lines=(summary,)),
+            BuiltDockerImage(
+                image_id=image_id, tags=names.local_refs, relpath=info_path, extra_log_lines=(summary,)
+            ),
             BuiltPackageArtifact(relpath=manifest_path),
         ),
     )

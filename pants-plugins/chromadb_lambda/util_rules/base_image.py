@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from pants.backend.docker.goals.package_image import DockerPackageFieldSet, get_build_options
 from pants.backend.docker.subsystems.docker_options import DockerOptions
-from pants.backend.docker.target_types import DockerImageRegistriesField
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.docker.util_rules.docker_build_context import (
     DockerBuildContext,
@@ -21,7 +20,9 @@ from pants.engine.addresses import Address
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 
-from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest, key_tag
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.target_types import BaseImageCacheFromField
+from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
@@ -33,9 +34,8 @@ from chromadb_lambda.util_rules.engine import (
     locked_process,
     run_build,
 )
-from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
-from chromadb_lambda.target_types import BaseImageCacheFromField
+from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
 
 
 @dataclass(frozen=True)
@@ -60,46 +60,24 @@ async def build_base_image(
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
 ) -> BuiltBaseImage:
-    wrapped, identity, engine = await MultiGet(
+    wrapped, identity, names = await MultiGet(
         Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
         Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
-        Get(EngineImages, EngineImagesRequest()),
+        Get(ImageNames, BaseImageNamesRequest(request.address)),
     )
-    field_set = DockerPackageFieldSet.create(wrapped.target)
-    ref = identity.ref
-    image_id = engine.refs.get(ref)
-    if image_id:
-        return BuiltBaseImage(identity=identity, image_id=image_id, ref=ref, built=False)
-    if subsystem.pull_from_registries:
-        # Published by `[lambda-image].publish_base_images` on another runner.
-        pulled = await Get(
-            PulledImage,
-            PublishedImageRequest(
-                address=request.address,
-                registries=tuple(wrapped.target[DockerImageRegistriesField].value or ()),
-                repository=identity.repository,
-                key_tag=key_tag(identity.key),
-                local_refs=(ref,),
-                run=engine.run,
-            ),
-        )
-        if pulled.image_id:
-            return BuiltBaseImage(identity=identity, image_id=pulled.image_id, ref=ref, built=False)
+    # In the engine, else (`[lambda-image].pull_from_registries`) published by
+    # `[lambda-image].publish_base_images` on another runner.
+    existing = await Get(ExistingImage, ExistingImageRequest(request.address, names))
+    if existing.image_id:
+        return BuiltBaseImage(identity=identity, image_id=existing.image_id, ref=names.key_ref, built=False)
+    run = existing.run or (await Get(EngineImages, EngineImagesRequest())).run
 
     # Only now build the images the base's Dockerfile names by target address (`FROM` an upstream
     # docker_image), as Pants' own docker_image rule does.
     context = await Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=True))
-
+    field_set = DockerPackageFieldSet.create(wrapped.target)
     # The base's own tags too, as `pants package` of the base would give it.
-    refs = tuple(
-        tag.full_name
-        for registry in field_set.image_refs(
-            default_repository=docker_options.default_repository,
-            registries=docker_options.registries(),
-            interpolation_context=context.interpolation_context,
-        )
-        for tag in registry.tags
-    )
+    refs = (*base_image_refs(field_set, docker_options, context), names.key_ref)
     extra_args = (
         *cache_args(subsystem, identity.repository, wrapped.target.get(BaseImageCacheFromField).value),
         *get_build_options(
@@ -113,7 +91,7 @@ async def build_base_image(
     process = locked_process(
         docker_build_process(
             docker,
-            refs=(*refs, ref),
+            refs=refs,
             digest=context.digest,
             dockerfile=context.dockerfile,
             build_args=context.build_args,
@@ -125,14 +103,29 @@ async def build_base_image(
         script=script,
         docker=docker,
         env=docker_env.env,
-        run=engine.run,
-        key_ref=ref,
-        refs=(*refs, ref),
+        run=run,
+        key_ref=names.key_ref,
+        refs=refs,
     )
     # Under the lock of its content-key tag: two runs that need the same base build it once.
-    made = await run_build(process, ref, request.address, docker_env.env)
+    made = await run_build(process, names.key_ref, request.address, docker_env.env)
     assert made.image_id
-    return BuiltBaseImage(identity=identity, image_id=made.image_id, ref=ref, built=made.made)
+    return BuiltBaseImage(identity=identity, image_id=made.image_id, ref=names.key_ref, built=made.made)
+
+
+def base_image_refs(
+    field_set: DockerPackageFieldSet, docker_options: DockerOptions, context: DockerBuildContext
+) -> tuple[str, ...]:
+    """The refs `pants package` of the base gives it (Pants' own `image_refs`)."""
+    return tuple(
+        tag.full_name
+        for registry in field_set.image_refs(
+            default_repository=docker_options.default_repository,
+            registries=docker_options.registries(),
+            interpolation_context=context.interpolation_context,
+        )
+        for tag in registry.tags
+    )
 
 
 def rules():

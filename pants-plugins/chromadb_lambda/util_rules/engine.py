@@ -1,10 +1,9 @@
-"""The Docker engine side: image names and the `docker build` process (through Pants' DockerBinary)."""
+"""The Docker engine side: its image listing, the `docker build` process (through Pants' DockerBinary), engine locks."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,67 +18,11 @@ from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.internals.session import RunId
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
-from pants.engine.target import InvalidFieldException
 from pants.util.frozendict import FrozenDict
 from pants.util.memo import memoized_property
-from pants.util.strutil import softwrap
 
 from chromadb_lambda.scripts import script_source
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
-
-# Docker's grammar for a repository path component and a tag.
-_REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def format_repository(template: str, address: Address, field_alias: str = "repository") -> str:
-    """Interpolates `{name}`, `{directory}` and `{parent_directory}` as `docker_image` does."""
-    directory = os.path.basename(address.spec_path)
-    parent_directory = os.path.basename(os.path.dirname(address.spec_path))
-    try:
-        repository = template.format(
-            name=address.target_name, directory=directory, parent_directory=parent_directory
-        )
-    except (KeyError, IndexError, ValueError) as e:
-        raise InvalidFieldException(
-            softwrap(
-                f"""
-                The `{field_alias}` of {address} is {template!r}, which uses an unknown placeholder
-                ({e}); use only {{name}}, {{directory}} and {{parent_directory}}.
-                """
-            )
-        ) from e
-    if not _REPOSITORY_RE.match(repository):
-        raise InvalidFieldException(
-            softwrap(
-                f"""
-                The `{field_alias}` of {address} gives the repository {repository!r}, which Docker
-                rejects: use lowercase letters, digits and `._-/` separators.
-                """
-            )
-        )
-    return repository
-
-
-def image_refs(repository: str, tags: tuple[str, ...], address: Address) -> tuple[str, ...]:
-    if not tags:
-        raise InvalidFieldException(
-            f"The `image_tags` field in target {address} must not be empty: give at least one tag, e.g. `[\"latest\"]`."
-        )
-    for tag in tags:
-        if not _TAG_RE.match(tag):
-            raise InvalidFieldException(
-                f"The `image_tags` field in target {address} has the tag {tag!r}, which Docker "
-                "rejects: use at most 128 letters, digits and `_.-`, not starting with `.` or `-`."
-            )
-    return tuple(f"{repository}:{tag}" for tag in tags)
-
-
-def lambda_image_names(address: Address, repository_template: str, tags: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """A chromadb_lambda's repository and its `repository:tag` refs (its content-key tag aside)."""
-    repository = format_repository(repository_template, address)
-    return repository, image_refs(repository, tags, address)
-
 
 @dataclass(frozen=True)
 class LambdaImageBuild:

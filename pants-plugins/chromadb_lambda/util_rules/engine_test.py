@@ -1,9 +1,7 @@
-import pytest
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import ProcessCacheScope
-from pants.engine.target import InvalidFieldException
 from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
@@ -22,9 +20,6 @@ from chromadb_lambda.util_rules.engine import (
     cache_args,
     docker_process,
     engine_lock_dir,
-    format_repository,
-    image_refs,
-    lambda_image_names,
     locked_process,
     parse_image_listing,
     parse_locked_result,
@@ -34,24 +29,6 @@ from chromadb_lambda.util_rules.engine import (
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
 ADDRESS = Address("lambdas/word_polling", target_name="word_polling")
-
-
-def test_format_repository_placeholders() -> None:
-    assert format_repository("{name}", ADDRESS) == "word_polling"
-    assert format_repository("receipts/{parent_directory}-{directory}", ADDRESS) == "receipts/lambdas-word_polling"
-
-
-@pytest.mark.parametrize("template, match", [("{nmae}", "unknown placeholder"), ("Upper/{name}", "Docker rejects")])
-def test_format_repository_errors_name_the_target(template: str, match: str) -> None:
-    with pytest.raises(InvalidFieldException, match=match) as e:
-        format_repository(template, ADDRESS)
-    assert "lambdas/word_polling:word_polling" in str(e.value)
-
-
-def test_image_refs_rejects_invalid_tags() -> None:
-    assert image_refs("repo", ("latest", "v1.2"), ADDRESS) == ("repo:latest", "repo:v1.2")
-    with pytest.raises(InvalidFieldException, match="image_tags"):
-        image_refs("repo", ("-bad",), ADDRESS)
 
 
 def test_parse_image_listing_skips_untagged_images() -> None:
@@ -136,17 +113,6 @@ def test_parse_locked_result() -> None:
     assert parse_locked_result(b'{"image_id": null, "made": false, "output": {"pulled": null, "warnings": []}}') == LockedImage(
         None, False, '{"pulled": null, "warnings": []}'
     )
-
-
-def test_lambda_image_names() -> None:
-    assert lambda_image_names(ADDRESS, "receipts/{name}", ("latest", "v1")) == (
-        "receipts/word_polling", ("receipts/word_polling:latest", "receipts/word_polling:v1")
-    )
-
-
-def test_image_refs_needs_a_tag() -> None:
-    with pytest.raises(InvalidFieldException, match=r"`image_tags` field in target lambdas/word_polling:word_polling must not be empty"):
-        image_refs("repo", (), ADDRESS)
 
 
 def test_target_cache_from_replaces_the_option() -> None:

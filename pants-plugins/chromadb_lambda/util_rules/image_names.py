@@ -1,30 +1,74 @@
-"""Every chromadb_lambda image's `repository:tag`s, checked once per run: no two targets share one.
+"""How the images the plugin makes are named: repository, tags, content-key ref, and the names every
+registry receives them under.
 
-Two Lambdas in different folders whose targets share a name (`fn`) both get the repository `fn` from
-the default `[docker].default_repository = "{name}"`: the last one built would take `fn:latest`,
-each docker-info would list it, and `publish` would push the wrong code under it. Every
-chromadb_lambda target of the repo is checked, not only those on the command line: packaging one of
-the two alone would still move the other's tag.
+Names are formatted by Pants' own docker machinery (`DockerPackageFieldSet.format_repository` and
+`format_tag` with an `InterpolationContext`), so a `chromadb_lambda` takes the placeholders a
+`docker_image` takes: `{name}`, `{directory}`, `{parent_directory}` and `{default_repository}` in its
+repository, `{build_args.X}` (from `[docker].build_args`, values from the environment when given
+without one) in its repository and tags, `{target_repository}` in a registry's `repository`, and
+`{pants.hash}`, which for a Lambda is its content key (the same on every machine, unlike a
+`docker_image`'s).
+
+Every chromadb_lambda's tags are also checked once per run: two targets that would share a
+`repository:tag` are an error. Two Lambdas in different folders whose targets share a name (`fn`)
+both get the repository `fn` from the default `[docker].default_repository = "{name}"`: the last one
+built would take `fn:latest`, each docker-info would list it, and `publish` would push the wrong code
+under it. Every chromadb_lambda target of the repo is checked, not only those on the command line:
+packaging one of the two alone would still move the other's tag.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from pants.backend.docker.goals.package_image import (
+    DockerImageTagValueError,
+    DockerPackageFieldSet,
+    DockerRepositoryNameError,
+)
+from pants.backend.docker.registries import DockerRegistries, DockerRegistryOptionsNotFoundError
 from pants.backend.docker.subsystems.docker_options import DockerOptions
+from pants.backend.docker.target_types import (
+    DockerImageContextRootField,
+    DockerImageRegistriesField,
+    DockerImageRepositoryField,
+    DockerImageSourceField,
+    DockerImageTagsField,
+    DockerImageTargetStageField,
+)
+from pants.backend.docker.util_rules.docker_build_context import DockerBuildContext, DockerBuildContextRequest
+from pants.backend.docker.value_interpolation import DockerBuildArgsInterpolationValue
+from pants.core.goals.package import OutputPathField
 from pants.engine.addresses import Address
-from pants.engine.rules import collect_rules, rule
-from pants.engine.target import AllUnexpandedTargets, InvalidFieldException
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import AllUnexpandedTargets, InvalidFieldException, WrappedTarget, WrappedTargetRequest
 from pants.util.frozendict import FrozenDict
 from pants.util.strutil import bullet_list, softwrap
+from pants.util.value_interpolation import InterpolationContext, InterpolationValue
 
-from chromadb_lambda.util_rules.engine import lambda_image_names
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaImageTagsField,
+    ChromadbLambdaRegistriesField,
     ChromadbLambdaRepositoryField,
     ChromadbLambdaTarget,
 )
+from chromadb_lambda.util_rules.content_keys import (
+    BaseImageIdentity,
+    BaseImageIdentityRequest,
+    LambdaImageKey,
+    LambdaImageKeyRequest,
+    key_tag,
+)
+from chromadb_lambda.util_rules.registries import PushTarget, ecr_registry, is_marked_ecr
+
+# Docker's grammar for a repository path component and a tag.
+_REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class ImageTagCollision(Exception):
@@ -32,12 +76,300 @@ class ImageTagCollision(Exception):
 
 
 @dataclass(frozen=True)
-class LambdaImageNamesRequest:
+class _LambdaDockerFieldSet(DockerPackageFieldSet):
+    """A chromadb_lambda's naming fields in the shape Pants' docker backend formats names from."""
+
+    def format_tag(self, tag: str, interpolation_context: InterpolationContext) -> str:
+        source = InterpolationContext.TextSource(
+            address=self.address, target_alias=ChromadbLambdaTarget.alias, field_alias=self.tags.alias
+        )
+        return interpolation_context.format(tag, source=source, error_cls=DockerImageTagValueError)
+
+
+def lambda_docker_field_set(
+    address: Address, repository: str | None, tags: Iterable[str] | None, registries: Iterable[str] | None = None
+) -> DockerPackageFieldSet:
+    return _LambdaDockerFieldSet(
+        address=address,
+        context_root=DockerImageContextRootField(None, address),
+        registries=DockerImageRegistriesField(None if registries is None else tuple(registries), address),
+        repository=DockerImageRepositoryField(repository, address),
+        source=DockerImageSourceField(None, address),
+        tags=DockerImageTagsField(None if tags is None else tuple(tags), address),
+        target_stage=DockerImageTargetStageField(None, address),
+        output_path=OutputPathField(None, address),
+    )
+
+
+def build_arg_values(build_args: Iterable[str], env: Mapping[str, str]) -> dict[str, str]:
+    """`[docker].build_args` as `{build_args.X}` sees them: `X=value`, or `X` read from the environment
+    (left out when unset: using it is then an unknown placeholder, as for `docker_image`)."""
+    values = {}
+    for arg in build_args:
+        name, has_value, value = arg.partition("=")
+        if has_value:
+            values[name] = value
+        elif name in env:
+            values[name] = env[name]
+    return values
+
+
+def lambda_interpolation_context(build_args: Mapping[str, str], key: str | None = None) -> InterpolationContext:
+    """`{build_args.X}`, and `{pants.hash}` (the content key) once the key is known: tags may use it,
+    repositories may not (the engine's tags of a repository are read before the key is computed)."""
+    values: dict = {"build_args": DockerBuildArgsInterpolationValue(build_args)}
+    if key is not None:
+        values["pants"] = InterpolationValue({"hash": key})
+    return InterpolationContext.from_dict(values)
+
+
+def _field_error(address: Address, e: Exception) -> InvalidFieldException:
+    # Pants' messages name the field; the repository's calls the target a `docker_image`.
+    return InvalidFieldException(str(e).replace("`docker_image` target", f"`{ChromadbLambdaTarget.alias}` target"))
+
+
+def image_repository(
+    field_set: DockerPackageFieldSet,
+    default_repository: str,
+    interpolation_context: InterpolationContext,
+    registry=None,
+    field_alias: str = "repository",
+) -> str:
+    """The formatted repository (lowercased, as Pants does), checked against Docker's grammar."""
+    try:
+        repository = field_set.format_repository(default_repository, interpolation_context, registry)
+    except DockerRepositoryNameError as e:
+        raise _field_error(field_set.address, e) from e
+    if not _REPOSITORY_RE.match(repository):
+        raise InvalidFieldException(
+            softwrap(
+                f"""
+                The `{field_alias}` of {field_set.address} gives the repository {repository!r}, which
+                Docker rejects: use lowercase letters, digits and `._-/` separators.
+                """
+            )
+        )
+    return repository
+
+
+def image_tags(
+    field_set: DockerPackageFieldSet, tags: tuple[str, ...], interpolation_context: InterpolationContext
+) -> tuple[str, ...]:
+    """The formatted tags, each checked against Docker's grammar."""
+    formatted = []
+    for template in tags:
+        try:
+            tag = field_set.format_tag(template, interpolation_context)
+        except DockerImageTagValueError as e:
+            raise _field_error(field_set.address, e) from e
+        if not _TAG_RE.match(tag):
+            raise InvalidFieldException(
+                f"The `image_tags` field in target {field_set.address} has the tag {tag!r}, which Docker "
+                "rejects: use at most 128 letters, digits and `_.-`, not starting with `.` or `-`."
+            )
+        formatted.append(tag)
+    return tuple(formatted)
+
+
+def lambda_image_refs(
+    field_set: DockerPackageFieldSet, default_repository: str, build_args: Mapping[str, str], key: str
+) -> tuple[str, tuple[str, ...]]:
+    """A chromadb_lambda's repository and its `repository:tag` refs (its content-key tag aside)."""
+    tags = tuple(field_set.tags.value or ())
+    if not tags:
+        raise InvalidFieldException(
+            f"The `image_tags` field in target {field_set.address} must not be empty: give at least one tag, "
+            'e.g. `["latest"]`.'
+        )
+    repository = image_repository(field_set, default_repository, lambda_interpolation_context(build_args))
+    formatted = image_tags(field_set, tags, lambda_interpolation_context(build_args, key))
+    return repository, tuple(f"{repository}:{tag}" for tag in formatted)
+
+
+def push_targets(
+    field_set: DockerPackageFieldSet,
+    registries: DockerRegistries,
+    *,
+    default_repository: str,
+    interpolation_context: InterpolationContext,
+    tags: tuple[str, ...],
+    key_tag: str,
+    ecr_registries: tuple[str, ...],
+    tag_context: InterpolationContext | None = None,
+) -> tuple[PushTarget, ...]:
+    """Every registry of a target's `registries` field, as `docker_image` resolves it, with the
+    formatted `tags`, the registry's `extra_image_tags` and the content key tag (how the next publish
+    finds out that a registry already holds this exact content). `tag_context` formats the extra tags
+    (default: `interpolation_context`)."""
+    try:
+        options = tuple(registries.get(*(field_set.registries.value or ())))
+    except DockerRegistryOptionsNotFoundError as e:
+        raise InvalidFieldException(
+            f"The `registries` field in target {field_set.address} names a registry that is not configured: {e}"
+        ) from e
+    seen: set[str] = set()
+    targets = []
+    for registry in options:
+        if registry.address in seen:
+            continue
+        seen.add(registry.address)
+        repository = image_repository(
+            field_set,
+            default_repository,
+            interpolation_context,
+            registry,
+            field_alias=f"repository` of registry `{registry.alias or registry.address}",
+        )
+        extra = image_tags(field_set, tuple(registry.extra_image_tags), tag_context or interpolation_context)
+        targets.append(
+            PushTarget(
+                address=registry.address,
+                alias=registry.alias,
+                repository=repository,
+                tags=tuple(dict.fromkeys((*tags, *extra, key_tag))),
+                ecr=ecr_registry(registry.address, is_marked_ecr(registry, ecr_registries)),
+                skip_push=registry.skip_push,
+            )
+        )
+    return tuple(targets)
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    """How an image is named in the engine and in the registries it is published to."""
+
+    repository: str
+    # The image's own `repository:tag`s (none for a base: Lambdas name it by its key ref).
+    refs: tuple[str, ...]
+    # `repository:ck-<key>`: names the image's content.
+    key_ref: str
+    # Where `pants publish` pushes it and `[lambda-image].pull_from_registries` looks for it.
+    registries: tuple[PushTarget, ...]
+
+    @property
+    def key_tag(self) -> str:
+        return self.key_ref.rpartition(":")[2]
+
+    @property
+    def local_refs(self) -> tuple[str, ...]:
+        """Every tag the image gets in the engine: its own tags and its content key tag."""
+        return (*self.refs, self.key_ref)
+
+
+@dataclass(frozen=True)
+class LambdaBuildArgsRequest:
     pass
 
 
 @dataclass(frozen=True)
-class LambdaImageNames:
+class LambdaBuildArgs:
+    """`[docker].build_args` with their values, as `{build_args.X}` placeholders of Lambdas see them."""
+
+    values: FrozenDict[str, str]
+
+
+@rule
+async def lambda_build_args(_: LambdaBuildArgsRequest, docker_options: DockerOptions) -> LambdaBuildArgs:
+    names = tuple(arg for arg in docker_options.build_args if "=" not in arg)
+    env = await Get(EnvironmentVars, EnvironmentVarsRequest(names))
+    return LambdaBuildArgs(FrozenDict(build_arg_values(docker_options.build_args, env)))
+
+
+@dataclass(frozen=True)
+class LambdaRepositoryRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class LambdaRepository:
+    """A chromadb_lambda's repository: known before its content key, so the engine's tags of it can
+    be read while the key is computed."""
+
+    name: str
+
+
+def _lambda_field_set(wrapped: WrappedTarget) -> DockerPackageFieldSet:
+    target = wrapped.target
+    return lambda_docker_field_set(
+        target.address,
+        target[ChromadbLambdaRepositoryField].value,
+        target[ChromadbLambdaImageTagsField].value,
+        target[ChromadbLambdaRegistriesField].value,
+    )
+
+
+@rule
+async def lambda_repository(request: LambdaRepositoryRequest, docker_options: DockerOptions) -> LambdaRepository:
+    wrapped, build_args = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(LambdaBuildArgs, LambdaBuildArgsRequest()),
+    )
+    context = lambda_interpolation_context(build_args.values)
+    return LambdaRepository(image_repository(_lambda_field_set(wrapped), docker_options.default_repository, context))
+
+
+@dataclass(frozen=True)
+class LambdaImageNamesRequest:
+    address: Address
+
+
+@rule(desc="Naming a chromadb_lambda image")
+async def lambda_image_names(
+    request: LambdaImageNamesRequest, docker_options: DockerOptions, subsystem: ChromadbLambdaSubsystem
+) -> ImageNames:
+    wrapped, key, build_args = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(LambdaImageKey, LambdaImageKeyRequest(request.address)),
+        Get(LambdaBuildArgs, LambdaBuildArgsRequest()),
+    )
+    field_set = _lambda_field_set(wrapped)
+    repository, refs = lambda_image_refs(field_set, docker_options.default_repository, build_args.values, key.key)
+    registries = push_targets(
+        field_set,
+        docker_options.registries(),
+        default_repository=docker_options.default_repository,
+        interpolation_context=lambda_interpolation_context(build_args.values),
+        tag_context=lambda_interpolation_context(build_args.values, key.key),
+        tags=tuple(ref.rpartition(":")[2] for ref in refs),
+        key_tag=key.tag,
+        ecr_registries=tuple(subsystem.ecr_registries),
+    )
+    return ImageNames(repository=repository, refs=refs, key_ref=f"{repository}:{key.tag}", registries=registries)
+
+
+@dataclass(frozen=True)
+class BaseImageNamesRequest:
+    address: Address
+
+
+@rule(desc="Naming a base image by its content")
+async def base_image_names(
+    request: BaseImageNamesRequest, docker_options: DockerOptions, subsystem: ChromadbLambdaSubsystem
+) -> ImageNames:
+    wrapped, identity, context = await MultiGet(
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
+        Get(DockerBuildContext, DockerBuildContextRequest(request.address, build_upstream_images=False)),
+    )
+    registries = push_targets(
+        DockerPackageFieldSet.create(wrapped.target),
+        docker_options.registries(),
+        default_repository=docker_options.default_repository,
+        interpolation_context=context.interpolation_context,
+        tags=(),
+        key_tag=key_tag(identity.key),
+        ecr_registries=tuple(subsystem.ecr_registries),
+    )
+    return ImageNames(repository=identity.repository, refs=(), key_ref=identity.ref, registries=registries)
+
+
+@dataclass(frozen=True)
+class AllLambdaImageRefsRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class AllLambdaImageRefs:
     """The `repository:tag` refs of every chromadb_lambda target, none shared by two targets."""
 
     refs: FrozenDict[Address, tuple[str, ...]]
@@ -76,36 +408,46 @@ def collision_message(collisions: Mapping[tuple[Address, ...], tuple[str, ...]])
     )
 
 
-def image_names(
-    targets: tuple[tuple[Address, str | None, tuple[str, ...] | None], ...], default_repository: str
+def all_image_refs(
+    targets: tuple[tuple[Address, str | None, tuple[str, ...] | None], ...],
+    default_repository: str,
+    build_args: Mapping[str, str] = FrozenDict(),
 ) -> dict[Address, tuple[str, ...]]:
-    """Each target's refs, from (address, `repository` field, `image_tags` field) as package.py
-    computes them; a target whose fields are invalid is left out (its own package says why)."""
+    """Each target's refs, from (address, `repository` field, `image_tags` field) as its package
+    names them; a target whose fields are invalid is left out (its own package says why).
+
+    Content keys are not computed for this check: `{pants.hash}` stands for the target's address, so
+    a tag made of it is never shared (two targets with one key would name one image anyway).
+    """
     names = {}
     for address, repository, tags in targets:
+        stand_in_key = hashlib.sha256(str(address).encode()).hexdigest()
+        field_set = lambda_docker_field_set(address, repository, tags)
         try:
-            names[address] = lambda_image_names(address, repository or default_repository, tuple(tags or ()))[1]
+            names[address] = lambda_image_refs(field_set, default_repository, build_args, stand_in_key)[1]
         except InvalidFieldException:
             continue
     return names
 
 
 @rule(desc="Checking that no two chromadb_lambda images share a tag")
-async def check_lambda_image_names(
-    _: LambdaImageNamesRequest, targets: AllUnexpandedTargets, docker_options: DockerOptions
-) -> LambdaImageNames:
-    names = image_names(
+async def check_lambda_image_refs(
+    _: AllLambdaImageRefsRequest, targets: AllUnexpandedTargets, docker_options: DockerOptions
+) -> AllLambdaImageRefs:
+    build_args = await Get(LambdaBuildArgs, LambdaBuildArgsRequest())
+    names = all_image_refs(
         tuple(
             (t.address, t[ChromadbLambdaRepositoryField].value, t[ChromadbLambdaImageTagsField].value)
             for t in targets
             if isinstance(t, ChromadbLambdaTarget)
         ),
         docker_options.default_repository,
+        build_args.values,
     )
     collisions = tag_collisions(names)
     if collisions:
         raise ImageTagCollision(collision_message(collisions))
-    return LambdaImageNames(FrozenDict(names))
+    return AllLambdaImageRefs(FrozenDict(names))
 
 
 def rules():

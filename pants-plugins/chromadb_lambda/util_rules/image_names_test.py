@@ -1,34 +1,113 @@
-from pants.engine.addresses import Address
+from __future__ import annotations
 
-from chromadb_lambda.util_rules.image_names import collision_message, image_names, tag_collisions
+import pytest
+from pants.engine.addresses import Address
+from pants.engine.target import InvalidFieldException
+
+from chromadb_lambda.util_rules.image_names import (
+    all_image_refs,
+    build_arg_values,
+    collision_message,
+    lambda_docker_field_set,
+    lambda_image_refs,
+    lambda_interpolation_context,
+    tag_collisions,
+)
 
 A = Address("lambdas/a", target_name="fn")
 B = Address("lambdas/b", target_name="fn")
 C = Address("lambdas/c", target_name="other")
+ADDRESS = Address("lambdas/word_polling", target_name="word_polling")
 # The `image_tags` field's default.
 L = ("latest",)
+KEY = "0123456789abcdef" * 4
+
+
+def refs(repository: str | None, tags: tuple[str, ...] | None, default: str = "{name}", build_args: dict | None = None):
+    return lambda_image_refs(lambda_docker_field_set(ADDRESS, repository, tags), default, build_args or {}, KEY)
+
+
+def test_repository_placeholders_as_docker_image_takes_them() -> None:
+    assert refs(None, L) == ("word_polling", ("word_polling:latest",))
+    assert refs("receipts/{parent_directory}-{directory}", L)[0] == "receipts/lambdas-word_polling"
+    assert refs(None, L, default="team/{name}")[0] == "team/word_polling"
+    # Pants lowercases repositories (`DockerPackageFieldSet.format_repository`).
+    assert refs("Receipts/{name}", L)[0] == "receipts/word_polling"
+
+
+def test_build_args_and_pants_hash_in_tags() -> None:
+    # The `[lambda-image].ecr_tag_mutability` help suggests `image_tags=["{build_args.GIT_COMMIT}"]`.
+    assert refs("r", ("{build_args.GIT_COMMIT}", "latest"), build_args={"GIT_COMMIT": "1a2b3c"}) == (
+        "r", ("r:1a2b3c", "r:latest")
+    )
+    # `{pants.hash}` of a Lambda is its content key.
+    assert refs("r", ("{pants.hash}",))[1] == (f"r:{KEY}",)
+    assert refs("r-{build_args.TEAM}", L, build_args={"TEAM": "ocr"})[0] == "r-ocr"
+
+
+@pytest.mark.parametrize(
+    "repository, tags, match",
+    [
+        ("{nmae}", L, r"`repository` field of the `chromadb_lambda` target at lambdas/word_polling:word_polling.*nmae"),
+        ("r", ("{build_args.GIT_COMMIT}",), r"`image_tags` field of the `chromadb_lambda` target at .*GIT_COMMIT"),
+        ("r", ("{pants.hsah}",), r"`image_tags` field of the `chromadb_lambda` target at .*hsah"),
+        ("fn..x", L, r"The `repository` of lambdas/word_polling:word_polling gives the repository 'fn..x', which Docker rejects"),
+        ("r", ("-bad",), r"The `image_tags` field in target lambdas/word_polling:word_polling has the tag '-bad'"),
+        ("r", (), r"`image_tags` field in target lambdas/word_polling:word_polling must not be empty"),
+    ],
+)
+def test_invalid_names_name_the_target_and_field(repository: str, tags: tuple[str, ...], match: str) -> None:
+    with pytest.raises(InvalidFieldException, match=match):
+        refs(repository, tags)
+
+
+def test_pants_hash_is_not_a_repository_placeholder() -> None:
+    with pytest.raises(InvalidFieldException, match=r"`repository` field of the `chromadb_lambda` target.*pants"):
+        refs("r/{pants.hash}", L)
+
+
+def test_build_arg_values_come_from_the_option_or_the_environment() -> None:
+    assert build_arg_values(("A=1", "GIT_COMMIT", "UNSET", "B=x=y"), {"GIT_COMMIT": "abc", "OTHER": "no"}) == {
+        "A": "1",
+        "GIT_COMMIT": "abc",
+        "B": "x=y",
+    }
+
+
+def test_interpolation_context_has_pants_hash_only_with_a_key() -> None:
+    assert "pants" not in lambda_interpolation_context({})
+    assert lambda_interpolation_context({}, KEY)["pants"]["hash"] == KEY
 
 
 def test_same_name_in_two_folders_collides_under_the_default_repository() -> None:
-    names = image_names(((A, None, L), (B, None, ("latest", "v1")), (C, None, L)), "{name}")
+    names = all_image_refs(((A, None, L), (B, None, ("latest", "v1")), (C, None, L)), "{name}")
     assert names == {A: ("fn:latest",), B: ("fn:latest", "fn:v1"), C: ("other:latest",)}
     assert tag_collisions(names) == {(A, B): ("fn:latest",)}
 
 
 def test_no_collision_with_directory_repositories_or_an_own_repository() -> None:
-    assert tag_collisions(image_names(((A, None, L), (B, None, L)), "{directory}")) == {}
-    assert tag_collisions(image_names(((A, None, L), (B, "b-fn", L)), "{name}")) == {}
+    assert tag_collisions(all_image_refs(((A, None, L), (B, None, L)), "{directory}")) == {}
+    assert tag_collisions(all_image_refs(((A, None, L), (B, "b-fn", L)), "{name}")) == {}
     # Same repository, different tags: no ref is shared.
-    assert tag_collisions(image_names(((A, "fn", ("a",)), (B, "fn", ("b",))), "{name}")) == {}
+    assert tag_collisions(all_image_refs(((A, "fn", ("a",)), (B, "fn", ("b",))), "{name}")) == {}
+
+
+def test_pants_hash_tags_never_collide_build_arg_tags_do() -> None:
+    hashed = all_image_refs(((A, "fn", ("{pants.hash}",)), (B, "fn", ("{pants.hash}",))), "{name}")
+    assert tag_collisions(hashed) == {}
+    commit = all_image_refs(
+        ((A, "fn", ("{build_args.GIT_COMMIT}",)), (B, "fn", ("{build_args.GIT_COMMIT}",))), "{name}", {"GIT_COMMIT": "c1"}
+    )
+    assert tag_collisions(commit) == {(A, B): ("fn:c1",)}
 
 
 def test_three_targets_and_two_shared_refs_are_grouped() -> None:
-    refs = {A: ("fn:latest", "fn:v1"), B: ("fn:v1", "fn:latest"), C: ("fn:latest",)}
-    assert tag_collisions(refs) == {(A, B, C): ("fn:latest",), (A, B): ("fn:v1",)}
+    shared = {A: ("fn:latest", "fn:v1"), B: ("fn:v1", "fn:latest"), C: ("fn:latest",)}
+    assert tag_collisions(shared) == {(A, B, C): ("fn:latest",), (A, B): ("fn:v1",)}
 
 
 def test_a_target_with_an_invalid_repository_is_left_to_its_own_package() -> None:
-    assert image_names(((A, "Upper/{name}", L), (B, None, L)), "{name}") == {B: ("fn:latest",)}
+    assert all_image_refs(((A, "fn..x", L), (B, None, L)), "{name}") == {B: ("fn:latest",)}
 
 
 def test_message_names_both_targets_the_tag_and_the_fixes() -> None:

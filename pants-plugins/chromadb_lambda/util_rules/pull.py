@@ -25,7 +25,7 @@ from chromadb_lambda.util_rules.engine import (
     locked_process,
     parse_locked_result,
 )
-from chromadb_lambda.util_rules.registries import push_targets
+from chromadb_lambda.util_rules.image_names import ImageNames
 from chromadb_lambda.util_rules.registry_process import client_process, client_result, registry_entries
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
@@ -35,12 +35,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PublishedImageRequest:
     address: Address
-    # The target's `registries` field, resolved as `pants publish` resolves it.
-    registries: tuple[str, ...]
-    repository: str
-    key_tag: str
-    # The local tags the image gets once pulled (its own tags and the content key tag).
-    local_refs: tuple[str, ...]
+    # Its registries (as `pants publish` resolves them), key tag, and the local tags it gets once
+    # pulled (its own tags and the content key tag).
+    names: ImageNames
     # The run that asks: a pull changes the engine's tags, so it runs once per run (see EngineRun).
     run: EngineRun
 
@@ -68,22 +65,14 @@ async def pull_published_image(
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
 ) -> PulledImage:
-    targets = push_targets(
-        docker_options.registries(),
-        request.registries,
-        address=request.address,
-        repository=request.repository,
-        default_repository=docker_options.default_repository,
-        tags=(),
-        key_tag=request.key_tag,
-        ecr_registries=tuple(subsystem.ecr_registries),
-    )
+    names = request.names
+    targets = names.registries
     if not targets:
         return PulledImage()
     spec = {
         "docker": docker.path,
-        "key_tag": request.key_tag,
-        "local_refs": list(request.local_refs),
+        "key_tag": names.key_tag,
+        "local_refs": list(names.local_refs),
         "attempts": max(1, subsystem.push_attempts),
         "registries": registry_entries(targets),
     }
@@ -92,21 +81,20 @@ async def pull_published_image(
         spec,
         docker,
         docker_env,
-        f"Looking for {request.repository}:{request.key_tag} in {', '.join(t.address for t in targets)}",
+        f"Looking for {names.key_ref} in {', '.join(t.address for t in targets)}",
         ProcessCacheScope.PER_SESSION,
     )
     # Under the locks of its tags, as builds: a concurrent run that built or pulled the same content
     # key meanwhile is adopted, not pulled over (see engine_lock.py).
     script = await Get(EngineLockScript, EngineLockScriptRequest())
-    key_ref = f"{request.repository}:{request.key_tag}"
     locked = locked_process(
         process,
         script=script,
         docker=docker,
         env=docker_env.env,
         run=request.run,
-        key_ref=key_ref,
-        refs=request.local_refs,
+        key_ref=names.key_ref,
+        refs=names.local_refs,
         kind="pull",
     )
     result = await Get(FallibleProcessResult, Process, locked)
@@ -119,7 +107,7 @@ async def pull_published_image(
         outcome = pull_outcome(result)
     for warning in outcome["warnings"]:
         logger.warning(
-            f"{request.address}: could not pull {request.repository}:{request.key_tag} from "
+            f"{request.address}: could not pull {names.key_ref} from "
             f"{warning['address']}, building it instead: {warning['error']}"
         )
     pulled = outcome["pulled"]

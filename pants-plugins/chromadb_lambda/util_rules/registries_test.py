@@ -5,18 +5,20 @@ from pants.backend.docker.registries import DockerRegistries
 from pants.engine.addresses import Address
 from pants.engine.target import InvalidFieldException
 
-from chromadb_lambda.util_rules.registries import EcrRegistry, ecr_registry, push_targets
+from chromadb_lambda.util_rules.image_names import lambda_docker_field_set, lambda_interpolation_context, push_targets
+from chromadb_lambda.util_rules.registries import EcrRegistry, ecr_registry
 
 ADDRESS = Address("lambdas/word_polling", target_name="word_polling")
 
 
-def targets(config: dict, values: tuple[str, ...] = ("<all default registries>",), ecr: tuple[str, ...] = ()):
+def targets(
+    config: dict, values: tuple[str, ...] = ("<all default registries>",), ecr: tuple[str, ...] = (), build_args=None
+):
     return push_targets(
+        lambda_docker_field_set(ADDRESS, "receipts/{name}", ("latest",), values),
         DockerRegistries.from_dict(config),
-        values,
-        address=ADDRESS,
-        repository="receipts/word_polling",
         default_repository="{name}",
+        interpolation_context=lambda_interpolation_context(build_args or {}),
         tags=("latest",),
         key_tag="ck-0123",
         ecr_registries=ecr,
@@ -70,3 +72,23 @@ def test_explicit_addresses_and_skip_push() -> None:
 def test_unknown_alias_names_the_target_and_field() -> None:
     with pytest.raises(InvalidFieldException, match=r"The `registries` field in target lambdas/word_polling:word_polling .*alias: nope"):
         targets({}, ("@nope",))
+
+
+def test_registry_repository_placeholders_as_docker_image_takes_them() -> None:
+    config = {
+        "target": {"address": "a.example.com", "repository": "mirror/{target_repository}"},
+        "default": {"address": "b.example.com", "repository": "{default_repository}-{directory}"},
+    }
+    mirror, default = targets(config, ("@target", "@default"))
+    assert mirror.name == "a.example.com/mirror/receipts/word_polling"
+    assert default.name == "b.example.com/word_polling-word_polling"
+
+
+def test_extra_image_tags_take_build_args() -> None:
+    config = {"ci": {"address": "ci.example.com", "extra_image_tags": ["{build_args.GIT_COMMIT}"]}}
+    (ci,) = targets(config, ("@ci",), build_args={"GIT_COMMIT": "c0ffee"})
+    assert ci.refs == (
+        "ci.example.com/receipts/word_polling:latest",
+        "ci.example.com/receipts/word_polling:c0ffee",
+        "ci.example.com/receipts/word_polling:ck-0123",
+    )

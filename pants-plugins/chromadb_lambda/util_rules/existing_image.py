@@ -1,0 +1,97 @@
+"""Is an image already there? The engine first (its content key tag), then, with
+`[lambda-image].pull_from_registries`, the registries it is published to. One step for Lambda images
+and their bases; the callers build only what this does not find."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.addresses import Address
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, collect_rules, rule
+
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.util_rules.engine import (
+    DockerEnvironment,
+    EngineImages,
+    EngineImagesRequest,
+    EngineLockScript,
+    EngineLockScriptRequest,
+    EngineRun,
+    RepositoryImages,
+    RepositoryImagesRequest,
+    locked_process,
+    parse_locked_result,
+)
+from chromadb_lambda.util_rules.image_names import ImageNames
+from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
+
+
+@dataclass(frozen=True)
+class ExistingImageRequest:
+    address: Address
+    names: ImageNames
+
+
+@dataclass(frozen=True)
+class ExistingImage:
+    """The image of a content key the engine holds (or now holds: tags moved, pulled); `image_id`
+    None: none, build it in `run`."""
+
+    image_id: str | None
+    # The run whose engine listing was read: set whenever this step (or a build after it) changes the
+    # engine; None when the image was up to date, which reads no run (see RepositoryImages).
+    run: EngineRun | None = None
+    # The registry ref it was pulled from.
+    pulled_from: str | None = None
+    # True: the key tag was there, only its other tags were moved to it.
+    retagged: bool = False
+
+
+def up_to_date_image(held: RepositoryImages, names: ImageNames) -> str | None:
+    """The image id the key tag names when every own tag points at it too."""
+    image_id = held.refs.get(names.key_ref)
+    return image_id if image_id and all(held.refs.get(ref) == image_id for ref in names.refs) else None
+
+
+@rule(desc="Looking for an image by its content key")
+async def find_existing_image(
+    request: ExistingImageRequest,
+    docker: DockerBinary,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> ExistingImage:
+    names = request.names
+    # The engine's listing, taken in this run: an image id read here is one the engine holds now.
+    held = await Get(RepositoryImages, RepositoryImagesRequest(names.repository))
+    image_id = up_to_date_image(held, names)
+    if image_id:
+        return ExistingImage(image_id)
+    # From here on this run changes the engine: its processes are keyed by the run (see EngineRun).
+    # Up to date, the rule read only RepositoryImages, so a no-op does not run it again.
+    engine = await Get(EngineImages, EngineImagesRequest())
+    if held.refs.get(names.key_ref):
+        # The engine holds this exact content: no build, not even of the base. Only move the tags
+        # that point elsewhere (e.g. `latest` after a checkout of another commit).
+        script = await Get(EngineLockScript, EngineLockScriptRequest())
+        adopt = locked_process(
+            None,
+            script=script,
+            docker=docker,
+            env=docker_env.env,
+            run=engine.run,
+            key_ref=names.key_ref,
+            refs=names.refs,
+        )
+        adopted = parse_locked_result((await Get(ProcessResult, Process, adopt)).stdout)
+        if adopted.image_id:
+            return ExistingImage(adopted.image_id, run=engine.run, retagged=True)
+    if subsystem.pull_from_registries:
+        pulled = await Get(PulledImage, PublishedImageRequest(request.address, names, engine.run))
+        if pulled.image_id:
+            return ExistingImage(pulled.image_id, run=engine.run, pulled_from=pulled.source)
+    return ExistingImage(None, run=engine.run)
+
+
+def rules():
+    return collect_rules()

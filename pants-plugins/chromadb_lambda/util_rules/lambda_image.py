@@ -1,0 +1,96 @@
+"""Making a Lambda image the engine does not have: its base first, then the image on top of it, by
+`[lambda-image].builder` (the assembler, or a `docker build` of the generated context)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.addresses import Address
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
+from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
+from chromadb_lambda.util_rules.closure import LambdaClosure
+from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
+from chromadb_lambda.util_rules.engine import (
+    DockerEnvironment,
+    EngineLockScript,
+    EngineLockScriptRequest,
+    EngineRun,
+    LambdaImageBuild,
+    build_process,
+    cache_args,
+    locked_process,
+    run_build,
+)
+from chromadb_lambda.util_rules.image_names import ImageNames
+
+
+@dataclass(frozen=True)
+class MadeLambdaImageRequest:
+    address: Address
+    closure: LambdaClosure
+    names: ImageNames
+    # The target's `cache_from` field (docker-build only).
+    cache_from: tuple[str, ...] | None
+    # The run that asks: building changes the engine (see EngineRun).
+    run: EngineRun
+
+
+@dataclass(frozen=True)
+class MadeLambdaImage:
+    image_id: str
+    # False: a concurrent run (another clone on this engine) made it while this one waited.
+    made: bool
+
+
+@rule(desc="Making a chromadb_lambda image")
+async def make_lambda_image(
+    request: MadeLambdaImageRequest,
+    docker: DockerBinary,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> MadeLambdaImage:
+    names = request.names
+    base = await Get(BuiltBaseImage, BuiltBaseImageRequest(request.closure.base_address))
+    if subsystem.builder == LambdaImageBuilder.assembler:
+        assembled = await Get(
+            AssembledLambdaImage,
+            AssembledLambdaImageRequest(
+                address=request.address,
+                closure=request.closure,
+                base_image_id=base.image_id,
+                key_ref=names.key_ref,
+                refs=names.local_refs,
+                run=request.run,
+            ),
+        )
+        return MadeLambdaImage(assembled.image_id, assembled.made)
+    context, script = await MultiGet(
+        Get(LambdaBuildContext, LambdaBuildContextRequest(request.closure, base.ref)),
+        Get(EngineLockScript, EngineLockScriptRequest()),
+    )
+    build = LambdaImageBuild(
+        refs=names.local_refs,
+        context=context.digest,
+        dockerfile=context.dockerfile,
+        base_image_id=base.image_id,
+        extra_args=cache_args(subsystem, names.repository, request.cache_from),
+    )
+    process = locked_process(
+        build_process(docker, build, docker_env.env),
+        script=script,
+        docker=docker,
+        env=docker_env.env,
+        run=request.run,
+        key_ref=names.key_ref,
+        refs=build.refs,
+    )
+    made = await run_build(process, names.refs[0], request.address, docker_env.env)
+    assert made.image_id
+    return MadeLambdaImage(made.image_id, made.made)
+
+
+def rules():
+    return collect_rules()
