@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Mapping
 
 from pants.engine.addresses import Address
 from pants.engine.console import Console
@@ -22,12 +21,9 @@ from pants.util.frozendict import FrozenDict
 from pants.util.strutil import help_text
 
 from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
-from chromadb_lambda.util_rules.context import normalized_task_root
+from chromadb_lambda.util_rules.context import context_report
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import ChromadbLambdaHandlerField
-
-ANCESTOR_INIT = "ancestor __init__.py of a copied module"
-
 
 class LambdaContextFormat(Enum):
     text = "text"
@@ -63,44 +59,6 @@ class DependencyPaths:
     """The parent of each address on a shortest dependency path from the roots (roots map to None)."""
 
     parents: FrozenDict[Address, Address | None]
-
-
-def dependency_chain(parents: Mapping[Address, Address | None], address: Address) -> tuple[Address, ...]:
-    chain = [address]
-    while parents.get(chain[-1]) is not None:
-        chain.append(parents[chain[-1]])  # type: ignore[arg-type]
-    return tuple(reversed(chain))
-
-
-def owner_of(path: str, owners: Iterable[Address]) -> Address | None:
-    """The file-level target whose file, source root stripped, is `path`."""
-    for address in owners:
-        filename = address.filename if address.is_file_target else None
-        if filename and (filename == path or filename.endswith("/" + path)):
-            return address
-    return None
-
-
-def context_report(closure: LambdaClosure, parents: Mapping[Address, Address | None], task_root: str) -> dict:
-    inferred = dict(closure.inferred_roots)
-    files = []
-    for f in closure.files:
-        owner = owner_of(f.path, parents)
-        chain = dependency_chain(parents, owner) if owner else ()
-        entry = {"path": f.path, "size": f.size, "why": [str(a) for a in chain] if chain else ANCESTOR_INIT}
-        if chain and chain[0] in inferred:
-            # No import Pants sees brings it: say which line of the closure does.
-            entry["needed_by"] = inferred[chain[0]]
-        files.append(entry)
-    return {
-        "address": str(closure.address),
-        "handler": closure.handler,
-        "base_image": str(closure.base_address),
-        "task_root": normalized_task_root(task_root),
-        "files": files,
-        "total_bytes": closure.total_bytes,
-        "provided_by_base": list(closure.provided_by_base),
-    }
 
 
 def render_text(report: dict) -> str:
@@ -151,7 +109,7 @@ async def lambda_context(
     addresses = [t.address for t in targets if t.has_field(ChromadbLambdaHandlerField)]
     closures = await MultiGet(Get(LambdaClosure, LambdaClosureRequest(a)) for a in addresses)
     paths = await MultiGet(Get(DependencyPaths, DependencyPathsRequest(c.roots)) for c in closures)
-    reports = [context_report(c, p.parents, lambda_image.task_root) for c, p in zip(closures, paths)]
+    reports = [context_report(c, lambda_image.task_root, p.parents) for c, p in zip(closures, paths)]
     with subsystem.output(console) as write_stdout:
         if subsystem.format == LambdaContextFormat.json:
             write_stdout(json.dumps(reports, indent=2) + "\n")

@@ -7,14 +7,15 @@ from pants.engine.addresses import Address
 from pants.testutil.rule_runner import RuleRunner
 
 from chromadb_lambda.goals import lambda_context as explain
-from chromadb_lambda.util_rules.closure_test import BASE_REPO, BOOTSTRAP_ENV, lambda_build, set_options
-from chromadb_lambda.util_rules.closure_test import rule_runner as closure_rule_runner  # noqa: F401 (fixture)
-from chromadb_lambda.goals.lambda_context import ANCESTOR_INIT, LambdaContextGoal, dependency_chain, owner_of
+from chromadb_lambda.goals.lambda_context import LambdaContextGoal
+from chromadb_lambda.testutil import BASE_REPO, BOOTSTRAP_ENV, closure_rule_runner, lambda_build, set_options
+from chromadb_lambda.util_rules.context import ANCESTOR_INIT, dependency_chain, owner_of
 
 
 @pytest.fixture
-def rule_runner(closure_rule_runner: RuleRunner) -> RuleRunner:  # noqa: F811
-    runner = RuleRunner(rules=[*closure_rule_runner.rules, *explain.rules()], target_types=closure_rule_runner.target_types)
+def rule_runner() -> RuleRunner:
+    closure_runner = closure_rule_runner()
+    runner = RuleRunner(rules=[*closure_runner.rules, *explain.rules()], target_types=closure_runner.target_types)
     set_options(runner)
     return runner
 

@@ -21,7 +21,7 @@ from pants.core.target_types import FilesGeneratorTarget, FileTarget, ResourceTa
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda.goals import tailor
-from chromadb_lambda.util_rules.closure_test import BOOTSTRAP_ENV
+from chromadb_lambda.testutil import BOOTSTRAP_ENV
 from chromadb_lambda.goals.tailor import PutativeChromadbLambdaTargetsRequest
 from chromadb_lambda.target_types import ChromadbLambdaTarget
 

@@ -5,117 +5,17 @@ import os
 from textwrap import dedent
 
 import pytest
-from pants.backend.docker.target_types import DockerImageTarget
-from pants.backend.python import target_types_rules
-from pants.backend.python.dependency_inference import rules as dependency_inference_rules
-from pants.backend.python.target_types import (
-    PythonRequirementTarget,
-    PythonSourcesGeneratorTarget,
-    PythonSourceTarget,
-)
-from pants.backend.python.util_rules import faas, pex, python_sources
-from pants.core.target_types import (
-    FilesGeneratorTarget,
-    FileTarget,
-    ResourcesGeneratorTarget,
-    ResourceTarget,
-)
 from pants.engine.addresses import Address
 from pants.engine.internals.scheduler import ExecutionError
-from pants.testutil.rule_runner import PYTHON_BOOTSTRAP_ENV, QueryRule, RuleRunner
+from pants.testutil.rule_runner import RuleRunner
 
-from chromadb_lambda.util_rules import closure
-from chromadb_lambda.util_rules import dependency_inference
-from chromadb_lambda.util_rules import scan
 from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest, path_collisions, split_packages
-from chromadb_lambda.target_types import ChromadbLambdaTarget
+from chromadb_lambda.testutil import BASE_REPO, closure_rule_runner, lambda_build, set_options
 
 
 @pytest.fixture
 def rule_runner() -> RuleRunner:
-    rule_runner = RuleRunner(
-        rules=[
-            *closure.rules(),
-            *scan.rules(),
-            *pex.rules(),
-            *dependency_inference.rules(),
-            *faas.rules(),
-            *dependency_inference_rules.rules(),
-            *python_sources.rules(),
-            *target_types_rules.rules(),
-            QueryRule(LambdaClosure, [LambdaClosureRequest]),
-        ],
-        target_types=[
-            ChromadbLambdaTarget,
-            DockerImageTarget,
-            FileTarget,
-            FilesGeneratorTarget,
-            PythonRequirementTarget,
-            PythonSourceTarget,
-            PythonSourcesGeneratorTarget,
-            ResourceTarget,
-            ResourcesGeneratorTarget,
-        ],
-    )
-    set_options(rule_runner)
-    return rule_runner
-
-
-# What the test was given of the caller's environment (`PANTS_BOOTSTRAP_ENV` in BUILD files: the
-# interpreters, and the machine-specific `PANTS_*` options the `./pants` wrapper exports).
-BOOTSTRAP_ENV = {name for name in os.environ if name.startswith("PANTS_") or name in PYTHON_BOOTSTRAP_ENV}
-
-
-def set_options(rule_runner: RuleRunner, *args: str) -> None:
-    rule_runner.set_options(
-        [
-            "--source-root-patterns=['/app', '/functions']",
-            # The Lambda's Python reads the closure (as `[python].interpreter_constraints` in pants.toml).
-            "--python-interpreter-constraints=['CPython==3.11.*']",
-            "--python-bootstrap-search-path=['<PYENV>', '<PATH>']",
-            *args,
-        ],
-        env_inherit=BOOTSTRAP_ENV,
-    )
-
-
-# A small monorepo laid out unlike the example repo: other source roots, a package with code in its
-# `__init__.py`, relative imports, a resource, a module baked into the base image.
-BASE_REPO = {
-    "3rdparty/BUILD": dedent(
-        """\
-        python_requirement(name="boto3", requirements=["boto3"])
-        python_requirement(name="requests", requirements=["requests"])
-        """
-    ),
-    "base/BUILD": 'docker_image(name="base", dependencies=["3rdparty:boto3", "app/shared:shared"])',
-    "base/Dockerfile": "FROM scratch\n",
-    "app/shared/BUILD": "python_sources()",
-    "app/shared/__init__.py": "",
-    "app/shared/logs.py": "def log(msg):\n    print(msg)\n",
-    "app/store/BUILD": "python_sources()",
-    "app/store/__init__.py": "from .tables import TABLE\n",
-    "app/store/tables.py": "import boto3\nTABLE = 'receipts'\n",
-    "app/store/unused.py": "X = 1\n",
-    "app/text/BUILD": dedent(
-        """\
-        python_sources(overrides={"vocab.py": {"dependencies": [":data"]}})
-        resources(name="data", sources=["words.txt"])
-        """
-    ),
-    "app/text/__init__.py": "",
-    "app/text/vocab.py": "WORDS = 'words.txt'\n",
-    "app/text/words.txt": "apple\n",
-}
-
-
-def lambda_build(name: str, handler: str = "main.py:handle", extra: str = "") -> str:
-    return dedent(
-        f"""\
-        python_sources(name="src")
-        chromadb_lambda(name="{name}", handler="{handler}", base_image="//base:base"{extra})
-        """
-    )
+    return closure_rule_runner()
 
 
 def get_closure(rule_runner: RuleRunner, address: Address) -> LambdaClosure:

@@ -1,9 +1,12 @@
-"""The Docker build context of a Lambda image: the closure's files and a generated Dockerfile."""
+"""The Docker build context of a Lambda image (the closure's files and a generated Dockerfile), and
+the report of what it holds (the `dist/` manifest, `pants lambda-context`)."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
+from pants.engine.addresses import Address
 from pants.engine.fs import AddPrefix, CreateDigest, Digest, FileContent, MergeDigests
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 
@@ -38,19 +41,58 @@ def lambda_dockerfile(closure: LambdaClosure, base_image_ref: str, task_root: st
     return generate_dockerfile(base_image_ref, normalized_task_root(task_root), closure.handler, bool(closure.files))
 
 
-def context_manifest(closure: LambdaClosure, task_root: str) -> bytes:
-    """Every file the image adds, its size and the total: what `dist/` reports for review."""
-    manifest = {
+ANCESTOR_INIT = "ancestor __init__.py of a copied module"
+
+
+def dependency_chain(parents: Mapping[Address, Address | None], address: Address) -> tuple[Address, ...]:
+    chain = [address]
+    while parents.get(chain[-1]) is not None:
+        chain.append(parents[chain[-1]])  # type: ignore[arg-type]
+    return tuple(reversed(chain))
+
+
+def owner_of(path: str, owners: Iterable[Address]) -> Address | None:
+    """The file-level target whose file, source root stripped, is `path`."""
+    for address in owners:
+        filename = address.filename if address.is_file_target else None
+        if filename and (filename == path or filename.endswith("/" + path)):
+            return address
+    return None
+
+
+def context_report(
+    closure: LambdaClosure, task_root: str, parents: Mapping[Address, Address | None] | None = None
+) -> dict:
+    """Every file the image adds, its size and the total, and what the base provides; with `parents`
+    (dependency paths from the closure's roots), why each file is there. The `dist/` manifest is
+    this report without the why; `pants lambda-context` prints it with."""
+    inferred = dict(closure.inferred_roots)
+    files = []
+    for f in closure.files:
+        entry: dict = {"path": f.path, "size": f.size}
+        if parents is not None:
+            owner = owner_of(f.path, parents)
+            chain = dependency_chain(parents, owner) if owner else ()
+            entry["why"] = [str(a) for a in chain] if chain else ANCESTOR_INIT
+            if chain and chain[0] in inferred:
+                # No import Pants sees brings it: say which line of the closure does.
+                entry["needed_by"] = inferred[chain[0]]
+        files.append(entry)
+    return {
         "address": str(closure.address),
         "handler": closure.handler,
         "base_image": str(closure.base_address),
         "task_root": normalized_task_root(task_root),
-        "files": [{"path": f.path, "size": f.size} for f in closure.files],
-        "file_count": len(closure.files),
+        "files": files,
+        "file_count": len(files),
         "total_bytes": closure.total_bytes,
         "provided_by_base": list(closure.provided_by_base),
     }
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def context_manifest(closure: LambdaClosure, task_root: str) -> bytes:
+    """The report `dist/` holds beside the docker-info, for review."""
+    return (json.dumps(context_report(closure, task_root), indent=2, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True)

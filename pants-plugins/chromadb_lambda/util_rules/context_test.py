@@ -1,4 +1,11 @@
-from chromadb_lambda.util_rules.context import generate_dockerfile
+from __future__ import annotations
+
+import json
+
+from pants.engine.addresses import Address
+
+from chromadb_lambda.testutil import CLOSURE
+from chromadb_lambda.util_rules.context import ANCESTOR_INIT, context_manifest, context_report, generate_dockerfile
 
 
 def test_generated_dockerfile_copies_the_context_and_runs_the_handler() -> None:
@@ -14,3 +21,25 @@ def test_generated_dockerfile_copies_the_context_and_runs_the_handler() -> None:
 
 def test_generated_dockerfile_without_files_has_no_copy() -> None:
     assert "COPY" not in generate_dockerfile("base:abc", "/var/task", "m.f", has_files=False)
+
+
+def test_one_report_for_the_manifest_and_lambda_context() -> None:
+    handler = Address("lambdas/fn", relative_file_path="handler.py")
+    manifest = json.loads(context_manifest(CLOSURE, "/var/task/"))
+    assert manifest == {
+        "address": "lambdas/fn:fn",
+        "handler": "fn.handler.handle",
+        "base_image": "base:base",
+        "task_root": "/var/task",
+        "files": [{"path": "fn/__init__.py", "size": 0}, {"path": "fn/handler.py", "size": 90}],
+        "file_count": 2,
+        "total_bytes": 90,
+        "provided_by_base": ["shared/__init__.py"],
+    }
+    # `pants lambda-context` adds why each file is there, from the dependency paths of the roots.
+    report = context_report(CLOSURE, "/var/task", {handler: None})
+    assert report["files"] == [
+        {"path": "fn/__init__.py", "size": 0, "why": ANCESTOR_INIT},
+        {"path": "fn/handler.py", "size": 90, "why": ["lambdas/fn/handler.py"]},
+    ]
+    assert {k: v for k, v in report.items() if k != "files"} == {k: v for k, v in manifest.items() if k != "files"}

@@ -27,7 +27,7 @@ from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.util_rules import closure_test
+from chromadb_lambda import testutil
 from chromadb_lambda.util_rules import import_check
 from chromadb_lambda.util_rules.closure import ContextFile, LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
@@ -470,8 +470,8 @@ def test_rule_container_that_did_not_run_is_an_error() -> None:
 
 
 def test_repo_paths_and_first_party_modules_of_a_real_closure() -> None:
-    # The closure tests' engine (their fixture, called as a function) plus this module's rules.
-    base = closure_test.rule_runner.__wrapped__()  # type: ignore[attr-defined]
+    # The closure tests' engine (testutil) plus this module's rules.
+    base = testutil.closure_rule_runner()
     runner = RuleRunner(
         rules=[
             *base.rules,
@@ -481,11 +481,11 @@ def test_repo_paths_and_first_party_modules_of_a_real_closure() -> None:
         ],
         target_types=base.target_types,
     )
-    closure_test.set_options(runner)
+    testutil.set_options(runner)
     runner.write_files(
         {
-            **closure_test.BASE_REPO,
-            "functions/fn/BUILD": closure_test.lambda_build("fn"),
+            **testutil.BASE_REPO,
+            "functions/fn/BUILD": testutil.lambda_build("fn"),
             "functions/fn/main.py": "from store import TABLE\n\ndef handle(event, context):\n    return TABLE\n",
         }
     )

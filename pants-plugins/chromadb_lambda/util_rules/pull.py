@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
@@ -61,7 +60,6 @@ def pull_outcome(result: FallibleProcessResult) -> dict[str, Any]:
 async def pull_published_image(
     request: PublishedImageRequest,
     docker: DockerBinary,
-    docker_options: DockerOptions,
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
 ) -> PulledImage:

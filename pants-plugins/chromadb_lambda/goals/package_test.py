@@ -1,0 +1,119 @@
+"""Each branch of `pants package` of a chromadb_lambda, with the steps below it mocked: up to date,
+stale tags moved, pulled, made (assembled or built), made meanwhile by a concurrent run."""
+from __future__ import annotations
+
+import json
+
+from pants.backend.docker.package_types import BuiltDockerImage
+from pants.core.goals.package import BuiltPackageArtifact
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
+
+from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, package_chromadb_lambda
+from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, EngineRun, RepositoryImages, RepositoryImagesRequest
+from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.image_names import (
+    AllLambdaImageRefs,
+    AllLambdaImageRefsRequest,
+    ImageNames,
+    LambdaImageNamesRequest,
+    LambdaRepository,
+    LambdaRepositoryRequest,
+)
+from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
+from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
+
+RUN = EngineRun(5)
+
+
+def package(existing: ExistingImage, made: MadeLambdaImage | None = None):
+    written: dict[str, bytes] = {}
+    requests: dict = {"made": [], "checked": []}
+
+    def create(request: CreateDigest) -> Digest:
+        written.update({f.path: f.content for f in request})  # type: ignore[union-attr]
+        return EMPTY_DIGEST
+
+    def make(request: MadeLambdaImageRequest) -> MadeLambdaImage:
+        requests["made"].append(request)
+        assert made is not None
+        return made
+
+    def check(request: LambdaImportCheckRequest) -> LambdaImportCheck:
+        requests["checked"].append(request.image_id)
+        return LambdaImportCheck("passed")
+
+    result = run_rule_with_mocks(
+        package_chromadb_lambda,
+        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), lambda_subsystem()],
+        mock_gets=[
+            MockGet(LambdaRepository, (LambdaRepositoryRequest,), lambda _: LambdaRepository("acme/fn")),
+            MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
+            MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
+            MockGet(RepositoryImages, (RepositoryImagesRequest,), lambda _: RepositoryImages(FrozenDict())),
+            MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
+            MockGet(ExistingImage, (ExistingImageRequest,), lambda _: existing),
+            MockGet(EngineImages, (EngineImagesRequest,), fail_if_requested("EngineImages")),
+            MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
+            MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
+            MockGet(Digest, (CreateDigest,), create),
+        ],
+    )
+    info = json.loads(written["lambdas.fn/fn.docker-info.json"])
+    manifest = json.loads(written["lambdas.fn/fn.context.json"])
+    return result, info, manifest, requests
+
+
+def summary(result) -> str:
+    image = next(a for a in result.artifacts if isinstance(a, BuiltDockerImage))
+    return image.extra_log_lines[0]
+
+
+def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
+    result, info, manifest, requests = package(ExistingImage("sha256:held"))
+    assert summary(result) == (
+        f"Lambda image acme/fn:latest is up to date: 2 files, 90 B of context, {KEY_TAG}, image sha256:held"
+    )
+    assert requests["made"] == [] and requests["checked"] == ["sha256:held"]
+    assert (info["image_id"], info["built"], info["pulled_from"]) == ("sha256:held", False, None)
+    assert info["tags"] == ["acme/fn:latest", f"acme/fn:{KEY_TAG}"]
+    assert info["base_image"] == {"address": "base:base", "key": BASE_IDENTITY.key, "ref": BASE_IDENTITY.ref}
+    assert manifest["files"] == [{"path": "fn/__init__.py", "size": 0}, {"path": "fn/handler.py", "size": 90}]
+    assert (manifest["file_count"], manifest["total_bytes"], manifest["task_root"]) == (2, 90, "/var/task")
+    image, context = result.artifacts
+    assert image == BuiltDockerImage(
+        image_id="sha256:held",
+        tags=("acme/fn:latest", f"acme/fn:{KEY_TAG}"),
+        relpath="lambdas.fn/fn.docker-info.json",
+        extra_log_lines=(summary(result),),
+    )
+    assert context == BuiltPackageArtifact(relpath="lambdas.fn/fn.context.json")
+
+
+def test_stale_tags_moved_is_up_to_date_and_not_built() -> None:
+    _, info, _, requests = package(ExistingImage("sha256:held", run=RUN, retagged=True))
+    assert info["built"] is False and requests["made"] == []
+
+
+def test_pulled_says_where_from() -> None:
+    source = f"reg.example.com/acme/fn:{KEY_TAG}"
+    result, info, _, requests = package(ExistingImage("sha256:pulled", run=RUN, pulled_from=source))
+    assert summary(result).startswith(f"Lambda image acme/fn:latest pulled from {source}: 2 files")
+    assert (info["built"], info["pulled_from"]) == (False, source)
+    assert requests["made"] == [] and requests["checked"] == ["sha256:pulled"]
+
+
+def test_made_in_the_run_the_engine_step_read() -> None:
+    result, info, _, requests = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:new", made=True))
+    assert requests["made"] == [MadeLambdaImageRequest(LAMBDA, CLOSURE, NAMES, None, RUN)]
+    assert summary(result).startswith("Lambda image acme/fn:latest built: 2 files")
+    assert (info["image_id"], info["built"]) == ("sha256:new", True)
+    assert requests["checked"] == ["sha256:new"]
+
+
+def test_made_by_a_concurrent_run_is_up_to_date() -> None:
+    result, info, _, _ = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:theirs", made=False))
+    assert " is up to date: " in summary(result) and info["built"] is False

@@ -1,0 +1,141 @@
+"""Each branch of `pants publish` of a chromadb_lambda, with the push process mocked: pushed, already
+published, a partial failure, no registry, `skip_push`, and the base pushed first when asked."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from pants.backend.docker.package_types import BuiltDockerImage
+from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageRequest
+from pants.core.goals.publish import PublishPackages
+from pants.core.util_rules.distdir import DistDir
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
+from pants.engine.process import FallibleProcessResult, Process
+from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+
+from chromadb_lambda.goals.publish import ChromadbLambdaPublishFieldSet, PublishChromadbLambdaRequest, publish_chromadb_lambda
+from chromadb_lambda.testutil import (
+    BASE,
+    DOCKER,
+    DOCKER_ENV,
+    KEY,
+    KEY_TAG,
+    NAMES,
+    REGISTRY,
+    fail_if_requested,
+    lambda_subsystem,
+    lambda_target,
+    process_result,
+)
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.push import BaseImagePush, BaseImagePushRequest, PublishSession, PublishSessionRequest
+
+TAGS = ("acme/fn:latest", f"acme/fn:{KEY_TAG}")
+IMAGE = BuiltDockerImage(image_id="sha256:img", tags=TAGS, relpath="lambdas.fn/fn.docker-info.json")
+SESSION = PublishSession("9-abc")
+MIRROR = dataclasses.replace(REGISTRY, address="mirror.example.com", alias="mirror")
+
+
+def pushed(address: str, status: str = "pushed") -> dict:
+    return {"address": address, "name": f"{address}/acme/fn", "image": f"{address}/acme/fn@sha256:d1", "digest": "sha256:d1" + "0" * 62,
+            "tags": [], "status": status, "media_type": "application/vnd.docker.distribution.manifest.v2+json"}
+
+
+def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False):
+    seen: dict = {"specs": [], "bases": []}
+    target = lambda_target(skip_push=skip_push)
+
+    def run(process: Process) -> FallibleProcessResult:
+        seen["specs"].append(process)
+        return process_result(json.dumps(outcome))
+
+    def create(request: CreateDigest) -> Digest:
+        for f in request:
+            if f.path == "spec.json":  # type: ignore[union-attr]
+                seen["spec"] = json.loads(f.content)  # type: ignore[union-attr]
+        return EMPTY_DIGEST
+
+    def push_base(request: BaseImagePushRequest) -> BaseImagePush:
+        seen["bases"].append(request)
+        return BaseImagePush(("reg.example.com",))
+
+    result = run_rule_with_mocks(
+        publish_chromadb_lambda,
+        rule_args=[
+            PublishChromadbLambdaRequest(ChromadbLambdaPublishFieldSet.create(target), ()),
+            DOCKER,
+            DOCKER_ENV,
+            lambda_subsystem(publish_base_images=base),
+            DistDir(relpath="dist"),  # type: ignore[arg-type]
+        ],
+        mock_gets=[
+            MockGet(PublishSession, (PublishSessionRequest,), lambda _: SESSION),
+            MockGet(WrappedTarget, (WrappedTargetRequest,), lambda _: WrappedTarget(target)),
+            MockGet(BuiltPackage, (EnvironmentAwarePackageRequest,), lambda _: BuiltPackage(EMPTY_DIGEST, (IMAGE,))),
+            MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
+            MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: names),
+            MockGet(BaseImagePush, (BaseImagePushRequest,), push_base),
+            MockGet(EnvironmentVars, (EnvironmentVarsRequest,), lambda _: EnvironmentVars({})),
+            MockGet(Digest, (CreateDigest,), create),
+            MockGet(FallibleProcessResult, (Process,), run if outcome is not None else fail_if_requested("a push")),
+            MockGet(AllUnexpandedTargets, (), lambda: AllUnexpandedTargets([target])),
+        ],
+    )
+    return list(result), seen
+
+
+def test_push_reports_every_registry_ref_and_runs_the_report() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": [], "content_key": KEY.key, "key_tag": KEY_TAG}
+    [packages], seen = publish(outcome=outcome)
+    assert packages.names == ("reg.example.com/acme/fn:latest", f"reg.example.com/acme/fn:{KEY_TAG}")
+    assert packages.description == "reg.example.com (sha256:d10000000000)"
+    spec = seen["spec"]
+    assert (spec["session"], spec["image_id"], spec["content_key"], spec["key_tag"]) == ("9-abc", "sha256:img", KEY.key, KEY_TAG)
+    assert spec["registries"] == [{"address": "reg.example.com", "repository": "acme/fn", "tags": ["latest", KEY_TAG], "ecr": None}]
+    argv = packages.process.process.argv  # type: ignore[union-attr]
+    assert argv[3:7] == ("report", "dist/deploy-manifest.json", "9-abc", "lambdas/fn:fn")
+    assert json.loads(argv[7]) == outcome and argv[8:] == ("--existing", "lambdas/fn:fn")
+    assert seen["bases"] == []
+
+
+def test_already_published_says_so() -> None:
+    outcome = {"registries": [pushed("reg.example.com", "already published")], "errors": []}
+    [packages], _ = publish(outcome=outcome)
+    assert packages.description == "reg.example.com (already published)"
+
+
+def test_partial_failure_reports_what_was_pushed_and_hands_the_error_to_the_report() -> None:
+    names = dataclasses.replace(NAMES, registries=(REGISTRY, MIRROR))
+    outcome = {"registries": [pushed("reg.example.com")], "errors": [{"address": "mirror.example.com", "error": "denied"}]}
+    [packages], seen = publish(names, outcome)
+    assert [r["address"] for r in seen["spec"]["registries"]] == ["reg.example.com", "mirror.example.com"]
+    assert packages.description == "reg.example.com (sha256:d10000000000)"
+    # The report exits non-zero for the errors it is given: that is how the goal lists the failure.
+    assert json.loads(packages.process.process.argv[7])["errors"] == [{"address": "mirror.example.com", "error": "denied"}]  # type: ignore[union-attr]
+
+
+def test_no_registry_publishes_nothing() -> None:
+    [packages], _ = publish(dataclasses.replace(NAMES, registries=()))
+    assert packages == PublishPackages(
+        names=TAGS,
+        description="(no registry: give the target `registries`, or mark one `default` in `[docker].registries`)",
+    )
+
+
+def test_skip_push_on_the_target_or_a_registry() -> None:
+    [packages], _ = publish(skip_push=True)
+    assert packages == PublishPackages(names=REGISTRY.refs, description="(by `skip_push` on lambdas/fn:fn)")
+    skipped_mirror = dataclasses.replace(MIRROR, skip_push=True)
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    pushed_packages, skipped = publish(dataclasses.replace(NAMES, registries=(REGISTRY, skipped_mirror)), outcome)[0]
+    assert pushed_packages.names == REGISTRY.refs
+    assert skipped == PublishPackages(names=skipped_mirror.refs, description="(by `skip_push` on registry mirror)")
+
+
+def test_the_base_is_pushed_first_with_publish_base_images() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    _, seen = publish(outcome=outcome, base=True)
+    assert seen["bases"] == [BaseImagePushRequest(BASE, SESSION)]
