@@ -26,16 +26,20 @@ from chromadb_lambda.target_types import (
 )
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.context import context_manifest
-from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, RepositoryImages, RepositoryImagesRequest
+from chromadb_lambda.util_rules.engine import (
+    EngineImages,
+    EngineImagesRequest,
+    RepositoryImages,
+    RepositoryImagesRequest,
+)
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import (
-    AllLambdaImageRefs,
-    AllLambdaImageRefsRequest,
     ImageNames,
     LambdaImageNamesRequest,
     LambdaRepository,
     LambdaRepositoryRequest,
 )
+from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
 

@@ -13,16 +13,21 @@ from pants.util.frozendict import FrozenDict
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, package_chromadb_lambda
 from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, EngineRun, RepositoryImages, RepositoryImagesRequest
+from chromadb_lambda.util_rules.engine import (
+    EngineImages,
+    EngineImagesRequest,
+    EngineRun,
+    RepositoryImages,
+    RepositoryImagesRequest,
+)
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import (
-    AllLambdaImageRefs,
-    AllLambdaImageRefsRequest,
     ImageNames,
     LambdaImageNamesRequest,
     LambdaRepository,
     LambdaRepositoryRequest,
 )
+from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
 

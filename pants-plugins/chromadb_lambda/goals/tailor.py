@@ -29,7 +29,7 @@ from pants.util.logging import LogLevel
 from pants.util.strutil import softwrap
 
 from chromadb_lambda.util_rules.checks import ClosureSyntaxError
-from chromadb_lambda.util_rules.handler_checks import defined_names
+from chromadb_lambda.util_rules.checks import defined_names
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,

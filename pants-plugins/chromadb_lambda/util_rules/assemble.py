@@ -21,12 +21,10 @@ from pants.util.strutil import softwrap
 
 from chromadb_lambda.util_rules.closure import LambdaClosure
 from chromadb_lambda.util_rules.context import normalized_task_root
-from chromadb_lambda.util_rules.engine import (
-    DockerEnvironment,
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun, docker_process
+from chromadb_lambda.util_rules.engine_locks import (
     EngineLockScript,
     EngineLockScriptRequest,
-    EngineRun,
-    docker_process,
     locked_process,
     parse_locked_result,
 )

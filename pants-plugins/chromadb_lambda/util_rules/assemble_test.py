@@ -33,7 +33,8 @@ from chromadb_lambda.util_rules.assemble import (
     base_inspect_process,
 )
 from chromadb_lambda.util_rules.closure import ContextFile, LambdaClosure
-from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineLockScript, EngineLockScriptRequest, EngineRun
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 
 ADDRESS = Address("lambdas/fn", target_name="fn")

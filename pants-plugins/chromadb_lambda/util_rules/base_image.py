@@ -23,17 +23,9 @@ from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import BaseImageCacheFromField
 from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest
-from chromadb_lambda.util_rules.engine import (
-    DockerEnvironment,
-    EngineImages,
-    EngineImagesRequest,
-    EngineLockScript,
-    EngineLockScriptRequest,
-    cache_args,
-    docker_build_process,
-    locked_process,
-    run_build,
-)
+from chromadb_lambda.util_rules.docker_build import cache_args, docker_build_process, run_build
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineImages, EngineImagesRequest
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest, locked_process
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
 

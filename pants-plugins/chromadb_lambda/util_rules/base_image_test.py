@@ -28,13 +28,8 @@ from chromadb_lambda.testutil import (
 )
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest, build_base_image
 from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest
-from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
-    EngineLockScript,
-    EngineLockScriptRequest,
-    EngineRun,
-)
+from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, EngineRun
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
 

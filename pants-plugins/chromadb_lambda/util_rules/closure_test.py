@@ -9,7 +9,8 @@ from pants.engine.addresses import Address
 from pants.engine.internals.scheduler import ExecutionError
 from pants.testutil.rule_runner import RuleRunner
 
-from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest, path_collisions, split_packages
+from chromadb_lambda.util_rules.checks import path_collisions, split_packages
+from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.testutil import BASE_REPO, closure_rule_runner, lambda_build, set_options
 
 

@@ -15,11 +15,13 @@ from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
-    EngineLockScript,
-    EngineLockScriptRequest,
     EngineRun,
     RepositoryImages,
     RepositoryImagesRequest,
+)
+from chromadb_lambda.util_rules.engine_locks import (
+    EngineLockScript,
+    EngineLockScriptRequest,
     locked_process,
     parse_locked_result,
 )

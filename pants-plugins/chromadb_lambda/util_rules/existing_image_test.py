@@ -12,12 +12,11 @@ from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, KEY_TAG, LAMBDA, NAMES,
 from chromadb_lambda.util_rules.engine import (
     EngineImages,
     EngineImagesRequest,
-    EngineLockScript,
-    EngineLockScriptRequest,
     EngineRun,
     RepositoryImages,
     RepositoryImagesRequest,
 )
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest, find_existing_image
 from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
 

@@ -32,17 +32,19 @@ from chromadb_lambda.util_rules import import_check
 from chromadb_lambda.util_rules.closure import ContextFile, LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.import_check import (
-    Classified,
     ClosureRepoPaths,
     HandlerImportError,
     LambdaImportCheck,
     LambdaImportCheckRequest,
     check_lambda_import,
+    import_check_argv,
+    import_check_script_text,
+)
+from chromadb_lambda.util_rules.import_check_verdict import (
+    Classified,
     classify,
     first_party_message,
     first_party_modules,
-    import_check_argv,
-    import_check_script_text,
     importing_frame,
     missing_module,
     parse_verdict,

@@ -13,17 +13,9 @@ from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledL
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.closure import LambdaClosure
 from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
-from chromadb_lambda.util_rules.engine import (
-    DockerEnvironment,
-    EngineLockScript,
-    EngineLockScriptRequest,
-    EngineRun,
-    LambdaImageBuild,
-    build_process,
-    cache_args,
-    locked_process,
-    run_build,
-)
+from chromadb_lambda.util_rules.docker_build import LambdaImageBuild, build_process, cache_args, run_build
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest, locked_process
 from chromadb_lambda.util_rules.image_names import ImageNames
 
 

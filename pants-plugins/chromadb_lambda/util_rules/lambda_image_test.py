@@ -23,7 +23,9 @@ from chromadb_lambda.testutil import (
 from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
-from chromadb_lambda.util_rules.engine import DockerBuildError, EngineLockScript, EngineLockScriptRequest, EngineRun
+from chromadb_lambda.util_rules.docker_build import DockerBuildError
+from chromadb_lambda.util_rules.engine import EngineRun
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest, make_lambda_image
 
 RUN = EngineRun(3)

@@ -18,11 +18,18 @@ from typing import Any, Iterable, Mapping
 from pants.engine.addresses import Address
 from pants.util.strutil import bullet_list, softwrap
 
-from chromadb_lambda.util_rules.checks import DynamicImport
 
 
 class AmbiguousImportError(Exception):
     """An imported module has several owners and the Lambda's closure has none of them."""
+
+
+
+@dataclass(frozen=True)
+class DynamicImport:
+    path: str
+    line: int
+    call: str
 
 
 @dataclass(frozen=True)
@@ -159,3 +166,4 @@ def ambiguous_imports_message(address: Address, ambiguous: Iterable[tuple[Module
         `dependencies=["!{drop[0] if drop else keep}"]`); or rename one of the modules.
         """
     )
+

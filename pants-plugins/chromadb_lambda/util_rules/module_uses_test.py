@@ -1,6 +1,6 @@
 from pants.engine.addresses import Address
 
-from chromadb_lambda.util_rules.checks import DynamicImport
+from chromadb_lambda.util_rules.module_uses import DynamicImport
 
 from chromadb_lambda.util_rules.module_uses import (
     ModuleOwners,

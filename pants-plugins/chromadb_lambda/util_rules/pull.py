@@ -16,11 +16,10 @@ from pants.engine.addresses import Address
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, collect_rules, rule
 
-from chromadb_lambda.util_rules.engine import (
-    DockerEnvironment,
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
+from chromadb_lambda.util_rules.engine_locks import (
     EngineLockScript,
     EngineLockScriptRequest,
-    EngineRun,
     locked_process,
     parse_locked_result,
 )

@@ -13,7 +13,8 @@ from pants.engine.process import FallibleProcessResult, Process
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 
 from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, KEY_TAG, LAMBDA, NAMES, lambda_subsystem, process_result
-from chromadb_lambda.util_rules.engine import EngineLockScript, EngineLockScriptRequest, EngineRun
+from chromadb_lambda.util_rules.engine import EngineRun
+from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage, pull_published_image
 
 RUN = EngineRun(4)

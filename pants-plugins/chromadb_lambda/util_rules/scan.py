@@ -10,15 +10,20 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.python_sources import PythonSourceFiles
 from pants.backend.python.util_rules.pex_environment import PythonExecutable
-from pants.engine.fs import CreateDigest, Digest, FileContent, FileEntry
+from pants.engine.addresses import Address
+from pants.engine.fs import CreateDigest, Digest, DigestEntries, FileContent, FileEntry
 from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import TransitiveTargets
 from pants.util.logging import LogLevel
 
 from chromadb_lambda.scripts import source_scan
 from chromadb_lambda.scripts import script_source
+from chromadb_lambda.util_rules.checks import stripped_path
 
 # Read as data and run by the Lambda's interpreter; imported so that Pants and the wheel ship it.
 SOURCE_SCAN = os.path.basename(source_scan.__file__)
@@ -84,6 +89,41 @@ async def scan_python_sources(request: SourceScanRequest) -> SourceScan:
         ),
     )
     return SourceScan(result.stdout.decode())
+
+
+
+def module_name(stripped: str) -> str:
+    """The module a file is in the task root: `pkg/mod.py` -> `pkg.mod`, `pkg/__init__.py` -> `pkg`."""
+    base = stripped[: -len(".py")]
+    if base == "__init__" or base.endswith("/__init__"):
+        base = base[: -len("__init__")].rstrip("/")
+    return base.replace("/", ".")
+
+
+async def scan_closure(
+    address: Address,
+    closure: TransitiveTargets,
+    unstripped: PythonSourceFiles,
+    handler_path: str | None,
+    python_setup: PythonSetup,
+) -> dict:
+    """The scan report of every Python file of the closure, by the Lambda's interpreter."""
+    entries = await Get(DigestEntries, Digest, unstripped.source_files.snapshot.digest)
+    roots = unstripped.source_roots
+    unrooted = frozenset(unstripped.source_files.unrooted_files)
+    files = tuple(
+        ScannedFile(e, module_name(stripped_path(e.path, roots, unrooted)))
+        for e in entries
+        if isinstance(e, FileEntry) and e.path.endswith(".py")
+    )
+    constraints = InterpreterConstraints.create_from_targets(closure.closure, python_setup) or InterpreterConstraints(
+        python_setup.interpreter_constraints
+    )
+    scan = await Get(
+        SourceScan,
+        SourceScanRequest(files, constraints, handler_path or "", f"Reading the Python files of {address}"),
+    )
+    return scan.parsed()
 
 
 def rules():
