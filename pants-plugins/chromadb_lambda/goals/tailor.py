@@ -99,6 +99,17 @@ def not_python_owned_warning(path: str, function: str, owners: Iterable[str]) ->
     )
 
 
+async def _the_one_base_image() -> str | None:
+    """The one base every existing chromadb_lambda of the repo builds on, if there is just one."""
+    everything = await Get(AllUnexpandedTargets)
+    all_lambdas = [t for t in everything if t.has_field(ChromadbLambdaBaseImageField)]
+    bases = await MultiGet(
+        Get(Addresses, UnparsedAddressInputs, base_image_address_input(t[ChromadbLambdaBaseImageField], t.address))
+        for t in all_lambdas
+    )
+    return default_base_image({f"//{a[0].spec}" for a in bases if a})
+
+
 @rule(level=LogLevel.DEBUG, desc="Determine candidate chromadb_lambda targets to create")
 async def find_putative_chromadb_lambdas(
     request: PutativeChromadbLambdaTargetsRequest,
@@ -135,16 +146,7 @@ async def find_putative_chromadb_lambdas(
     handled_modules = {r.module for r in resolved}
     roots = await Get(SourceRootsResult, SourceRootsRequest.for_files(candidates))
 
-    base_image = subsystem.tailor_base_image
-    if not base_image:
-        # The one base every existing chromadb_lambda of the repo builds on, if there is just one.
-        everything = await Get(AllUnexpandedTargets)
-        all_lambdas = [t for t in everything if t.has_field(ChromadbLambdaBaseImageField)]
-        bases = await MultiGet(
-            Get(Addresses, UnparsedAddressInputs, base_image_address_input(t[ChromadbLambdaBaseImageField], t.address))
-            for t in all_lambdas
-        )
-        base_image = default_base_image({f"//{a[0].spec}" for a in bases if a})
+    base_image = subsystem.tailor_base_image or await _the_one_base_image()
     putative = []
     for path, function in sorted(candidates.items()):
         module = module_from_stripped_path(PurePath(path).relative_to(roots.path_to_root[PurePath(path)].path))

@@ -21,12 +21,8 @@ from pants.util.frozendict import FrozenDict
 from pants.util.strutil import bullet_list, softwrap
 
 from chromadb_lambda.target_types import ChromadbLambdaImageTagsField, ChromadbLambdaRepositoryField, ChromadbLambdaTarget
-from chromadb_lambda.util_rules.image_names import (
-    LambdaBuildArgs,
-    LambdaBuildArgsRequest,
-    lambda_docker_field_set,
-    lambda_image_refs,
-)
+from chromadb_lambda.util_rules.image_names import LambdaBuildArgs, LambdaBuildArgsRequest
+from chromadb_lambda.util_rules.image_refs import lambda_docker_field_set, lambda_image_refs
 
 
 class ImageTagCollision(Exception):

@@ -5,7 +5,7 @@ from pants.backend.docker.registries import DockerRegistries
 from pants.engine.addresses import Address
 from pants.engine.target import InvalidFieldException
 
-from chromadb_lambda.util_rules.image_names import lambda_docker_field_set, lambda_interpolation_context, push_targets
+from chromadb_lambda.util_rules.image_refs import lambda_docker_field_set, lambda_interpolation_context, push_targets
 from chromadb_lambda.util_rules.registries import EcrRegistry, ecr_registry
 
 ADDRESS = Address("lambdas/word_polling", target_name="word_polling")
