@@ -108,7 +108,8 @@ class ChromadbLambdaRepositoryField(StringField):
         """
         The repository name of the image, as for `docker_image`: defaults to
         `[docker].default_repository` (`{name}` unless configured) and may use the placeholders
-        `{name}`, `{directory}` and `{parent_directory}`.
+        `{name}`, `{directory}`, `{parent_directory}`, `{default_repository}` and
+        `{build_args.ARG}` (from `[docker].build_args`).
 
         Example: `repository="receipts/{name}"`.
         """
@@ -121,7 +122,10 @@ class ChromadbLambdaImageTagsField(StringSequenceField):
     help = help_text(
         """
         Tags of the built image, as for `docker_image`. Each tag is applied to the repository
-        (and, when publishing, to every registry of the `registries` field).
+        (and, when publishing, to every registry of the `registries` field). Tags may use
+        `{build_args.ARG}` (from `[docker].build_args`, e.g. `["{build_args.GIT_COMMIT}"]` with
+        `GIT_COMMIT` listed there and set in the environment) and `{pants.hash}`, which for a
+        Lambda is its content key.
         """
     )
 

@@ -105,7 +105,7 @@ async def package_chromadb_lambda(
     address = field_set.address
     repository = await Get(LambdaRepository, LambdaRepositoryRequest(address))
     # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
-    # would share a `repository:tag` are an error (see image_names.py). The engine's tags of the
+    # would share a `repository:tag` are an error (image_tag_collisions.py). The engine's tags of the
     # repository are read (once per run) while the key is computed.
     names, key, _, _ = await MultiGet(
         Get(ImageNames, LambdaImageNamesRequest(address)),
