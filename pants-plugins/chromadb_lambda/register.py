@@ -2,8 +2,9 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda.goals import lambda_context, package, publish, tailor
+from chromadb_lambda.goals import deploy, lambda_context, package, publish, tailor
 from chromadb_lambda.util_rules import (
+    architecture,
     assemble,
     base_image,
     closure,
@@ -29,12 +30,14 @@ def rules():
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
         *faas.rules(),
+        *architecture.rules(),
         *assemble.rules(),
         *base_image.rules(),
         *closure.rules(),
         *content_keys.rules(),
         *context.rules(),
         *dependency_inference.rules(),
+        *deploy.rules(),
         *engine.rules(),
         *engine_locks.rules(),
         *existing_image.rules(),
