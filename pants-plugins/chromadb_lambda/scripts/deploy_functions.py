@@ -114,12 +114,14 @@ def function_region(function: str) -> str | None:
     return match.group(1) if match else None
 
 
-def published_image(manifest: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> str | None:
+def published_image(manifest: Mapping[str, Any] | None, spec: Mapping[str, Any], region: str | None = None) -> str | None:
     """The image of this content key that the deploy manifest records for one of the spec's
-    registries (in their order), or None."""
+    registries, or None: an ECR registry of the function's `region` first (Lambda runs images from
+    its own region), then the spec's order."""
     entry = ((manifest or {}).get("images") or {}).get(spec["address"]) or {}
     records = entry.get("registries") or {}
-    for registry in spec["registries"]:
+    registries = sorted(spec["registries"], key=lambda r: not (region and f".dkr.ecr.{region}." in r))
+    for registry in registries:
         record = records.get(registry) or {}
         if record.get("content_key") == spec["content_key"] and record.get("image"):
             return record["image"]
@@ -205,16 +207,20 @@ def lambda_client(function: str) -> Any:
         ) from None
 
 
-def deploy_function(spec: Mapping[str, Any], function: str, image: str | None, client_for: Callable[[str], Any]) -> tuple[bool, str]:
+def deploy_function(
+    spec: Mapping[str, Any], function: str, manifest: Mapping[str, Any] | None, client_for: Callable[[str], Any]
+) -> tuple[bool, str]:
     """(ok, what happened) for one function; never raises for an AWS refusal."""
     address = spec["address"]
     try:
-        remote = Lambda(client_for(function), address, function)
+        client = client_for(function)
+        image = published_image(manifest, spec, getattr(getattr(client, "meta", None), "region_name", None))
+        remote = Lambda(client, address, function)
         current = remote.get()
         if image is None:  # dry run of an image that is not published yet
             action = plan_action(address, function, current, "", spec["architecture"])
             if action.kind == REFUSE:
-                return False, f"would be refused: {action.reason}"
+                return False, f"refused: {action.reason}"
             running = (current.get("Code") or {}).get("ImageUri") or "no image"
             return True, f"would update {running} -> the image publish pushes ({spec['key_tag']})"
         action = plan_action(address, function, current, image, spec["architecture"])
@@ -226,10 +232,13 @@ def deploy_function(spec: Mapping[str, Any], function: str, image: str | None, c
             alias = f", then move alias {spec['alias']}" if spec.get("alias") else ""
             return True, f"would update {action.reason}{alias}"
         remote.update(image)
-        if spec.get("alias"):
+        if not spec.get("alias"):
+            return True, f"updated {action.reason}"
+        try:
             version = remote.move_alias(spec["alias"])
-            return True, f"updated {action.reason} (version {version}, alias {spec['alias']})"
-        return True, f"updated {action.reason}"
+        except DeployError as e:
+            return False, f"updated {action.reason}, but alias {spec['alias']} was not moved: {e}"
+        return True, f"updated {action.reason} (version {version}, alias {spec['alias']})"
     except DeployError as e:
         return False, str(e)
     except Exception as e:  # noqa: BLE001 - one function's surprise must not stop the others
@@ -240,8 +249,8 @@ def deploy(spec: Mapping[str, Any], client_for: Callable[[str], Any] = lambda_cl
            print_line: Callable[[str, bool], None] | None = None) -> int:
     address = spec["address"]
     out = print_line or (lambda line, ok: print(line, file=sys.stdout if ok else sys.stderr, flush=True))
-    image = published_image(read_manifest(spec["manifest"]), spec)
-    if image is None and not spec["dry_run"]:
+    manifest = read_manifest(spec["manifest"])
+    if published_image(manifest, spec) is None and not spec["dry_run"]:
         out(
             f"{address}: the deploy manifest {spec['manifest']} records no image of content key "
             f"{spec['key_tag']} in {', '.join(spec['registries'])}: the publish of this run did not reach "
@@ -251,7 +260,7 @@ def deploy(spec: Mapping[str, Any], client_for: Callable[[str], Any] = lambda_cl
         return 1
     functions: Sequence[str] = spec["functions"]
     with ThreadPoolExecutor(max_workers=max(1, min(len(functions), spec.get("max_workers") or 8))) as pool:
-        results = list(pool.map(lambda f: deploy_function(spec, f, image, client_for), functions))
+        results = list(pool.map(lambda f: deploy_function(spec, f, manifest, client_for), functions))
     for function, (ok, what) in zip(functions, results):
         out(f"{address} {function}: {what}" if ok else f"{address} {function}: FAILED: {what}", ok)
     return 0 if all(ok for ok, _ in results) else 1

@@ -213,3 +213,31 @@ def test_a_deploy_without_a_published_record_of_this_key_deploys_nothing(tmp_pat
         False,
     )]
     assert fake.calls == []
+
+
+def test_the_ecr_registry_of_the_functions_region_comes_first(tmp_path: Path) -> None:
+    east, west = "123456789012.dkr.ecr.us-east-1.amazonaws.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    data = {"images": {ADDRESS: {"registries": {
+        east: {"image": f"{east}/fn@{DIGEST}", "content_key": KEY},
+        west: {"image": f"{west}/fn@{DIGEST}", "content_key": KEY},
+    }}}}
+    both = spec(tmp_path, None, registries=[east, west])
+    assert published_image(data, both, "eu-west-1") == f"{west}/fn@{DIGEST}"
+    assert published_image(data, both, "us-east-1") == f"{east}/fn@{DIGEST}"
+    assert published_image(data, both) == f"{east}/fn@{DIGEST}"
+
+
+def test_an_alias_that_cannot_move_fails_and_says_the_code_was_updated(tmp_path: Path) -> None:
+    fake = FakeLambda({"fn-a": function()})
+
+    def denied(**_: Any) -> dict:
+        raise ClientError("AccessDeniedException", "no")
+
+    fake.publish_version = denied  # type: ignore[method-assign]
+    code, lines = run(spec(tmp_path, manifest(), alias="live"), fake)
+    assert (code, lines) == (1, [(
+        f"{ADDRESS} fn-a: FAILED: updated {OLD_IMAGE} -> {IMAGE}, but alias live was not moved: access denied for "
+        "`lambda:PublishVersion` on fn-a: grant it to the identity that runs `pants experimental-deploy`",
+        False,
+    )])
+    assert fake.calls == [("update", "fn-a", IMAGE), ("wait", "fn-a")]
