@@ -177,7 +177,8 @@ async def deploy_chromadb_lambda(
         # A dry run publishes nothing; a deploy publishes first, and the goal deploys only if every
         # publish succeeded.
         publish_dependencies=() if deploy.dry_run else (wrapped.target,),
-        description=("(dry run) " if deploy.dry_run else "") + ", ".join(spec["functions"]),
+        # Pants prints `✓ <target> deployed to <description>`.
+        description=", ".join(spec["functions"]) + (" (dry run: nothing changed)" if deploy.dry_run else ""),
     )
 
 

@@ -83,7 +83,7 @@ def test_deploy_publishes_the_target_first_then_runs_the_script_with_its_spec() 
 def test_dry_run_publishes_nothing() -> None:
     result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), dry_run=True)
     assert result.publish_dependencies == ()
-    assert result.description == "(dry run) fn-a, fn-b"
+    assert result.description == "fn-a, fn-b (dry run: nothing changed)"
     assert spec_of(result)["dry_run"] is True
 
 
