@@ -20,7 +20,7 @@ from pants.core.goals.run import RunFieldSet, RunInSandboxBehavior, RunRequest
 from pants.engine.addresses import Address
 from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.rules import Get, collect_rules, rule
-from pants.engine.target import FloatField, InvalidFieldException, WrappedTarget, WrappedTargetRequest
+from pants.engine.target import InvalidFieldException, IntField, WrappedTarget, WrappedTargetRequest
 from pants.util.strutil import help_text
 
 from chromadb_lambda import run_lambda_script, runtime_api
@@ -32,18 +32,18 @@ from chromadb_lambda.target_types import ChromadbLambdaBaseImageField, ChromadbL
 SCRIPT = "run_lambda_script.py"
 
 
-class ChromadbLambdaTimeoutField(FloatField):
+class ChromadbLambdaTimeoutField(IntField):
     alias = "timeout"
     help = help_text(
         f"""
-        Seconds the function may run, as its AWS Lambda `Timeout`: `pants run` stops a handler that
+        Seconds the function may run, as its AWS Lambda `Timeout` (a whole number): `pants run` stops a handler that
         has not answered by then. Without it, `pants run` allows {runtime_api.DEFAULT_TIMEOUT:g} s;
         `pants run <target> -- --timeout SECONDS` overrides both.
         """
     )
 
     @classmethod
-    def compute_value(cls, raw_value: Optional[float], address: Address) -> Optional[float]:
+    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
         value = super().compute_value(raw_value, address)
         if value is not None and value <= 0:
             raise InvalidFieldException(
@@ -63,7 +63,7 @@ class ChromadbLambdaRunFieldSet(RunFieldSet):
     timeout: ChromadbLambdaTimeoutField
 
 
-def run_spec(address: Address, image_id: str, docker_path: str, timeout: float | None) -> str:
+def run_spec(address: Address, image_id: str, docker_path: str, timeout: int | None) -> str:
     """What the script needs from Pants, as its first argument. No value from the environment."""
     return json.dumps(
         {
