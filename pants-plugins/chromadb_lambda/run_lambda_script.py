@@ -90,6 +90,9 @@ def parse_args(argv: Sequence[str], default_timeout: float) -> RunOptions:
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:
+        if e.code in (0, None):
+            raise  # --help
+        # argparse printed the usage and what is wrong.
         raise UsageError("") from e
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"`--timeout` must be a positive number of seconds, but it is {args.timeout:g}.")

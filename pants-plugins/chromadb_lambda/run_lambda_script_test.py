@@ -78,6 +78,16 @@ def test_bad_arguments(argv: list[str], message: str) -> None:
         parse_args(argv, 30)
 
 
+def test_help_exits_0_and_an_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--help"], 30)
+    assert exited.value.code == 0
+    assert "--endpoint-url ENDPOINT_URL" in capsys.readouterr().out
+    with pytest.raises(UsageError):
+        parse_args(["--evnt", "{}"], 30)
+    assert "unrecognized arguments: --evnt {}" in capsys.readouterr().err
+
+
 def test_env_by_name_passes_only_the_name_and_never_the_value() -> None:
     options = parse_args(["--env", "AWS_SECRET_ACCESS_KEY", "--env", "RECEIPT_TABLE=receipts"], 30)
     args = container_env_args(options, {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value"}, "word_polling")
