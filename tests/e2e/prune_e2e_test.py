@@ -92,3 +92,33 @@ def test_prune_removes_exactly_the_stale_keys_and_package_stays_a_no_op(two_comm
     assert {name: info["built"] for name, info in infos.items()} == {name: False for name in ALL}
     assert {n: i["image_id"] for n, i in infos.items()} == {n: i["image_id"] for n, i in second.items()}
     assert result.stderr.count("is up to date") == len(ALL)
+
+
+def test_a_base_change_makes_the_old_base_and_every_lambda_image_stale(two_commits: dict) -> None:
+    root, second = two_commits["root"], two_commits["second"]
+    old_base_ref = second["compaction"]["base_image"]["ref"]
+    old_base_id = docker("image", "inspect", "--format", "{{.Id}}", old_base_ref).stdout.strip()
+    # The base's other tag (`{pants.hash}` in base/BUILD) names the same image: it goes with it.
+    listing = docker("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.splitlines()
+    old_base_refs = sorted(ref for ref, _, image_id in (line.partition(" ") for line in listing) if image_id == old_base_id and ref.startswith(f"{REPOSITORY}/base:"))
+    assert len(old_base_refs) == 2 and old_base_ref in old_base_refs
+
+    dockerfile = root / "base" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + 'LABEL org.example.prune-e2e="third commit"\n')
+    git(root, "commit", "-qam", "base: a label")
+    third, _ = package(root, REPO_OPTION, "package", "lambdas::")
+    assert {name: info["built"] for name, info in third.items()} == {name: True for name in ALL}
+    assert third["compaction"]["base_image"]["ref"] != old_base_ref
+
+    # Written by hand from the second package's docker-info: every Lambda's key, and the old base.
+    stale = sorted([*(f"{REPOSITORY}/{name}:ck-{second[name]['content_key'][:32]}" for name in ALL), *old_base_refs])
+    dry = run_pants(root, [REPO_OPTION, "lambda-prune", "--dry-run", "--keep=0", "::"], pantsd=True).assert_success()
+    assert sorted(line.split(" (image")[0] for line in dry.stdout.splitlines()) == [f"Would remove {ref}" for ref in stale]
+
+    run_pants(root, [REPO_OPTION, "lambda-prune", "--keep=0", "::"], pantsd=True).assert_success()
+    # The old base image itself is gone from the engine, not only its tags.
+    assert docker("image", "inspect", old_base_id, check=False).returncode != 0
+    assert not any(present(ref) for ref in stale)
+    infos, _ = package(root, REPO_OPTION, "package", "lambdas::")
+    assert {name: info["built"] for name, info in infos.items()} == {name: False for name in ALL}
+    assert {n: i["image_id"] for n, i in infos.items()} == {n: i["image_id"] for n, i in third.items()}
