@@ -13,11 +13,14 @@ from chromadb_lambda import (
     image_names,
     import_check,
     package,
+    prune,
     publish,
     pull,
+    run_lambda,
     scan,
     tailor,
 )
+from chromadb_lambda.run_lambda import ChromadbLambdaTimeoutField
 from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambdaTarget
 
 
@@ -25,6 +28,8 @@ def rules():
     return [
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
+        # `timeout` (what `pants run` allows the handler) lives with the run goal.
+        ChromadbLambdaTarget.register_plugin_field(ChromadbLambdaTimeoutField),
         *faas.rules(),
         *assemble.rules(),
         *base_image.rules(),
@@ -36,8 +41,10 @@ def rules():
         *image_names.rules(),
         *import_check.rules(),
         *package.rules(),
+        *prune.rules(),
         *publish.rules(),
         *pull.rules(),
+        *run_lambda.rules(),
         *scan.rules(),
         *tailor.rules(),
     ]
