@@ -10,7 +10,6 @@ API when `AWS_LAMBDA_RUNTIME_API` is set) answers the same way.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +19,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from e2e.harness import PantsResult, copy_repo, docker, free_port, run_pants, stop_pantsd
-from receipt_dynamo import DynamoClient, ReceiptWord, create_table
+from e2e.harness import PantsResult, copy_repo, docker, free_port, receipt_aws, run_pants, stop_pantsd
+from receipt_dynamo import DynamoClient, ReceiptWord
 
 REPOSITORY = f"chromadb-lambda-run-e2e-{uuid.uuid4().hex[:8]}"
 TABLE = "receipts-run-e2e"
@@ -104,24 +103,8 @@ def answer(result: PantsResult) -> Any:
 @pytest.fixture(scope="module")
 def aws() -> Iterator[str]:
     """A moto server with the receipt table and bucket; its endpoint URL."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": url, **CALLER_ENV, "RECEIPT_TABLE": TABLE, "RECEIPT_BUCKET": BUCKET}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        create_table(TABLE)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield url
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
+    with receipt_aws(TABLE, BUCKET, CALLER_ENV) as env:
+        yield env["AWS_ENDPOINT_URL"]
 
 
 def aws_args(url: str, event: dict[str, Any]) -> tuple[str, ...]:
