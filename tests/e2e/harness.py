@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -18,13 +19,18 @@ from typing import Iterator, Mapping, Sequence
 
 # What the tests' dependencies bring into the sandbox: `//:repo` (every file but the Python files of
 # lambdas/ and src/) and the Python targets of lambdas/ and src/ (those files), see tests/e2e/BUILD.
-REPO_ENTRIES = ("pants", "pants.toml", "pants.ci.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
+PRELUDE = "build-support/pants/prelude.py"
+
+
+def repo_entries(source: Path) -> tuple[str, ...]:
+    """What a copy of the repo needs: `REPO_COPY_ENTRIES` of the BUILD prelude, the one list."""
+    return tuple(e.rstrip("/") for e in runpy.run_path(str(source / PRELUDE))["REPO_COPY_ENTRIES"])
 
 
 def copy_repo(source: Path, dest: Path) -> Path:
     """Copies the repo files from the test sandbox into a scratch build root."""
     dest.mkdir(parents=True, exist_ok=True)
-    for entry in REPO_ENTRIES:
+    for entry in repo_entries(source):
         path = source / entry
         if path.is_dir():
             shutil.copytree(path, dest / entry, ignore=shutil.ignore_patterns("__pycache__"))
