@@ -20,20 +20,23 @@ from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.console import Console
 from pants.engine.goal import Goal, GoalSubsystem
 from pants.engine.process import FallibleProcessResult, Process, ProcessResult
-from pants.engine.rules import Get, MultiGet, collect_rules, goal_rule
+from pants.engine.addresses import Address
+from pants.engine.rules import Get, MultiGet, collect_rules, goal_rule, rule
 from pants.engine.target import AllTargets, Targets
 from pants.option.option_types import BoolOption, IntOption
+from pants.util.frozendict import FrozenDict
 from pants.util.strutil import help_text, pluralize, softwrap
 
+from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet
 from chromadb_lambda.util_rules.content_keys import KEY_TAG_PREFIX, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
+    EngineRun,
     docker_process,
     run_scoped_process,
 )
-from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 
 
@@ -145,17 +148,27 @@ def plan_lines(plan: PrunePlan, dry_run: bool, keep: int) -> list[str]:
     return lines
 
 
-@goal_rule
-async def lambda_prune(
-    console: Console,
-    subsystem: LambdaPruneSubsystem,
-    targets: Targets,
-    all_targets: AllTargets,
-    docker: DockerBinary,
-    docker_env: DockerEnvironment,
-) -> LambdaPruneGoal:
+@dataclass(frozen=True)
+class PruneCandidatesRequest:
+    selected: frozenset[Address]
+
+
+@dataclass(frozen=True)
+class PruneCandidates:
+    """The selected targets' repositories (and their bases'), the images there no current key uses,
+    and when each was last tagged."""
+
+    repositories: frozenset[str]
+    stale: tuple[StaleImage, ...]
+    tagged_at: FrozenDict[str, str]
+    run: EngineRun
+
+
+@rule(desc="Finding images no chromadb_lambda key uses")
+async def prune_candidates(
+    request: PruneCandidatesRequest, all_targets: AllTargets, docker: DockerBinary, docker_env: DockerEnvironment
+) -> PruneCandidates:
     every = [ChromadbLambdaPackageFieldSet.create(t) for t in all_targets if ChromadbLambdaPackageFieldSet.is_applicable(t)]
-    selected = {t.address for t in targets}
     keys = await MultiGet(Get(LambdaImageKey, LambdaImageKeyRequest(fs.address)) for fs in every)
     names = await MultiGet(Get(ImageNames, LambdaImageNamesRequest(fs.address)) for fs in every)
     engine = await Get(EngineImages, EngineImagesRequest())
@@ -163,33 +176,32 @@ async def lambda_prune(
     repositories: set[str] = set()
     for field_set, key, name in zip(every, keys, names):
         current_refs.update((name.key_ref, key.base.ref))
-        if field_set.address in selected:
+        if field_set.address in request.selected:
             repositories.update((name.repository, key.base.ref.rpartition(":")[0]))
+    stale = stale_images(repositories, engine.refs, current_refs) if repositories else ()
+    tagged_at: dict[str, str] = {}
+    if stale:
+        inspect = (
+            "image", "inspect", "--format", "[{{json .Id}}, {{json .Metadata.LastTagTime}}, {{json .Created}}]",
+            *sorted({i.image_id for i in stale}),
+        )
+        description = f"Reading when {pluralize(len(stale), 'unused image')} were tagged"
+        inspected = await Get(
+            ProcessResult, Process, run_scoped_process(docker_process(docker, inspect, docker_env.env, description), engine.run)
+        )
+        tagged_at = parse_tag_times(inspected.stdout.decode())
+    return PruneCandidates(frozenset(repositories), stale, FrozenDict(tagged_at), engine.run)
+
+
+@goal_rule
+async def lambda_prune(
+    console: Console, subsystem: LambdaPruneSubsystem, targets: Targets, docker: DockerBinary, docker_env: DockerEnvironment
+) -> LambdaPruneGoal:
+    found = await Get(PruneCandidates, PruneCandidatesRequest(frozenset(t.address for t in targets)))
+    repositories, stale, tagged_at, run = found.repositories, list(found.stale), dict(found.tagged_at), found.run
     if not repositories:
         console.print_stderr("No chromadb_lambda targets given: nothing to prune (e.g. `pants lambda-prune ::`).")
         return LambdaPruneGoal(exit_code=0)
-
-    stale = stale_images(repositories, engine.refs, current_refs)
-    tagged_at: dict[str, str] = {}
-    if stale:
-        inspected = await Get(
-            ProcessResult,
-            Process,
-            run_scoped_process(
-                docker_process(
-                    docker,
-                    (
-                        "image", "inspect", "--format",
-                        "[{{json .Id}}, {{json .Metadata.LastTagTime}}, {{json .Created}}]",
-                        *sorted({i.image_id for i in stale}),
-                    ),
-                    docker_env.env,
-                    f"Reading when {pluralize(len(stale), 'unused image')} were tagged",
-                ),
-                engine.run,
-            ),
-        )
-        tagged_at = parse_tag_times(inspected.stdout.decode())
     plan = prune_plan(stale, tagged_at, subsystem.keep)
     for line in plan_lines(plan, subsystem.dry_run, subsystem.keep):
         console.print_stdout(line)
@@ -206,7 +218,7 @@ async def lambda_prune(
             Process,
             run_scoped_process(
                 docker_process(docker, ("image", "rm", *image.refs), docker_env.env, f"Removing {image.refs[0]}"),
-                engine.run,
+                run,
             ),
         )
         for image in plan.remove
