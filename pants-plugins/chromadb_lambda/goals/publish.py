@@ -41,9 +41,16 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaRepositoryField,
     ChromadbLambdaSkipPushField,
 )
+from chromadb_lambda.util_rules.assembled_push import (
+    AssembledPush,
+    AssembledPushRequest,
+    assembled_spec,
+    base_push_targets,
+)
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
-from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import (
     BaseImagePush,
     BaseImagePushRequest,
@@ -147,9 +154,23 @@ async def publish_chromadb_lambda(
         # First, so that its layers are uploaded once and the Lambda push finds them there.
         await Get(BaseImagePush, BaseImagePushRequest(key.closure.base_address, session))
     spec = push_spec(image.image_id, key.key, key.tag, targets, docker, subsystem, session)
+    # An assembled image goes over the registry API, its base's layers mounted from the base's
+    # content key tag, which the engine pushes first (once per registry set: the rule is memoized).
+    base, base_names = await MultiGet(
+        Get(BuiltBaseImage, BuiltBaseImageRequest(key.closure.base_address)),
+        Get(ImageNames, BaseImageNamesRequest(key.closure.base_address)),
+    )
+    assembled = await Get(AssembledPush, AssembledPushRequest(key.closure, base.image_id, image.image_id))
+    if assembled.files is not None:
+        await Get(
+            BaseImagePush,
+            BaseImagePushRequest(key.closure.base_address, session, base_push_targets(targets, base_names)),
+        )
+        spec["assembled"] = assembled_spec(assembled, base.image_id, base_names)
     outcome = await run_push(
         spec, targets, docker, docker_env,
         f"Pushing {names.repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
+        assembled.files,
     )
     # Every chromadb_lambda target of the repo, selected by this run or not: the report drops the
     # manifest entries of any other address (a Lambda deleted or renamed since it was published).

@@ -10,7 +10,7 @@ from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageReques
 from pants.core.goals.publish import PublishPackages
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, MergeDigests
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
@@ -18,6 +18,8 @@ from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from chromadb_lambda.goals.publish import ChromadbLambdaPublishFieldSet, PublishChromadbLambdaRequest, publish_chromadb_lambda
 from chromadb_lambda.testutil import (
     BASE,
+    BASE_IDENTITY,
+    BASE_NAMES,
     DOCKER,
     DOCKER_ENV,
     KEY,
@@ -29,14 +31,19 @@ from chromadb_lambda.testutil import (
     lambda_target,
     process_result,
 )
+from chromadb_lambda.util_rules.assembled_push import AssembledPush, AssembledPushRequest
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import BaseImagePush, BaseImagePushRequest, PublishSession, PublishSessionRequest
 
 TAGS = ("acme/fn:latest", f"acme/fn:{KEY_TAG}")
 IMAGE = BuiltDockerImage(image_id="sha256:img", tags=TAGS, relpath="lambdas.fn/fn.docker-info.json")
 SESSION = PublishSession("9-abc")
 MIRROR = dataclasses.replace(REGISTRY, address="mirror.example.com", alias="mirror")
+BASE_ID = "sha256:" + "b" * 64
+BUILT_BASE = BuiltBaseImage(identity=BASE_IDENTITY, image_id=BASE_ID, ref=BASE_NAMES.key_ref, built=False)
+ASSEMBLED_FILES = Digest("c" * 64, 2)
 
 
 def pushed(address: str, status: str = "pushed") -> dict:
@@ -44,8 +51,11 @@ def pushed(address: str, status: str = "pushed") -> dict:
             "tags": [], "status": status, "media_type": "application/vnd.docker.distribution.manifest.v2+json"}
 
 
-def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False):
-    seen: dict = {"specs": [], "bases": []}
+def publish(
+    names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False,
+    assembled: bool = False,
+):
+    seen: dict = {"specs": [], "bases": [], "merged": []}
     target = lambda_target(skip_push=skip_push)
 
     def run(process: Process) -> FallibleProcessResult:
@@ -56,6 +66,16 @@ def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push
         for f in request:
             if f.path == "spec.json":  # type: ignore[union-attr]
                 seen["spec"] = json.loads(f.content)  # type: ignore[union-attr]
+        return EMPTY_DIGEST
+
+    def assembled_push(request: AssembledPushRequest) -> AssembledPush:
+        seen["assembled"] = request
+        if not assembled:
+            return AssembledPush(None, "", "")
+        return AssembledPush(ASSEMBLED_FILES, "sha256:config", "sha256:layer")
+
+    def merge(request: MergeDigests) -> Digest:
+        seen["merged"].append(request)
         return EMPTY_DIGEST
 
     def push_base(request: BaseImagePushRequest) -> BaseImagePush:
@@ -78,6 +98,10 @@ def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: names),
             MockGet(BaseImagePush, (BaseImagePushRequest,), push_base),
+            MockGet(BuiltBaseImage, (BuiltBaseImageRequest,), lambda _: BUILT_BASE),
+            MockGet(ImageNames, (BaseImageNamesRequest,), lambda _: BASE_NAMES),
+            MockGet(AssembledPush, (AssembledPushRequest,), assembled_push),
+            MockGet(Digest, (MergeDigests,), merge),
             MockGet(EnvironmentVars, (EnvironmentVarsRequest,), lambda _: EnvironmentVars({})),
             MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), run if outcome is not None else fail_if_requested("a push")),
@@ -139,3 +163,31 @@ def test_the_base_is_pushed_first_with_publish_base_images() -> None:
     outcome = {"registries": [pushed("reg.example.com")], "errors": []}
     _, seen = publish(outcome=outcome, base=True)
     assert seen["bases"] == [BaseImagePushRequest(BASE, SESSION)]
+
+
+def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    _, seen = publish(outcome=outcome, assembled=True)
+    # The files of the package's image (checked by its id) and the base it was assembled on.
+    assert seen["assembled"] == AssembledPushRequest(KEY.closure, BASE_ID, "sha256:img")
+    # The base's content key tag goes first into the Lambda's registry, under the base's repository.
+    [base_push] = seen["bases"]
+    assert base_push.address == BASE and base_push.session == SESSION
+    assert [(t.address, t.repository, t.tags, t.skip_push) for t in base_push.targets] == [
+        ("reg.example.com", "acme/base", (BASE_IDENTITY.ref.rpartition(":")[2],), False)
+    ]
+    assert seen["spec"]["assembled"] == {
+        "config": "assembled/config.json",
+        "layer": "assembled/layer.tar.gz",
+        "base_image_id": BASE_ID,
+        "base_repository": "acme/base",
+        "base_tag": BASE_IDENTITY.ref.rpartition(":")[2],
+    }
+    [merged] = seen["merged"]
+    assert merged == MergeDigests([EMPTY_DIGEST, ASSEMBLED_FILES])  # the script and spec, then the blobs
+
+
+def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    _, seen = publish(outcome=outcome)
+    assert "assembled" not in seen["spec"] and seen["bases"] == [] and seen["merged"] == []

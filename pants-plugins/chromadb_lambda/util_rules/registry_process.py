@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.fs import CreateDigest, Digest, FileContent, MergeDigests
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet
 from pants.util.logging import LogLevel
@@ -42,6 +42,8 @@ AWS_ENV_VARS = (
     "NO_PROXY",
 )
 REGISTRY_CLIENT = "registry_client.py"
+# Imported by `registry_client.py push` for assembled images (the registry API transport).
+REGISTRY_PUSH = "registry_push.py"
 
 
 def client_script() -> bytes:
@@ -67,17 +69,25 @@ async def client_process(
     docker_env: DockerEnvironment,
     description: str,
     cache_scope: ProcessCacheScope,
+    files: Digest | None = None,
 ) -> Process:
-    """`registry_client.py <command> spec.json`, with the AWS credential chain and `[docker].env_vars`."""
+    """`registry_client.py <command> spec.json` (and `files` beside it), with the AWS credential
+    chain and `[docker].env_vars`."""
     aws_env, inputs = await MultiGet(
         Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)),
         Get(
             Digest,
             CreateDigest(
-                [FileContent(REGISTRY_CLIENT, client_script()), FileContent("spec.json", json.dumps(spec).encode())]
+                [
+                    FileContent(REGISTRY_CLIENT, client_script()),
+                    FileContent(REGISTRY_PUSH, script_source(REGISTRY_PUSH)),
+                    FileContent("spec.json", json.dumps(spec).encode()),
+                ]
             ),
         ),
     )
+    if files is not None:
+        inputs = await Get(Digest, MergeDigests([inputs, files]))
     return Process(
         # Pants' own interpreter, which imports boto3 (from the Pants environment or `[GLOBAL].plugins`).
         argv=(sys.executable, REGISTRY_CLIENT, command, "spec.json"),
