@@ -10,7 +10,7 @@ from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageReques
 from pants.core.goals.publish import PublishPackages
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, MergeDigests
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent, MergeDigests
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
@@ -32,7 +32,6 @@ from chromadb_lambda.testutil import (
     process_result,
 )
 from chromadb_lambda.util_rules.assembled_push import AssembledPush, AssembledPushRequest
-from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import BaseImagePush, BaseImagePushRequest, PublishSession, PublishSessionRequest
@@ -42,7 +41,6 @@ IMAGE = BuiltDockerImage(image_id="sha256:img", tags=TAGS, relpath="lambdas.fn/f
 SESSION = PublishSession("9-abc")
 MIRROR = dataclasses.replace(REGISTRY, address="mirror.example.com", alias="mirror")
 BASE_ID = "sha256:" + "b" * 64
-BUILT_BASE = BuiltBaseImage(identity=BASE_IDENTITY, image_id=BASE_ID, ref=BASE_NAMES.key_ref, built=False)
 ASSEMBLED_FILES = Digest("c" * 64, 2)
 
 
@@ -53,7 +51,7 @@ def pushed(address: str, status: str = "pushed") -> dict:
 
 def publish(
     names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False,
-    assembled: bool = False,
+    assembled: bool = False, built: bool = True,
 ):
     seen: dict = {"specs": [], "bases": [], "merged": []}
     target = lambda_target(skip_push=skip_push)
@@ -68,11 +66,13 @@ def publish(
                 seen["spec"] = json.loads(f.content)  # type: ignore[union-attr]
         return EMPTY_DIGEST
 
+    info = json.dumps({"image_id": IMAGE.image_id, "built": built}).encode()
+
     def assembled_push(request: AssembledPushRequest) -> AssembledPush:
         seen["assembled"] = request
         if not assembled:
             return AssembledPush(None, "", "")
-        return AssembledPush(ASSEMBLED_FILES, "sha256:config", "sha256:layer")
+        return AssembledPush(ASSEMBLED_FILES, BASE_ID, "sha256:config", "sha256:layer")
 
     def merge(request: MergeDigests) -> Digest:
         seen["merged"].append(request)
@@ -98,7 +98,7 @@ def publish(
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: names),
             MockGet(BaseImagePush, (BaseImagePushRequest,), push_base),
-            MockGet(BuiltBaseImage, (BuiltBaseImageRequest,), lambda _: BUILT_BASE),
+            MockGet(DigestContents, (Digest,), lambda _: DigestContents([FileContent(IMAGE.relpath, info)])),
             MockGet(ImageNames, (BaseImageNamesRequest,), lambda _: BASE_NAMES),
             MockGet(AssembledPush, (AssembledPushRequest,), assembled_push),
             MockGet(Digest, (MergeDigests,), merge),
@@ -169,7 +169,7 @@ def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
     outcome = {"registries": [pushed("reg.example.com")], "errors": []}
     _, seen = publish(outcome=outcome, assembled=True)
     # The files of the package's image (checked by its id) and the base it was assembled on.
-    assert seen["assembled"] == AssembledPushRequest(KEY.closure, BASE_ID, "sha256:img")
+    assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, True)
     # The base's content key tag goes first into the Lambda's registry, under the base's repository.
     [base_push] = seen["bases"]
     assert base_push.address == BASE and base_push.session == SESSION
@@ -189,5 +189,7 @@ def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
 
 def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
     outcome = {"registries": [pushed("reg.example.com")], "errors": []}
-    _, seen = publish(outcome=outcome)
+    _, seen = publish(outcome=outcome, built=False)
+    # The package did not make the image in this run: whether the engine holds its base is asked.
+    assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, False)
     assert "assembled" not in seen["spec"] and seen["bases"] == [] and seen["merged"] == []

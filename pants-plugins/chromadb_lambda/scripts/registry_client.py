@@ -450,7 +450,7 @@ def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secr
 def push_assembled_image(spec: dict, registry: dict, basic_auth: str | None, outcome: dict) -> bool:
     """Pushes an assembled image over the registry API (registry_push.py); False if the base is not
     in the registry as the local one (then the engine pushes the image, as for `docker build` ones)."""
-    import registry_push  # beside this script in the sandbox; `report` (run with `-c`) never needs it
+    import registry_push  # pants: no-infer-dep (beside this script in the sandbox; `report` never needs it)
 
     assembled = spec["assembled"]
     address, repository = registry["address"], registry["repository"]
