@@ -83,7 +83,11 @@ class RegistryApi:
 
     def _send(self, url: str, method: str, headers: dict, data: bytes | None):  # noqa: ANN202
         auth = f"Bearer {self._bearer}" if self._bearer else f"Basic {self._basic_auth}" if self._basic_auth else None
-        request = urllib.request.Request(url, method=method, data=data, headers={**headers, **({"Authorization": auth} if auth else {})})
+        request = urllib.request.Request(url, method=method, data=data, headers=headers)
+        if auth:
+            # Not sent on a redirect: ECR serves blobs by redirecting to a presigned S3 URL, which
+            # refuses a second credential (and must never see the registry's).
+            request.add_unredirected_header("Authorization", auth)
         return urllib.request.urlopen(request, timeout=self._timeout)
 
     def call(self, method: str, path: str, headers: dict | None = None, data: bytes | None = None) -> tuple[int, Any, bytes]:

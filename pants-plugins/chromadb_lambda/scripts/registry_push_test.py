@@ -136,3 +136,40 @@ def test_the_base_in_the_registry_must_be_the_local_one() -> None:
         base_manifest(registry, "acme/base", "ck-b", "sha256:" + "c" * 64)  # type: ignore[arg-type]
     with pytest.raises(BaseNotUsable, match="acme/base:ck-other is not in the registry"):
         base_manifest(registry, "acme/base", "ck-other", BASE_ID)  # type: ignore[arg-type]
+
+
+def test_credentials_never_follow_a_blob_redirect() -> None:
+    """A blob GET redirected elsewhere (ECR: to presigned S3) is followed without the credential."""
+    import http.server
+    import threading
+
+    from chromadb_lambda.scripts.registry_push import RegistryApi
+
+    blob = b"layer bytes"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/v2/"):
+                self.send_response(307)
+                self.send_header("Location", "/s3/presigned?sig=x")
+                self.end_headers()
+            else:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(blob)))
+                self.end_headers()
+                self.wfile.write(blob)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = RegistryApi([f"http://127.0.0.1:{server.server_port}"], "QVdTOnNlY3JldA==")
+        assert api.get_blob("acme/base", digest) == blob
+    finally:
+        server.shutdown()
+    assert seen == [(f"/v2/acme/base/blobs/{digest}", "Basic QVdTOnNlY3JldA=="), ("/s3/presigned?sig=x", None)]
