@@ -179,7 +179,7 @@ async def publish_chromadb_lambda(
     outcome = await run_push(
         spec, targets, docker, docker_env,
         f"Pushing {names.repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
-        assembled.files,
+        assembled.files or (),
     )
     # Every chromadb_lambda target of the repo, selected by this run or not: the report drops the
     # manifest entries of any other address (a Lambda deleted or renamed since it was published).

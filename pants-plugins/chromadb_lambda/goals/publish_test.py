@@ -10,7 +10,7 @@ from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageReques
 from pants.core.goals.publish import PublishPackages
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent, MergeDigests
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
@@ -41,7 +41,7 @@ IMAGE = BuiltDockerImage(image_id="sha256:img", tags=TAGS, relpath="lambdas.fn/f
 SESSION = PublishSession("9-abc")
 MIRROR = dataclasses.replace(REGISTRY, address="mirror.example.com", alias="mirror")
 BASE_ID = "sha256:" + "b" * 64
-ASSEMBLED_FILES = Digest("c" * 64, 2)
+ASSEMBLED_FILES = (FileContent("assembled/config.json", b"{}"), FileContent("assembled/layer.tar.gz", b"gz"))
 
 
 def pushed(address: str, status: str = "pushed") -> dict:
@@ -53,7 +53,7 @@ def publish(
     names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False,
     assembled: bool = False, built: bool = True,
 ):
-    seen: dict = {"specs": [], "bases": [], "merged": []}
+    seen: dict = {"specs": [], "bases": [], "inputs": []}
     target = lambda_target(skip_push=skip_push)
 
     def run(process: Process) -> FallibleProcessResult:
@@ -61,6 +61,7 @@ def publish(
         return process_result(json.dumps(outcome))
 
     def create(request: CreateDigest) -> Digest:
+        seen["inputs"].append(sorted(f.path for f in request))  # type: ignore[union-attr]
         for f in request:
             if f.path == "spec.json":  # type: ignore[union-attr]
                 seen["spec"] = json.loads(f.content)  # type: ignore[union-attr]
@@ -73,10 +74,6 @@ def publish(
         if not assembled:
             return AssembledPush(None, "", "")
         return AssembledPush(ASSEMBLED_FILES, BASE_ID, "sha256:config", "sha256:layer")
-
-    def merge(request: MergeDigests) -> Digest:
-        seen["merged"].append(request)
-        return EMPTY_DIGEST
 
     def push_base(request: BaseImagePushRequest) -> BaseImagePush:
         seen["bases"].append(request)
@@ -101,7 +98,6 @@ def publish(
             MockGet(DigestContents, (Digest,), lambda _: DigestContents([FileContent(IMAGE.relpath, info)])),
             MockGet(ImageNames, (BaseImageNamesRequest,), lambda _: BASE_NAMES),
             MockGet(AssembledPush, (AssembledPushRequest,), assembled_push),
-            MockGet(Digest, (MergeDigests,), merge),
             MockGet(EnvironmentVars, (EnvironmentVarsRequest,), lambda _: EnvironmentVars({})),
             MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), run if outcome is not None else fail_if_requested("a push")),
@@ -183,8 +179,10 @@ def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
         "base_repository": "acme/base",
         "base_tag": BASE_IDENTITY.ref.rpartition(":")[2],
     }
-    [merged] = seen["merged"]
-    assert merged == MergeDigests([EMPTY_DIGEST, ASSEMBLED_FILES])  # the script and spec, then the blobs
+    # The blobs go into the push process beside its scripts and spec.
+    assert seen["inputs"] == [
+        ["assembled/config.json", "assembled/layer.tar.gz", "registry_client.py", "registry_push.py", "spec.json"]
+    ]
 
 
 def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
@@ -192,4 +190,5 @@ def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
     _, seen = publish(outcome=outcome, built=False)
     # The package did not make the image in this run: whether the engine holds its base is asked.
     assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, False)
-    assert "assembled" not in seen["spec"] and seen["bases"] == [] and seen["merged"] == []
+    assert "assembled" not in seen["spec"] and seen["bases"] == []
+    assert seen["inputs"] == [["registry_client.py", "registry_push.py", "spec.json"]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent
+from pants.engine.fs import Digest, DigestContents, FileContent
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
@@ -42,7 +42,7 @@ class AssembledPush:
     """The push process's files, or None: the image is not the assembler's (a `docker build` one), or
     the engine lacks its base (the image was pulled: its base's config is not at hand)."""
 
-    files: Digest | None
+    files: tuple[FileContent, ...] | None
     base_image_id: str = ""
     config_digest: str = ""
     layer_digest: str = ""
@@ -80,7 +80,7 @@ async def assembled_push(request: AssembledPushRequest, subsystem: ChromadbLambd
     if sha256_digest(config) != request.image_id:
         return NOT_ASSEMBLED
     config, layer_gz = assembled_blobs(config, layer.tar)
-    files = await Get(Digest, CreateDigest([FileContent(CONFIG_FILE, config), FileContent(LAYER_FILE, layer_gz)]))
+    files = (FileContent(CONFIG_FILE, config), FileContent(LAYER_FILE, layer_gz))
     return AssembledPush(files, base_image_id, sha256_digest(config), sha256_digest(layer_gz))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.internals.session import RunId
-from pants.engine.fs import Digest
+from pants.engine.fs import FileContent
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
@@ -80,7 +80,7 @@ def push_outcome(result: FallibleProcessResult, targets: tuple[PushTarget, ...])
 async def run_push(
     spec: dict[str, Any], targets: tuple[PushTarget, ...], docker: DockerBinary, docker_env: DockerEnvironment,
     description: str,
-    files: Digest | None = None,
+    files: tuple[FileContent, ...] = (),
 ) -> dict[str, Any]:
     """Runs `registry_client.py push` (with `files`: an assembled image's blobs); its outcome."""
     # Never reused across runs: spec.json holds the session id (see PublishSession).

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import CreateDigest, Digest, FileContent, MergeDigests
+from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet
 from pants.util.logging import LogLevel
@@ -69,7 +69,7 @@ async def client_process(
     docker_env: DockerEnvironment,
     description: str,
     cache_scope: ProcessCacheScope,
-    files: Digest | None = None,
+    files: tuple[FileContent, ...] = (),
 ) -> Process:
     """`registry_client.py <command> spec.json` (and `files` beside it), with the AWS credential
     chain and `[docker].env_vars`."""
@@ -82,12 +82,11 @@ async def client_process(
                     FileContent(REGISTRY_CLIENT, client_script()),
                     FileContent(REGISTRY_PUSH, script_source(REGISTRY_PUSH)),
                     FileContent("spec.json", json.dumps(spec).encode()),
+                    *files,
                 ]
             ),
         ),
     )
-    if files is not None:
-        inputs = await Get(Digest, MergeDigests([inputs, files]))
     return Process(
         # Pants' own interpreter, which imports boto3 (from the Pants environment or `[GLOBAL].plugins`).
         argv=(sys.executable, REGISTRY_CLIENT, command, "spec.json"),
