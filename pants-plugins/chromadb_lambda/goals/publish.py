@@ -26,6 +26,7 @@ from pants.core.goals.publish import (
     PublishRequest,
 )
 from pants.core.util_rules.distdir import DistDir
+from pants.engine.fs import Digest, DigestContents
 from pants.engine.process import InteractiveProcess
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
@@ -41,9 +42,15 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaRepositoryField,
     ChromadbLambdaSkipPushField,
 )
+from chromadb_lambda.util_rules.assembled_push import (
+    AssembledPush,
+    AssembledPushRequest,
+    assembled_spec,
+    base_push_targets,
+)
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
-from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import (
     BaseImagePush,
     BaseImagePushRequest,
@@ -114,6 +121,12 @@ def report_process(
     )
 
 
+def built_here(files: DigestContents, image: BuiltDockerImage) -> bool:
+    """Whether the package (its docker-info file) made the image in this run."""
+    info = next((f for f in files if f.path == image.relpath), None)
+    return bool(info and json.loads(info.content).get("built"))
+
+
 @rule(desc="Publishing a chromadb_lambda image", level=LogLevel.DEBUG)
 async def publish_chromadb_lambda(
     request: PublishChromadbLambdaRequest,
@@ -147,9 +160,26 @@ async def publish_chromadb_lambda(
         # First, so that its layers are uploaded once and the Lambda push finds them there.
         await Get(BaseImagePush, BaseImagePushRequest(key.closure.base_address, session))
     spec = push_spec(image.image_id, key.key, key.tag, targets, docker, subsystem, session)
+    # An assembled image goes over the registry API, its base's layers mounted from the base's
+    # content key tag, which the engine pushes first (once per registry set: the rule is memoized).
+    base_names, package_files = await MultiGet(
+        Get(ImageNames, BaseImageNamesRequest(key.closure.base_address)),
+        Get(DigestContents, Digest, package.digest),
+    )
+    assembled = await Get(
+        AssembledPush,
+        AssembledPushRequest(key.closure, image.image_id, base_names.key_ref, built_here(package_files, image)),
+    )
+    if assembled.files is not None:
+        await Get(
+            BaseImagePush,
+            BaseImagePushRequest(key.closure.base_address, session, base_push_targets(targets, base_names)),
+        )
+        spec["assembled"] = assembled_spec(assembled, base_names)
     outcome = await run_push(
         spec, targets, docker, docker_env,
         f"Pushing {names.repository} ({key.tag}) to {', '.join(t.address for t in targets)}",
+        assembled.files or (),
     )
     # Every chromadb_lambda target of the repo, selected by this run or not: the report drops the
     # manifest entries of any other address (a Lambda deleted or renamed since it was published).

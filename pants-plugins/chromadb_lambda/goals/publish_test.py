@@ -10,7 +10,7 @@ from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageReques
 from pants.core.goals.publish import PublishPackages
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
@@ -18,6 +18,8 @@ from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from chromadb_lambda.goals.publish import ChromadbLambdaPublishFieldSet, PublishChromadbLambdaRequest, publish_chromadb_lambda
 from chromadb_lambda.testutil import (
     BASE,
+    BASE_IDENTITY,
+    BASE_NAMES,
     DOCKER,
     DOCKER_ENV,
     KEY,
@@ -29,14 +31,17 @@ from chromadb_lambda.testutil import (
     lambda_target,
     process_result,
 )
+from chromadb_lambda.util_rules.assembled_push import AssembledPush, AssembledPushRequest
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import BaseImagePush, BaseImagePushRequest, PublishSession, PublishSessionRequest
 
 TAGS = ("acme/fn:latest", f"acme/fn:{KEY_TAG}")
 IMAGE = BuiltDockerImage(image_id="sha256:img", tags=TAGS, relpath="lambdas.fn/fn.docker-info.json")
 SESSION = PublishSession("9-abc")
 MIRROR = dataclasses.replace(REGISTRY, address="mirror.example.com", alias="mirror")
+BASE_ID = "sha256:" + "b" * 64
+ASSEMBLED_FILES = (FileContent("assembled/config.json", b"{}"), FileContent("assembled/layer.tar.gz", b"gz"))
 
 
 def pushed(address: str, status: str = "pushed") -> dict:
@@ -44,8 +49,11 @@ def pushed(address: str, status: str = "pushed") -> dict:
             "tags": [], "status": status, "media_type": "application/vnd.docker.distribution.manifest.v2+json"}
 
 
-def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False):
-    seen: dict = {"specs": [], "bases": []}
+def publish(
+    names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False,
+    assembled: bool = False, built: bool = True,
+):
+    seen: dict = {"specs": [], "bases": [], "inputs": []}
     target = lambda_target(skip_push=skip_push)
 
     def run(process: Process) -> FallibleProcessResult:
@@ -53,10 +61,19 @@ def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push
         return process_result(json.dumps(outcome))
 
     def create(request: CreateDigest) -> Digest:
+        seen["inputs"].append(sorted(f.path for f in request))  # type: ignore[union-attr]
         for f in request:
             if f.path == "spec.json":  # type: ignore[union-attr]
                 seen["spec"] = json.loads(f.content)  # type: ignore[union-attr]
         return EMPTY_DIGEST
+
+    info = json.dumps({"image_id": IMAGE.image_id, "built": built}).encode()
+
+    def assembled_push(request: AssembledPushRequest) -> AssembledPush:
+        seen["assembled"] = request
+        if not assembled:
+            return AssembledPush(None, "", "")
+        return AssembledPush(ASSEMBLED_FILES, BASE_ID, "sha256:config", "sha256:layer")
 
     def push_base(request: BaseImagePushRequest) -> BaseImagePush:
         seen["bases"].append(request)
@@ -78,6 +95,9 @@ def publish(names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: names),
             MockGet(BaseImagePush, (BaseImagePushRequest,), push_base),
+            MockGet(DigestContents, (Digest,), lambda _: DigestContents([FileContent(IMAGE.relpath, info)])),
+            MockGet(ImageNames, (BaseImageNamesRequest,), lambda _: BASE_NAMES),
+            MockGet(AssembledPush, (AssembledPushRequest,), assembled_push),
             MockGet(EnvironmentVars, (EnvironmentVarsRequest,), lambda _: EnvironmentVars({})),
             MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), run if outcome is not None else fail_if_requested("a push")),
@@ -139,3 +159,36 @@ def test_the_base_is_pushed_first_with_publish_base_images() -> None:
     outcome = {"registries": [pushed("reg.example.com")], "errors": []}
     _, seen = publish(outcome=outcome, base=True)
     assert seen["bases"] == [BaseImagePushRequest(BASE, SESSION)]
+
+
+def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    _, seen = publish(outcome=outcome, assembled=True)
+    # The files of the package's image (checked by its id) and the base it was assembled on.
+    assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, True)
+    # The base's content key tag goes first into the Lambda's registry, under the base's repository.
+    [base_push] = seen["bases"]
+    assert base_push.address == BASE and base_push.session == SESSION
+    assert [(t.address, t.repository, t.tags, t.skip_push) for t in base_push.targets] == [
+        ("reg.example.com", "acme/base", (BASE_IDENTITY.ref.rpartition(":")[2],), False)
+    ]
+    assert seen["spec"]["assembled"] == {
+        "config": "assembled/config.json",
+        "layer": "assembled/layer.tar.gz",
+        "base_image_id": BASE_ID,
+        "base_repository": "acme/base",
+        "base_tag": BASE_IDENTITY.ref.rpartition(":")[2],
+    }
+    # The blobs go into the push process beside its scripts and spec.
+    assert seen["inputs"] == [
+        ["assembled/config.json", "assembled/layer.tar.gz", "registry_client.py", "registry_push.py", "spec.json"]
+    ]
+
+
+def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
+    outcome = {"registries": [pushed("reg.example.com")], "errors": []}
+    _, seen = publish(outcome=outcome, built=False)
+    # The package did not make the image in this run: whether the engine holds its base is asked.
+    assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, False)
+    assert "assembled" not in seen["spec"] and seen["bases"] == []
+    assert seen["inputs"] == [["registry_client.py", "registry_push.py", "spec.json"]]

@@ -17,11 +17,13 @@ from typing import Any
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.internals.session import RunId
+from pants.engine.fs import FileContent
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.util_rules import assembled_push
 from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, BaseImageIdentityRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
@@ -78,11 +80,12 @@ def push_outcome(result: FallibleProcessResult, targets: tuple[PushTarget, ...])
 async def run_push(
     spec: dict[str, Any], targets: tuple[PushTarget, ...], docker: DockerBinary, docker_env: DockerEnvironment,
     description: str,
+    files: tuple[FileContent, ...] = (),
 ) -> dict[str, Any]:
-    """Runs `registry_client.py push`; its outcome."""
+    """Runs `registry_client.py push` (with `files`: an assembled image's blobs); its outcome."""
     # Never reused across runs: spec.json holds the session id (see PublishSession).
     process = await client_process(
-        "push", spec, docker, docker_env, description, ProcessCacheScope.PER_RESTART_SUCCESSFUL
+        "push", spec, docker, docker_env, description, ProcessCacheScope.PER_RESTART_SUCCESSFUL, files
     )
     result = await Get(FallibleProcessResult, Process, process)
     return push_outcome(result, targets)
@@ -92,6 +95,9 @@ async def run_push(
 class BaseImagePushRequest:
     address: Address
     session: PublishSession
+    # None: the base target's own registries (`publish_base_images`). Else these (the registries an
+    # assembled Lambda image mounts the base's layers from: assembled_push.base_push_targets).
+    targets: tuple[PushTarget, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,9 @@ async def push_base_image(
         Get(BaseImageIdentity, BaseImageIdentityRequest(request.address)),
         Get(ImageNames, BaseImageNamesRequest(request.address)),
     )
-    targets = tuple(t for t in names.registries if not t.skip_push)
+    targets = request.targets
+    if targets is None:
+        targets = tuple(t for t in names.registries if not t.skip_push)
     if not targets:
         return BaseImagePush(())
     spec = push_spec(names.key_ref, identity.key, names.key_tag, targets, docker, subsystem, request.session)
@@ -137,4 +145,4 @@ async def push_base_image(
 
 
 def rules():
-    return collect_rules()
+    return [*collect_rules(), *assembled_push.rules()]

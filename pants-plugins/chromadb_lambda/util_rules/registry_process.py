@@ -42,6 +42,8 @@ AWS_ENV_VARS = (
     "NO_PROXY",
 )
 REGISTRY_CLIENT = "registry_client.py"
+# Imported by `registry_client.py push` for assembled images (the registry API transport).
+REGISTRY_PUSH = "registry_push.py"
 
 
 def client_script() -> bytes:
@@ -67,14 +69,21 @@ async def client_process(
     docker_env: DockerEnvironment,
     description: str,
     cache_scope: ProcessCacheScope,
+    files: tuple[FileContent, ...] = (),
 ) -> Process:
-    """`registry_client.py <command> spec.json`, with the AWS credential chain and `[docker].env_vars`."""
+    """`registry_client.py <command> spec.json` (and `files` beside it), with the AWS credential
+    chain and `[docker].env_vars`."""
     aws_env, inputs = await MultiGet(
         Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)),
         Get(
             Digest,
             CreateDigest(
-                [FileContent(REGISTRY_CLIENT, client_script()), FileContent("spec.json", json.dumps(spec).encode())]
+                [
+                    FileContent(REGISTRY_CLIENT, client_script()),
+                    FileContent(REGISTRY_PUSH, script_source(REGISTRY_PUSH)),
+                    FileContent("spec.json", json.dumps(spec).encode()),
+                    *files,
+                ]
             ),
         ),
     )
