@@ -2,9 +2,10 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda.goals import lambda_context, package, prune, publish, run_lambda, tailor
+from chromadb_lambda.goals import deploy, lambda_context, package, prune, publish, run_lambda, tailor
 from chromadb_lambda.goals.run_lambda import ChromadbLambdaTimeoutField
 from chromadb_lambda.util_rules import (
+    architecture,
     assemble,
     base_image,
     closure,
@@ -32,12 +33,14 @@ def rules():
         # `timeout` (what `pants run` allows the handler) lives with the run goal.
         ChromadbLambdaTarget.register_plugin_field(ChromadbLambdaTimeoutField),
         *faas.rules(),
+        *architecture.rules(),
         *assemble.rules(),
         *base_image.rules(),
         *closure.rules(),
         *content_keys.rules(),
         *context.rules(),
         *dependency_inference.rules(),
+        *deploy.rules(),
         *engine.rules(),
         *engine_locks.rules(),
         *existing_image.rules(),

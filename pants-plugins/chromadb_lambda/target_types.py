@@ -1,7 +1,8 @@
 """The `chromadb_lambda` target and its fields."""
 from __future__ import annotations
 
-from typing import Optional
+import re
+from typing import Iterable, Optional, Tuple
 
 from pants.backend.python.target_types import PythonResolveField
 from pants.backend.python.util_rules.faas import PythonFaaSDependencies, PythonFaaSHandlerField
@@ -176,6 +177,97 @@ class ChromadbLambdaSkipPushField(BoolField):
     help = "If true, `pants publish` builds this image but does not push it."
 
 
+LAMBDA_FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LAMBDA_FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:([A-Za-z0-9_-]{1,64})$")
+# An alias name: 1-128 letters, digits, `-` and `_`, not only digits (that is a version).
+LAMBDA_ALIAS_RE = re.compile(r"^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$")
+
+
+def function_reference_problem(value: str) -> str | None:
+    """What is wrong with an entry of `functions`, or None: a function name or an unqualified ARN."""
+    if LAMBDA_FUNCTION_NAME_RE.match(value) or LAMBDA_FUNCTION_ARN_RE.match(value):
+        return None
+    if LAMBDA_FUNCTION_ARN_RE.match(value.rsplit(":", 1)[0]):
+        return "name the function without a version or alias, and give the alias in `function_alias`."
+    return softwrap(
+        """
+        give a function name (letters, digits, `-` and `_`, at most 64 characters) or a function ARN
+        (`arn:aws:lambda:<region>:<account>:function:<name>`).
+        """
+    )
+
+
+class ChromadbLambdaFunctionsField(StringSequenceField):
+    alias = "functions"
+    default = None
+    help = help_text(
+        """
+        The AWS Lambda functions that run this image, by name or ARN: what `pants
+        experimental-deploy` points at the image it publishes (`UpdateFunctionCode` with
+        `ImageUri=<repository>@<digest>`). A function named by ARN is deployed in the ARN's region;
+        a name, in the region of the AWS credential chain (`AWS_REGION`, the profile's region).
+
+        Example: `functions=["receipt-word-polling", "arn:aws:lambda:eu-west-1:123456789012:function:word-polling"]`.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[Iterable[str]], address: Address) -> Optional[Tuple[str, ...]]:
+        value = super().compute_value(raw_value, address)
+        for item in value or ():
+            problem = function_reference_problem(item)
+            if problem:
+                raise InvalidFieldException(f"The `{cls.alias}` field in target {address} has {item!r}: {problem}")
+        return value
+
+
+class ChromadbLambdaFunctionAliasField(StringField):
+    alias = "function_alias"
+    help = help_text(
+        """
+        A Lambda alias (AWS's term: a name that points at one version of a function) that `pants
+        experimental-deploy` moves to the new code: after each update it publishes a version
+        (`PublishVersion`) and points this alias at it (`UpdateAlias`, or `CreateAlias` when the
+        function has no such alias yet). Without it, deploys update `$LATEST` only.
+
+        Example: `function_alias="live"`.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> Optional[str]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and not LAMBDA_ALIAS_RE.match(value):
+            raise InvalidFieldException(
+                softwrap(
+                    f"""
+                    The `{cls.alias}` field in target {address} is {value!r}: an alias name has 1 to 128
+                    letters, digits, `-` and `_`, not only digits (that names a version).
+                    """
+                )
+            )
+        return value
+
+# AWS Lambda's names of the two architectures, and Docker's (image config, `--platform`).
+LAMBDA_ARCHITECTURES = ("x86_64", "arm64")
+DOCKER_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
+
+
+class ChromadbLambdaArchitectureField(StringField):
+    alias = "architecture"
+    default = "x86_64"
+    valid_choices = LAMBDA_ARCHITECTURES
+    value: str
+    help = help_text(
+        """
+        The instruction set the function runs on, in AWS Lambda's terms: `x86_64` or `arm64`. It is
+        part of the image's content key; the base image must be of this architecture (`amd64` or
+        `arm64` in Docker's terms), and `pants experimental-deploy` refuses a function configured
+        with the other one.
+        """
+    )
+
+
 class ChromadbLambdaTarget(Target):
     alias = "chromadb_lambda"
     core_fields = (
@@ -188,6 +280,9 @@ class ChromadbLambdaTarget(Target):
         ChromadbLambdaRegistriesField,
         ChromadbLambdaSkipPushField,
         ChromadbLambdaCacheFromField,
+        ChromadbLambdaFunctionsField,
+        ChromadbLambdaFunctionAliasField,
+        ChromadbLambdaArchitectureField,
         PythonResolveField,
         OutputPathField,
     )

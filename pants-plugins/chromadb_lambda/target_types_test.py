@@ -9,7 +9,14 @@ from pants.engine.unions import UnionRule
 from pants.testutil.rule_runner import RuleRunner
 
 from chromadb_lambda.register import rules as plugin_rules
-from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambdaCacheFromField, ChromadbLambdaTarget
+from chromadb_lambda.target_types import (
+    BaseImageCacheFromField,
+    ChromadbLambdaArchitectureField,
+    ChromadbLambdaCacheFromField,
+    ChromadbLambdaFunctionAliasField,
+    ChromadbLambdaFunctionsField,
+    ChromadbLambdaTarget,
+)
 
 
 @pytest.fixture
@@ -49,3 +56,48 @@ def test_chromadb_lambda_keeps_cache_from(rule_runner: RuleRunner) -> None:
     )
     target = rule_runner.get_target(Address("fn", target_name="fn"))
     assert target.get(ChromadbLambdaCacheFromField).value == ("reg:5000/{repository}:main",)
+
+
+def lambda_target(rule_runner: RuleRunner, fields: str):
+    rule_runner.write_files({"fn/BUILD": f'chromadb_lambda(name="fn", handler="h.py:handle", base_image="//base:base", {fields})'})
+    return rule_runner.get_target(Address("fn", target_name="fn"))
+
+
+def test_deploy_fields_take_names_arns_an_alias_and_default_to_x86_64(rule_runner: RuleRunner) -> None:
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:word-polling"
+    target = lambda_target(rule_runner, f'functions=["receipt-word_polling", "{arn}"], function_alias="live"')
+    assert target[ChromadbLambdaFunctionsField].value == ("receipt-word_polling", arn)
+    assert target[ChromadbLambdaFunctionAliasField].value == "live"
+    assert target[ChromadbLambdaArchitectureField].value == "x86_64"
+    assert lambda_target(rule_runner, 'architecture="arm64"')[ChromadbLambdaArchitectureField].value == "arm64"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            'functions=["arn:aws:lambda:eu-west-1:123456789012:function:fn:live"]',
+            "The `functions` field in target fn:fn has 'arn:aws:lambda:eu-west-1:123456789012:function:fn:live': "
+            "name the function without a version or alias, and give the alias in `function_alias`.",
+        ),
+        (
+            'functions=["my function"]',
+            "The `functions` field in target fn:fn has 'my function': give a function name (letters, digits, `-` "
+            "and `_`, at most 64 characters) or a function ARN (`arn:aws:lambda:<region>:<account>:function:<name>`).",
+        ),
+        (
+            'function_alias="42"',
+            "The `function_alias` field in target fn:fn is '42': an alias name has 1 to 128 letters, digits, `-` "
+            "and `_`, not only digits (that names a version).",
+        ),
+        (
+            'architecture="amd64"',
+            "Values for the 'architecture' field in target fn:fn must be one of ['arm64', 'x86_64'], but 'amd64' "
+            "was provided.",
+        ),
+    ],
+)
+def test_deploy_fields_refuse_values_aws_would(rule_runner: RuleRunner, fields: str, message: str) -> None:
+    with pytest.raises(ExecutionError) as e:
+        lambda_target(rule_runner, fields)
+    assert message in str(e.value)

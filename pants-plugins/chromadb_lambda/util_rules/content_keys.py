@@ -25,6 +25,7 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import Dependencies, DependenciesRequest, Targets, WrappedTarget, WrappedTargetRequest
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.target_types import ChromadbLambdaArchitectureField
 from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
 from chromadb_lambda.util_rules.context import lambda_dockerfile
 
@@ -71,23 +72,28 @@ class BaseImageIdentity:
         )
 
 
-def lambda_content_key(*, dockerfile_template: str, context_fingerprint: str, base_key: str, builder: str) -> str:
+def lambda_content_key(
+    *, dockerfile_template: str, context_fingerprint: str, base_key: str, builder: str, architecture: str = "x86_64"
+) -> str:
     """The key of a Lambda image.
 
     `dockerfile_template` is the generated Dockerfile with the base's tag left out: the tag names the
     base for the engine, and `base_key` is what identifies it. The Dockerfile holds the handler and
     `[lambda-image].task_root`, so neither enters the key a second time.
     """
-    return stable_hash(
-        {
-            "version": KEY_VERSION,
-            "dockerfile": dockerfile_template,
-            "context": context_fingerprint,
-            "base": base_key,
-            # The two builders make different images (ids, layer metadata) of the same content.
-            "builder": builder,
-        }
-    )
+    data: dict[str, object] = {
+        "version": KEY_VERSION,
+        "dockerfile": dockerfile_template,
+        "context": context_fingerprint,
+        "base": base_key,
+        # The two builders make different images (ids, layer metadata) of the same content.
+        "builder": builder,
+    }
+    if architecture != "x86_64":
+        # Only another architecture than the default enters the key, so that the keys of every
+        # x86_64 Lambda (all of them, before the field existed) stay what they were.
+        data["architecture"] = architecture
+    return stable_hash(data)
 
 
 def dockerfile_template(closure: LambdaClosure, task_root: str) -> str:
@@ -154,13 +160,17 @@ class LambdaImageKey:
 async def compute_lambda_image_key(
     request: LambdaImageKeyRequest, subsystem: ChromadbLambdaSubsystem
 ) -> LambdaImageKey:
-    closure = await Get(LambdaClosure, LambdaClosureRequest(request.address))
+    closure, wrapped = await MultiGet(
+        Get(LambdaClosure, LambdaClosureRequest(request.address)),
+        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+    )
     base = await Get(BaseImageIdentity, BaseImageIdentityRequest(closure.base_address))
     key = lambda_content_key(
         dockerfile_template=dockerfile_template(closure, subsystem.task_root),
         context_fingerprint=closure.digest.fingerprint,
         base_key=base.key,
         builder=subsystem.builder.value,
+        architecture=wrapped.target[ChromadbLambdaArchitectureField].value,
     )
     return LambdaImageKey(closure=closure, base=base, key=key)
 

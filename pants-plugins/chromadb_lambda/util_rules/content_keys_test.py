@@ -1,3 +1,5 @@
+import hashlib
+
 from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_ref, key_tag, lambda_content_key
 from chromadb_lambda.util_rules.context import generate_dockerfile
 
@@ -58,3 +60,15 @@ def test_task_root_enters_the_key_once_through_the_dockerfile() -> None:
 
 def test_key_ref_names_the_repository_and_the_key_tag() -> None:
     assert key_ref("acme/fn", "0123456789abcdef" * 4) == "acme/fn:ck-0123456789abcdef0123456789abcdef"
+
+
+def test_arm64_enters_the_key_and_x86_64_keeps_the_keys_made_before_the_field() -> None:
+    # The key of x86_64 is the hash of exactly the inputs keys had before `architecture` existed.
+    before = hashlib.sha256(
+        (
+            '{"base":"' + BASE.key + '","builder":"assembler","context":"' + "c" * 64
+            + '","dockerfile":"FROM <base image>\\n","version":1}'
+        ).encode()
+    ).hexdigest()
+    assert key() == key(architecture="x86_64") == before
+    assert key(architecture="arm64") != before

@@ -43,6 +43,34 @@ INSPECT_FORMAT = (
 )
 
 
+# AWS Lambda's architecture names (the `architecture` field) and Docker's (image configs, `--platform`).
+DOCKER_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
+
+
+def architecture_mismatch(address: str, architecture: str, base_architecture: str, host_architecture: str) -> str | None:
+    """Why a Lambda of `architecture` cannot build on a base of `base_architecture` (Docker's name,
+    from `docker image inspect`), or None. Lambda images inherit the base's architecture."""
+    wanted = DOCKER_ARCHITECTURES[architecture]
+    if base_architecture == wanted:
+        return None
+    engine = (
+        f" This machine's Docker engine runs {host_architecture} images and cannot build {wanted} ones"
+        f" (no emulation): build {address} on an {wanted} machine."
+        if host_architecture and host_architecture != wanted
+        else ""
+    )
+    return (
+        f"The `architecture` field of {address} is {architecture!r}, but its base image is "
+        f"{base_architecture or 'of no known architecture'}: build the base for {wanted} (`docker build "
+        f"--platform linux/{wanted}`), or set `architecture` to the base's"
+        f"{' (' + repr(_lambda_name(base_architecture)) + ')' if _lambda_name(base_architecture) else ''}.{engine}"
+    )
+
+
+def _lambda_name(docker_architecture: str) -> str:
+    return next((k for k, v in DOCKER_ARCHITECTURES.items() if v == docker_architecture), "")
+
+
 class UnassemblableBaseError(Exception):
     """The base image uses something the assembler cannot reproduce without `docker build`."""
 

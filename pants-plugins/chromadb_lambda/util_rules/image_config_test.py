@@ -7,7 +7,12 @@ import tarfile
 
 import pytest
 
-from chromadb_lambda.util_rules.image_config import UnassemblableBaseError, docker_archive, lambda_image_config
+from chromadb_lambda.util_rules.image_config import (
+    UnassemblableBaseError,
+    architecture_mismatch,
+    docker_archive,
+    lambda_image_config,
+)
 from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer
 
 # `docker image inspect --format INSPECT_FORMAT` of a base, as a 20.10 engine prints it.
@@ -100,3 +105,24 @@ def test_docker_archive_lists_every_layer_but_holds_only_the_new_one() -> None:
         }
     ]
     assert archive == docker_archive(config, layer, ["lambdas/x:ck-1", "lambdas/x:latest"])
+
+
+def test_a_base_of_the_fields_architecture_is_fine() -> None:
+    assert architecture_mismatch("lambdas/a:a", "x86_64", "amd64", "amd64") is None
+    assert architecture_mismatch("lambdas/a:a", "arm64", "arm64", "amd64") is None
+
+
+def test_arm64_on_an_amd64_base_names_the_target_the_field_and_this_machine() -> None:
+    assert architecture_mismatch("lambdas/a:a", "arm64", "amd64", "amd64") == (
+        "The `architecture` field of lambdas/a:a is 'arm64', but its base image is amd64: build the base for "
+        "arm64 (`docker build --platform linux/arm64`), or set `architecture` to the base's ('x86_64'). This "
+        "machine's Docker engine runs amd64 images and cannot build arm64 ones (no emulation): build "
+        "lambdas/a:a on an arm64 machine."
+    )
+
+
+def test_x86_64_on_an_arm64_base_on_an_amd64_machine_says_what_to_change() -> None:
+    assert architecture_mismatch("lambdas/a:a", "x86_64", "arm64", "amd64") == (
+        "The `architecture` field of lambdas/a:a is 'x86_64', but its base image is arm64: build the base for "
+        "amd64 (`docker build --platform linux/amd64`), or set `architecture` to the base's ('arm64')."
+    )

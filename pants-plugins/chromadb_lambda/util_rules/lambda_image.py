@@ -9,6 +9,7 @@ from pants.engine.addresses import Address
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
+from chromadb_lambda.util_rules.architecture import LambdaArchitecture, LambdaArchitectureRequest
 from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.closure import LambdaClosure
@@ -46,6 +47,8 @@ async def make_lambda_image(
 ) -> MadeLambdaImage:
     names = request.names
     base = await Get(BuiltBaseImage, BuiltBaseImageRequest(request.closure.base_address))
+    # The `architecture` field against the base's: an error names the target and the field.
+    architecture = await Get(LambdaArchitecture, LambdaArchitectureRequest(request.address, base.image_id))
     if subsystem.builder == LambdaImageBuilder.assembler:
         assembled = await Get(
             AssembledLambdaImage,
@@ -68,7 +71,7 @@ async def make_lambda_image(
         context=context.digest,
         dockerfile=context.dockerfile,
         base_image_id=base.image_id,
-        extra_args=cache_args(subsystem, names.repository, request.cache_from),
+        extra_args=(*architecture.platform_args, *cache_args(subsystem, names.repository, request.cache_from)),
     )
     process = locked_process(
         build_process(docker, build, docker_env.env),

@@ -20,6 +20,7 @@ from chromadb_lambda.testutil import (
     lambda_subsystem,
     process_result,
 )
+from chromadb_lambda.util_rules.architecture import LambdaArchitecture, LambdaArchitectureRequest
 from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
@@ -32,8 +33,12 @@ RUN = EngineRun(3)
 BUILT_BASE = BuiltBaseImage(identity=BASE_IDENTITY, image_id="sha256:base", ref=BASE_IDENTITY.ref, built=False)
 
 
-def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from=None):
-    seen: dict = {"processes": [], "assembled": [], "contexts": [], "bases": []}
+def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from=None, architecture: str = "x86_64"):
+    seen: dict = {"processes": [], "assembled": [], "contexts": [], "bases": [], "architectures": []}
+
+    def check_architecture(request: LambdaArchitectureRequest) -> LambdaArchitecture:
+        seen["architectures"].append(request)
+        return LambdaArchitecture(architecture)
 
     def base(request: BuiltBaseImageRequest) -> BuiltBaseImage:
         seen["bases"].append(request.address)
@@ -61,6 +66,7 @@ def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from
         ],
         mock_gets=[
             MockGet(BuiltBaseImage, (BuiltBaseImageRequest,), base),
+            MockGet(LambdaArchitecture, (LambdaArchitectureRequest,), check_architecture),
             MockGet(AssembledLambdaImage, (AssembledLambdaImageRequest,), assemble),
             MockGet(LambdaBuildContext, (LambdaBuildContextRequest,), context),
             MockGet(EngineLockScript, (EngineLockScriptRequest,), lambda _: EngineLockScript(EMPTY_DIGEST)),
@@ -84,6 +90,8 @@ def test_assembler_writes_the_image_on_the_base_it_built() -> None:
         run=RUN,
     )
     assert seen["contexts"] == []
+    # The `architecture` field is checked against the base the image is made on.
+    assert seen["architectures"] == [LambdaArchitectureRequest(LAMBDA, "sha256:base")]
 
 
 def test_docker_build_builds_from_the_base_key_tag_under_the_locks() -> None:
@@ -119,3 +127,10 @@ def test_a_target_cache_from_replaces_the_option() -> None:
 def test_a_failed_docker_build_names_the_image_and_target() -> None:
     with pytest.raises(DockerBuildError, match=r"`docker build` of acme/fn:latest for lambdas/fn:fn failed \(exit code 1\)"):
         make("docker-build", exit_code=1)
+
+
+def test_docker_build_of_arm64_asks_for_the_platform_and_x86_64_keeps_its_arguments() -> None:
+    stdout = json.dumps({"image_id": "sha256:b", "made": True, "output": None})
+    arm = make("docker-build", build_stdout=stdout, architecture="arm64")[1]["processes"][0].argv
+    assert arm[arm.index("--platform") + 1] == "linux/arm64"
+    assert "--platform" not in make("docker-build", build_stdout=stdout)[1]["processes"][0].argv
