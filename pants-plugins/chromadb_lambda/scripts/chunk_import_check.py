@@ -50,11 +50,12 @@ def layer_problem(names, task_root):
 class Filesystem:
     """The base's task root and its parents, saved before the first member and put back after each."""
 
-    def __init__(self, task_root):
+    def __init__(self, task_root, pristine=PRISTINE):
         self.task_root = task_root
+        self.pristine = pristine
         self.had_root = os.path.lexists(task_root)
         if self.had_root:
-            shutil.copytree(task_root, PRISTINE, symlinks=True)
+            shutil.copytree(task_root, pristine, symlinks=True)
         self.parents = {}
         for path in parents(task_root):
             self.parents[path] = os.lstat(path) if os.path.lexists(path) else None
@@ -63,8 +64,8 @@ class Filesystem:
         if os.path.lexists(self.task_root):
             shutil.rmtree(self.task_root)
         if self.had_root:
-            shutil.copytree(PRISTINE, self.task_root, symlinks=True)
-            st = os.lstat(PRISTINE)
+            shutil.copytree(self.pristine, self.task_root, symlinks=True)
+            st = os.lstat(self.pristine)
             os.chown(self.task_root, st.st_uid, st.st_gid)
         for path in reversed(list(self.parents)):
             st = self.parents[path]
