@@ -107,10 +107,9 @@ def test_a_broken_member_fails_alone_and_the_chunk_is_loaded_and_checked_once(re
     ids = {name: image_id(f"{REPOSITORY}/{name}:latest") for name in ("alpha_fn", "beta_fn", "broken", "compaction")}
     time.sleep(1.5)
     created = containers_created(start - 1, done + 1)
-    # The nine Lambdas are one chunk (lambda_chunks.py): one container checked them all, created from
-    # the base image (compared with the base docker-info names in the next test), none from a Lambda image.
+    # None from a Lambda image; the containers from the base are counted in the next test, which reads
+    # the base's id from a docker-info (the engine is shared: other runs' containers are in the log).
     assert not set(created) & set(ids.values()), created
-    assert len(created) == 1, created
     CHECK_CONTAINERS.extend(created)
     assert invoke(f"{REPOSITORY}/alpha_fn:latest", "alpha_fn.handler") == f"alpha {RUN}"
     assert invoke(f"{REPOSITORY}/beta_fn:latest", "beta_fn.handler") == f"beta {RUN}"
@@ -129,12 +128,16 @@ def test_the_good_members_package_and_a_no_op_runs_no_container_and_loads_nothin
     assert {name: info["import_check"] for name, info in infos.items()} == {"alpha_fn": "passed", "beta_fn": "passed"}
     # Loaded by the previous run (the whole chunk): up to date now.
     assert [info["built"] for info in infos.values()] == [False, False]
-    assert CHECK_CONTAINERS == [image_id(infos["alpha_fn"]["base_image"]["ref"])]
+    # The nine Lambdas are one chunk (lambda_chunks.py): ONE container of the base checked them all.
+    base = image_id(infos["alpha_fn"]["base_image"]["ref"])
+    assert CHECK_CONTAINERS.count(base) == 1, CHECK_CONTAINERS
     time.sleep(1.5)
     start = time.time()
-    result = run_pants(repo, [*OPTIONS, "package", "lambdas::", "--", "-lambdas/broken:broken"], pantsd=True)
+    result = run_pants(repo, [*OPTIONS, "package", "lambdas::", "-lambdas/broken:broken"], pantsd=True)
     assert result.exit_code == 0, result.stderr
     assert "assembled chromadb_lambda images" not in result.stderr
     assert "chromadb_lambda handlers in their images" not in result.stderr
     time.sleep(1.5)
-    assert containers_created(start, time.time()) == []
+    lambda_images = {info["image_id"] for info in read_docker_infos(repo).values()}
+    assert len(lambda_images) == 8
+    assert not set(containers_created(start, time.time())) & {base, *lambda_images}
