@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import random
+import runpy
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,8 @@ from report import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SEED_ENTRIES = ("pants", "pants.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
+# What a copy of the repo needs: the BUILD prelude's list, which the e2e tests copy too.
+SEED_ENTRIES = tuple(e.rstrip("/") for e in runpy.run_path(str(REPO / "build-support/pants/prelude.py"))["REPO_COPY_ENTRIES"])
 CONFIGS = {
     # What CI runs so that the benchmark cannot rot (a few minutes): small repos, fewer builders, and
     # every rebuilt image's handler import checked.

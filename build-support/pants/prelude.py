@@ -12,3 +12,19 @@ PANTS_BOOTSTRAP_ENV = (
     "PANTS_PEX_CLI_URL_TEMPLATE",
     "PANTS_CA_CERTS_PATH",
 )
+
+# What a copy of this repo needs to bootstrap Pants and package every Lambda (a trailing `/` marks a
+# folder, copied whole): the root `files` target globs it, the end-to-end tests' scratch repos
+# (tests/e2e/harness.py) and the benchmark's repos (benchmarks/bench.py) copy it. One list.
+REPO_COPY_ENTRIES = (
+    "pants",
+    "pants.toml",
+    "pants.ci.toml",
+    "BUILD",
+    "build-support/",
+    "3rdparty/",
+    "base/",
+    "lambdas/",
+    "src/",
+    "pants-plugins/",
+)

@@ -2,7 +2,8 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
-from chromadb_lambda.goals import lambda_context, package, publish, tailor
+from chromadb_lambda.goals import lambda_context, package, prune, publish, run_lambda, tailor
+from chromadb_lambda.goals.run_lambda import ChromadbLambdaTimeoutField
 from chromadb_lambda.util_rules import (
     assemble,
     base_image,
@@ -28,6 +29,8 @@ def rules():
     return [
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
+        # `timeout` (what `pants run` allows the handler) lives with the run goal.
+        ChromadbLambdaTarget.register_plugin_field(ChromadbLambdaTimeoutField),
         *faas.rules(),
         *assemble.rules(),
         *base_image.rules(),
@@ -44,9 +47,11 @@ def rules():
         *import_check.rules(),
         *lambda_image.rules(),
         *package.rules(),
+        *prune.rules(),
         *publish.rules(),
         *pull.rules(),
         *push.rules(),
+        *run_lambda.rules(),
         *scan.rules(),
         *tailor.rules(),
     ]

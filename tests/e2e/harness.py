@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -11,19 +12,25 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 # What the tests' dependencies bring into the sandbox: `//:repo` (every file but the Python files of
 # lambdas/ and src/) and the Python targets of lambdas/ and src/ (those files), see tests/e2e/BUILD.
-REPO_ENTRIES = ("pants", "pants.toml", "pants.ci.toml", "BUILD", "build-support", "3rdparty", "base", "lambdas", "src", "pants-plugins")
+PRELUDE = "build-support/pants/prelude.py"
+
+
+def repo_entries(source: Path) -> tuple[str, ...]:
+    """What a copy of the repo needs: `REPO_COPY_ENTRIES` of the BUILD prelude, the one list."""
+    return tuple(e.rstrip("/") for e in runpy.run_path(str(source / PRELUDE))["REPO_COPY_ENTRIES"])
 
 
 def copy_repo(source: Path, dest: Path) -> Path:
     """Copies the repo files from the test sandbox into a scratch build root."""
     dest.mkdir(parents=True, exist_ok=True)
-    for entry in REPO_ENTRIES:
+    for entry in repo_entries(source):
         path = source / entry
         if path.is_dir():
             shutil.copytree(path, dest / entry, ignore=shutil.ignore_patterns("__pycache__"))
@@ -344,3 +351,36 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextmanager
+def receipt_aws(table: str, bucket: str, credentials: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """A real AWS API endpoint (moto server over HTTP on loopback) holding the example's receipt table and
+    bucket; this process' environment points at it (endpoint, `credentials`, table and bucket names) until
+    the block ends. Yields that environment."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    from receipt_dynamo import create_table
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        **credentials,
+        "RECEIPT_TABLE": table,
+        "RECEIPT_BUCKET": bucket,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        create_table(table)
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()

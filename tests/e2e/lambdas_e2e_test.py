@@ -3,18 +3,16 @@ files against its handler's closure, then invoke each handler inside its image."
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from e2e.harness import copy_repo, docker, files_added_over_base, free_port, run_pants
+from e2e.harness import copy_repo, docker, files_added_over_base, receipt_aws, run_pants
 from e2e.runtime_api import RuntimeApi
-from receipt_dynamo import DynamoClient, ReceiptWord, create_table
+from receipt_dynamo import DynamoClient, ReceiptWord
 
 TASK_ROOT = "/var/task"
 RECEIPT_DYNAMO = {f"receipt_dynamo/{m}.py" for m in ("__init__", "client", "entities", "queries")}
@@ -127,30 +125,9 @@ def test_image_adds_exactly_the_handler_closure(
 @pytest.fixture(scope="module")
 def aws() -> Iterator[dict[str, str]]:
     """A real AWS API endpoint (moto server over HTTP) with the receipt table and bucket."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "RECEIPT_TABLE": TABLE,
-        "RECEIPT_BUCKET": BUCKET,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        create_table(TABLE)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    with receipt_aws(TABLE, BUCKET, credentials) as env:
         yield env
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 def invoke(image: str, event: dict[str, Any], env: dict[str, str]) -> Any:
