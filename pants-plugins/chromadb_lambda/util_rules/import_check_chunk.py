@@ -33,7 +33,10 @@ from chromadb_lambda.util_rules.chunk_images import (
     ChunkImagesRequest,
     MemberLookupRequest,
 )
-from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.engine import DockerEnvironment, RepositoryImages, RepositoryImagesRequest
+from chromadb_lambda.util_rules.existing_image import up_to_date_image
+from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
 
 BUNDLE = "import-check-bundle.tar"
@@ -141,12 +144,23 @@ class ChunkImportCheck:
     outputs: FrozenDict[Address, MemberCheckOutput]
 
 
+async def members_on_held_bases(present: list[Address]) -> list[Address]:
+    """The members whose base image the engine holds now. The check never builds a base: a member of
+    an up-to-date image whose base is gone (removed meanwhile) gets its own `docker run`."""
+    keys = await MultiGet(Get(LambdaImageKey, LambdaImageKeyRequest(a)) for a in present)
+    bases = sorted({key.closure.base_address for key in keys})
+    names = await MultiGet(Get(ImageNames, BaseImageNamesRequest(b)) for b in bases)
+    held = await MultiGet(Get(RepositoryImages, RepositoryImagesRequest(n.repository)) for n in names)
+    held_bases = {b for b, n, h in zip(bases, names, held) if up_to_date_image(h, n)}
+    return [a for a, key in zip(present, keys) if key.closure.base_address in held_bases]
+
+
 @rule(desc="Importing the handlers of a chunk of chromadb_lambda images")
 async def check_chunk_imports(
     request: ChunkImportCheckRequest, docker: DockerBinary, docker_env: DockerEnvironment
 ) -> ChunkImportCheck:
     images = await Get(ChunkImages, ChunkImagesRequest(request.members))
-    present = [a for a in request.members if images.images[a].image_id]
+    present = await members_on_held_bases([a for a in request.members if images.images[a].image_id])
     assembled = await MultiGet(Get(AssembledMemberResult, MemberLookupRequest(a)) for a in present)
     by_base: dict[str, list[AssembledMember]] = defaultdict(list)
     for address, result in zip(present, assembled):
