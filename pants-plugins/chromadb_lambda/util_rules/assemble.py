@@ -105,6 +105,26 @@ def load_failure_message(image: str, address: Address, result: FallibleProcessRe
     ) + f"\n{tail}"
 
 
+def unassemblable_message(address: Address, error: UnassemblableBaseError) -> str:
+    return softwrap(
+        f"""
+        Cannot assemble the image of {address}: {error}. Set `{BUILDER_OPTION} = "docker-build"` (or
+        `--lambda-image-builder=docker-build`) to build it with `docker build`.
+        """
+    )
+
+
+def wrong_image_message(address: Address, key_ref: str, reported: str | None, computed: str) -> str:
+    return softwrap(
+        f"""
+        The engine reports the image {reported} for {key_ref} ({address}), but the image assembled
+        for it is {computed}: the engine changed the config while loading it, or another program
+        tagged {key_ref}. Remove that tag and run Pants again, or set `{BUILDER_OPTION} =
+        "docker-build"`.
+        """
+    )
+
+
 @rule(desc="Assembling a chromadb_lambda image")
 async def assemble_lambda_image(
     request: AssembledLambdaImageRequest,
@@ -122,14 +142,7 @@ async def assemble_lambda_image(
     try:
         config = lambda_image_config(json.loads(base.inspect_json), layer.diff_id, task_root, request.closure.handler)
     except UnassemblableBaseError as e:
-        raise AssembledImageError(
-            softwrap(
-                f"""
-                Cannot assemble the image of {request.address}: {e}. Set `{BUILDER_OPTION} =
-                "docker-build"` (or `--lambda-image-builder=docker-build`) to build it with `docker build`.
-                """
-            )
-        ) from e
+        raise AssembledImageError(unassemblable_message(request.address, e)) from e
     archive = docker_archive(config, layer, request.refs)
     digest = await Get(Digest, CreateDigest([FileContent(ARCHIVE, archive.tar)]))
     load = dataclasses.replace(
@@ -152,15 +165,7 @@ async def assemble_lambda_image(
     loaded = parse_locked_result(result.stdout)
     if loaded.image_id != archive.image_id:
         raise AssembledImageError(
-            softwrap(
-                f"""
-                The engine reports the image {loaded.image_id} for {request.key_ref}
-                ({request.address}), but the image assembled for it is {archive.image_id}: the
-                engine changed the config while loading it, or another program tagged
-                {request.key_ref}. Remove that tag and run Pants again, or set `{BUILDER_OPTION} =
-                "docker-build"`.
-                """
-            )
+            wrong_image_message(request.address, request.key_ref, loaded.image_id, archive.image_id)
         )
     return AssembledLambdaImage(image_id=archive.image_id, made=loaded.made)
 

@@ -31,7 +31,10 @@ from chromadb_lambda.scripts import import_check_script
 from chromadb_lambda.util_rules.checks import stripped_path
 from chromadb_lambda.util_rules.closure import LambdaClosure
 from chromadb_lambda.util_rules.context import normalized_task_root
+from chromadb_lambda.util_rules import import_check_chunk
 from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.import_check_chunk import ChunkImportCheck, ChunkImportCheckRequest, MemberCheckOutput
+from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 from chromadb_lambda.util_rules.import_check_verdict import (
     PASSED,
     FirstPartyModules,
@@ -48,7 +51,7 @@ from chromadb_lambda.util_rules.import_check_verdict import (
     warning_message,
 )
 from chromadb_lambda.scripts import script_source
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder, MissingThirdPartyBehavior
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +155,22 @@ async def check_lambda_import(
         return LambdaImportCheck(SKIPPED)
     closure = request.closure
     task_root = normalized_task_root(subsystem.task_root)
-    result = await Get(
-        FallibleProcessResult,
-        Process,
-        import_check_process(
-            docker, request.image_id, closure.handler_module, closure.handler_function, task_root, docker_env.env
-        ),
-    )
+    result: FallibleProcessResult | MemberCheckOutput | None = None
+    if subsystem.builder == LambdaImageBuilder.assembler:
+        # Every assembled member of the chunk in one container of the base (import_check_chunk.py).
+        chunk = await Get(LambdaChunk, LambdaChunkRequest(closure.address))
+        checked = await Get(ChunkImportCheck, ChunkImportCheckRequest(chunk.members, IMPORT_TIMEOUT))
+        own = checked.outputs.get(closure.address)
+        if own is not None and own.image_id == request.image_id:
+            result = own
+    if result is None:
+        result = await Get(
+            FallibleProcessResult,
+            Process,
+            import_check_process(
+                docker, request.image_id, closure.handler_module, closure.handler_function, task_root, docker_env.env
+            ),
+        )
     verdict = (
         parse_verdict(result.stdout.decode(errors="replace"))
         if result.exit_code in (0, import_check_script.TIMEOUT_EXIT)
@@ -199,4 +211,4 @@ async def check_lambda_import(
 
 
 def rules():
-    return collect_rules()
+    return [*collect_rules(), *import_check_chunk.rules()]

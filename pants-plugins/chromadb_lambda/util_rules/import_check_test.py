@@ -51,7 +51,9 @@ from chromadb_lambda.util_rules.import_check_verdict import (
     requested_modules,
     top_level_names,
 )
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder, MissingThirdPartyBehavior
+from chromadb_lambda.util_rules.import_check_chunk import ChunkImportCheck, ChunkImportCheckRequest, MemberCheckOutput
+from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 
 ADDRESS = Address("lambdas/fn", target_name="fn")
 BASE = Address("base", target_name="lambda-base")
@@ -363,11 +365,17 @@ CLOSURE = LambdaClosure(
 
 
 def run_check(
-    verdict_stdout: str, exit_code: int = 0, **options: Any
+    verdict_stdout: str, exit_code: int = 0, chunk_outputs: dict | None = None, **options: Any
 ) -> tuple[LambdaImportCheck, list[Process]]:
     subsystem = create_subsystem(
         ChromadbLambdaSubsystem,
-        **{"check_handler_import": True, "task_root": "/var/task", "missing_third_party": MissingThirdPartyBehavior.error, **options},
+        **{
+            "check_handler_import": True,
+            "task_root": "/var/task",
+            "missing_third_party": MissingThirdPartyBehavior.error,
+            "builder": LambdaImageBuilder.docker_build,
+            **options,
+        },
     )
     processes: list[Process] = []
 
@@ -389,6 +397,12 @@ def run_check(
         rule_args=[LambdaImportCheckRequest(CLOSURE, "sha256:abc"), DockerBinary("/bin/docker", "sha"),
                    DockerEnvironment(FrozenDict({"DOCKER_HOST": "unix:///d.sock"})), subsystem],
         mock_gets=[
+            MockGet(LambdaChunk, (LambdaChunkRequest,), lambda r: LambdaChunk((r.address, OTHER))),
+            MockGet(
+                ChunkImportCheck,
+                (ChunkImportCheckRequest,),
+                lambda r: ChunkImportCheck(FrozenDict(chunk_outputs or {})) if r.members == (CLOSURE.address, OTHER) else None,
+            ),
             MockGet(output_type=FallibleProcessResult, input_types=(Process,), mock=run),
             MockGet(output_type=FirstPartyPythonModuleMapping, input_types=(),
                     mock=lambda: mapping({"pkg.plugins.alpha": "src/pkg/plugins/alpha.py"})),
@@ -400,6 +414,44 @@ def run_check(
 
 
 MARK = "CHROMADB_LAMBDA_IMPORT_CHECK "
+OTHER = Address("lambdas/other", target_name="other")
+
+
+def test_rule_assembler_takes_its_verdict_from_the_chunk_container() -> None:
+    own = MemberCheckOutput("sha256:abc", 0, (MARK + '{"status": "ok"}\n').encode(), b"")
+    result, processes = run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
+    assert (result, processes) == (LambdaImportCheck("passed"), [])
+
+
+def test_rule_assembler_chunk_verdict_is_classified_as_a_docker_run_would_be() -> None:
+    stdout = MARK + (
+        '{"status": "raised", "type": "ModuleNotFoundError", "message": "No module named \'pkg.plugins\'", '
+        '"module": "pkg.plugins", "not_found": true, "frames": [["/var/task/fn/handler.py", 4]]}\n'
+    )
+    own = MemberCheckOutput("sha256:abc", 0, stdout.encode(), b"")
+    with pytest.raises(HandlerImportError) as e:
+        run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
+    assert "lambdas/fn:fn" in str(e.value)
+    assert "imported at lambdas/fn/handler.py:4" in str(e.value)
+
+
+def test_rule_assembler_member_not_checked_in_the_chunk_runs_its_image() -> None:
+    # The chunk checked another image for this address (e.g. its engine tag moved): not this one's proof.
+    stale = MemberCheckOutput("sha256:other", 0, (MARK + '{"status": "ok"}\n').encode(), b"")
+    result, processes = run_check(
+        MARK + '{"status": "ok"}\n', chunk_outputs={CLOSURE.address: stale}, builder=LambdaImageBuilder.assembler
+    )
+    assert result == LambdaImportCheck("passed")
+    [process] = processes
+    assert "sha256:abc" in process.argv
+
+
+def test_rule_assembler_container_that_did_not_run_names_the_target() -> None:
+    own = MemberCheckOutput("sha256:abc", 125, b"", b"docker: Error response from daemon: no such image")
+    with pytest.raises(HandlerImportError) as e:
+        run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
+    assert "Importing the handler of lambdas/fn:fn in its image sha256:abc did not run (exit code 125)" in str(e.value)
+    assert "no such image" in str(e.value)
 
 
 def test_rule_passes_and_caches_by_image_and_handler() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from pants.backend.python.dependency_inference.module_mapper import FirstPartyPythonModuleMapping
 from pants.engine.addresses import Address
@@ -18,6 +18,15 @@ from chromadb_lambda.scripts import import_check_script
 from chromadb_lambda.util_rules.context import normalized_task_root
 
 OPTION = "[lambda-image].check_handler_import"
+
+
+class ProcessOutput(Protocol):
+    """A `docker run` of the image (FallibleProcessResult), or one member's part of a chunk container
+    (import_check_chunk.MemberCheckOutput)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
 PASSED = "passed"
 
 
@@ -229,7 +238,7 @@ def warning_message(address: Address, handler: str, classified: Classified, repo
     )
 
 
-def infrastructure_message(address: Address, image_id: str, result: FallibleProcessResult) -> str:
+def infrastructure_message(address: Address, image_id: str, result: ProcessOutput) -> str:
     output = (result.stderr.decode(errors="replace") + result.stdout.decode(errors="replace")).strip()
     tail = "\n".join(f"  {line}" for line in output.splitlines()[-20:])
     return (

@@ -9,15 +9,18 @@ from pants.engine.addresses import Address
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
+from chromadb_lambda.util_rules import chunk_images, lambda_chunks
 from chromadb_lambda.util_rules.architecture import LambdaArchitecture, LambdaArchitectureRequest
-from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
+from chromadb_lambda.util_rules.assemble import AssembledImageError
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
+from chromadb_lambda.util_rules.chunk_images import ChunkImages, ChunkImagesRequest
 from chromadb_lambda.util_rules.closure import LambdaClosure
 from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
 from chromadb_lambda.util_rules.docker_build import LambdaImageBuild, build_process, cache_args, run_build
 from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest, locked_process
 from chromadb_lambda.util_rules.image_names import ImageNames
+from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,13 @@ async def make_lambda_image(
     # The `architecture` field against the base's: an error names the target and the field.
     architecture = await Get(LambdaArchitecture, LambdaArchitectureRequest(request.address, base.image_id))
     if subsystem.builder == LambdaImageBuilder.assembler:
-        assembled = await Get(
-            AssembledLambdaImage,
-            AssembledLambdaImageRequest(
-                address=request.address,
-                closure=request.closure,
-                base_image_id=base.image_id,
-                key_ref=names.key_ref,
-                refs=names.local_refs,
-                run=request.run,
-            ),
-        )
-        return MadeLambdaImage(assembled.image_id, assembled.made)
+        # The whole chunk at once (memoized: one load for every member that asks in this run).
+        chunk = await Get(LambdaChunk, LambdaChunkRequest(request.address))
+        images = await Get(ChunkImages, ChunkImagesRequest(chunk.members))
+        image = images.images[request.address]
+        if image.error or not image.image_id:
+            raise AssembledImageError(image.error or f"No image was assembled for {request.address}.")
+        return MadeLambdaImage(image.image_id, image.made)
     context, script = await MultiGet(
         Get(LambdaBuildContext, LambdaBuildContextRequest(request.closure, base.ref)),
         Get(EngineLockScript, EngineLockScriptRequest()),
@@ -88,4 +86,4 @@ async def make_lambda_image(
 
 
 def rules():
-    return collect_rules()
+    return [*collect_rules(), *chunk_images.rules(), *lambda_chunks.rules()]

@@ -21,7 +21,11 @@ from chromadb_lambda.testutil import (
     process_result,
 )
 from chromadb_lambda.util_rules.architecture import LambdaArchitecture, LambdaArchitectureRequest
-from chromadb_lambda.util_rules.assemble import AssembledLambdaImage, AssembledLambdaImageRequest
+from chromadb_lambda.util_rules.assemble import AssembledImageError
+from chromadb_lambda.util_rules.chunk_images import ChunkImage, ChunkImages, ChunkImagesRequest
+from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
+from pants.engine.addresses import Address
+from pants.util.frozendict import FrozenDict
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
 from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildContextRequest
 from chromadb_lambda.util_rules.docker_build import DockerBuildError
@@ -33,7 +37,13 @@ RUN = EngineRun(3)
 BUILT_BASE = BuiltBaseImage(identity=BASE_IDENTITY, image_id="sha256:base", ref=BASE_IDENTITY.ref, built=False)
 
 
-def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from=None, architecture: str = "x86_64"):
+OTHER = Address("lambdas/other", target_name="other")
+
+
+def make(
+    builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from=None, own: ChunkImage | None = None,
+    architecture: str = "x86_64",
+):
     seen: dict = {"processes": [], "assembled": [], "contexts": [], "bases": [], "architectures": []}
 
     def check_architecture(request: LambdaArchitectureRequest) -> LambdaArchitecture:
@@ -44,9 +54,13 @@ def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from
         seen["bases"].append(request.address)
         return BUILT_BASE
 
-    def assemble(request: AssembledLambdaImageRequest) -> AssembledLambdaImage:
+    def chunk_images(request: ChunkImagesRequest) -> ChunkImages:
         seen["assembled"].append(request)
-        return AssembledLambdaImage("sha256:assembled", made=True)
+        images = {
+            LAMBDA: own or ChunkImage("sha256:assembled", made=True),
+            OTHER: ChunkImage(None, error="Cannot assemble the image of lambdas/other:other"),
+        }
+        return ChunkImages(FrozenDict((a, images[a]) for a in request.members))
 
     def context(request: LambdaBuildContextRequest) -> LambdaBuildContext:
         seen["contexts"].append(request)
@@ -67,7 +81,8 @@ def make(builder: str, *, build_stdout: str = "", exit_code: int = 0, cache_from
         mock_gets=[
             MockGet(BuiltBaseImage, (BuiltBaseImageRequest,), base),
             MockGet(LambdaArchitecture, (LambdaArchitectureRequest,), check_architecture),
-            MockGet(AssembledLambdaImage, (AssembledLambdaImageRequest,), assemble),
+            MockGet(LambdaChunk, (LambdaChunkRequest,), lambda r: LambdaChunk(tuple(sorted((r.address, OTHER))))),
+            MockGet(ChunkImages, (ChunkImagesRequest,), chunk_images),
             MockGet(LambdaBuildContext, (LambdaBuildContextRequest,), context),
             MockGet(EngineLockScript, (EngineLockScriptRequest,), lambda _: EngineLockScript(EMPTY_DIGEST)),
             MockGet(FallibleProcessResult, (Process,), run if builder == "docker-build" else fail_if_requested("a process")),
@@ -80,18 +95,16 @@ def test_assembler_writes_the_image_on_the_base_it_built() -> None:
     result, seen = make("assembler")
     assert result == MadeLambdaImage("sha256:assembled", made=True)
     assert seen["bases"] == [BASE]
-    [request] = seen["assembled"]
-    assert request == AssembledLambdaImageRequest(
-        address=LAMBDA,
-        closure=CLOSURE,
-        base_image_id="sha256:base",
-        key_ref=NAMES.key_ref,
-        refs=("acme/fn:latest", NAMES.key_ref),
-        run=RUN,
-    )
+    # The whole chunk is asked for; a broken neighbour (lambdas/other) does not fail this member.
+    assert seen["assembled"] == [ChunkImagesRequest(tuple(sorted((LAMBDA, OTHER))))]
     assert seen["contexts"] == []
     # The `architecture` field is checked against the base the image is made on.
     assert seen["architectures"] == [LambdaArchitectureRequest(LAMBDA, "sha256:base")]
+
+
+def test_assembler_member_error_is_raised_by_that_member_only() -> None:
+    with pytest.raises(AssembledImageError, match="^The engine reports the image sha256:x for acme/fn"):
+        make("assembler", own=ChunkImage(None, error="The engine reports the image sha256:x for acme/fn:ck-1"))
 
 
 def test_docker_build_builds_from_the_base_key_tag_under_the_locks() -> None:

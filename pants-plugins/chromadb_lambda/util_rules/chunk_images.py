@@ -1,0 +1,285 @@
+"""The images of a chunk of Lambdas (lambda_chunks.py) with the assembler: what the engine lacks is
+assembled and loaded with ONE `docker load` of ONE docker-archive holding every missing member.
+
+A member's failure is a value (ChunkImage.error), reported by that member's own package with its own
+address: a broken member never hides or fails the others' images. A narrow `pants package
+lambdas/x:x` assembles and loads every missing member of x's chunk (they are cheap to add to the
+load that x needs anyway).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.addresses import Address
+from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent
+from pants.engine.process import FallibleProcessResult, Process
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.util.frozendict import FrozenDict
+from pants.util.strutil import softwrap
+
+from chromadb_lambda.scripts import script_source
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.util_rules.assemble import (
+    BaseImageConfig,
+    BaseImageConfigRequest,
+    unassemblable_message,
+    wrong_image_message,
+)
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.context import normalized_task_root
+from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun, docker_process, run_scoped_process
+from chromadb_lambda.util_rules.engine_locks import ENGINE_LOCK, engine_lock_dir
+from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.image_config import UnassemblableBaseError, canonical_json, lambda_image_config
+from chromadb_lambda.util_rules.image_layer import BLOCK, Layer, LayerFile, lambda_layer, sha256_digest, tar_archive
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+
+CHUNK_ARCHIVE = "lambda-images.tar"
+CHUNK_LOAD = "chunk_load.py"
+_SCRIPTS = "__chromadb_lambda_chunk_load"
+
+
+@dataclass(frozen=True)
+class AssembledMemberRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class AssembledMember:
+    """A member's image as the assembler makes it (pure: no engine), or why it cannot be made."""
+
+    address: Address
+    key_ref: str
+    refs: tuple[str, ...]
+    base_image_id: str
+    task_root: str
+    module: str
+    function: str
+    config: bytes
+    layer: Layer | None
+    # sha256 of `config`: the id the engine gives the loaded image. None with an error.
+    image_id: str | None
+    error: str | None = None
+
+
+@rule(desc="Assembling a chromadb_lambda image (layer and config)")
+async def assemble_member(request: AssembledMemberRequest, subsystem: ChromadbLambdaSubsystem) -> AssembledMember:
+    key, names = await MultiGet(
+        Get(LambdaImageKey, LambdaImageKeyRequest(request.address)),
+        Get(ImageNames, LambdaImageNamesRequest(request.address)),
+    )
+    closure = key.closure
+    base = await Get(BuiltBaseImage, BuiltBaseImageRequest(closure.base_address))
+    contents, base_config = await MultiGet(
+        Get(DigestContents, Digest, closure.digest),
+        Get(BaseImageConfig, BaseImageConfigRequest(base.image_id)),
+    )
+    task_root = normalized_task_root(subsystem.task_root)
+    member = AssembledMember(
+        address=request.address,
+        key_ref=names.key_ref,
+        refs=names.local_refs,
+        base_image_id=base.image_id,
+        task_root=task_root,
+        module=closure.handler_module,
+        function=closure.handler_function,
+        config=b"",
+        layer=None,
+        image_id=None,
+    )
+    layer = lambda_layer([LayerFile(f.path, f.content, f.is_executable) for f in contents], task_root)
+    try:
+        config = lambda_image_config(json.loads(base_config.inspect_json), layer.diff_id, task_root, closure.handler)
+    except UnassemblableBaseError as e:
+        return dataclasses.replace(member, error=unassemblable_message(request.address, e))
+    return dataclasses.replace(member, config=config, layer=layer, image_id=sha256_digest(config))
+
+
+def _layer_path(diff_id: str) -> str:
+    return f"{diff_id.split(':', 1)[1]}/layer.tar"
+
+
+def chunk_archive(members: Sequence[AssembledMember]) -> bytes:
+    """ONE `docker save`-format archive of several images, each holding only its last layer (the engine
+    must hold the base's layers: see image_config.docker_archive), tagged with every local ref."""
+    files: dict[str, LayerFile] = {}
+    manifest = []
+    for member in sorted(members, key=lambda m: m.key_ref):
+        assert member.layer is not None and member.image_id is not None, member.address
+        diff_ids = json.loads(member.config)["rootfs"]["diff_ids"]
+        if diff_ids[-1] != member.layer.diff_id:
+            raise ValueError(f"the config of {member.address} does not end with its layer")
+        config_name = f"{member.image_id.split(':', 1)[1]}.json"
+        files[config_name] = LayerFile(config_name, member.config)
+        files[_layer_path(member.layer.diff_id)] = LayerFile(_layer_path(member.layer.diff_id), member.layer.tar)
+        manifest.append(
+            {"Config": config_name, "RepoTags": sorted(set(member.refs)), "Layers": [_layer_path(d) for d in diff_ids]}
+        )
+    files["manifest.json"] = LayerFile("manifest.json", canonical_json(manifest))
+    tar = tar_archive(files.values())
+    assert len(tar) % BLOCK == 0
+    return tar
+
+
+@dataclass(frozen=True)
+class ChunkImage:
+    image_id: str | None
+    # Loaded by this run (False: the engine had it, or another run loaded it while this one waited).
+    made: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkImagesRequest:
+    members: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
+class ChunkImages:
+    images: FrozenDict[Address, ChunkImage]
+
+
+@dataclass(frozen=True)
+class MemberLookupRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class MemberLookup:
+    existing: ExistingImage | None
+    error: str | None = None
+
+
+@rule
+async def look_up_member(request: MemberLookupRequest) -> MemberLookup:
+    # A member whose closure or names fail is reported by its own package; here it is only a value.
+    try:
+        names = await Get(ImageNames, LambdaImageNamesRequest(request.address))
+        existing = await Get(ExistingImage, ExistingImageRequest(request.address, names))
+    except Exception as e:
+        return MemberLookup(None, f"{type(e).__name__}: {e}")
+    return MemberLookup(existing)
+
+
+@dataclass(frozen=True)
+class AssembledMemberResult:
+    member: AssembledMember | None
+    error: str | None
+
+
+@rule
+async def assemble_member_or_error(request: MemberLookupRequest) -> AssembledMemberResult:
+    try:
+        return AssembledMemberResult(await Get(AssembledMember, AssembledMemberRequest(request.address)), None)
+    except Exception as e:
+        return AssembledMemberResult(None, f"{type(e).__name__}: {e}")
+
+
+def chunk_load_process(
+    docker: DockerBinary,
+    members: Sequence[AssembledMember],
+    archive: Digest,
+    scripts: Digest,
+    env: FrozenDict[str, str],
+    run: EngineRun,
+) -> Process:
+    spec = {
+        "docker": docker.path,
+        "lock_dir": engine_lock_dir(),
+        "images": [{"key_ref": m.key_ref, "refs": list(m.refs), "image_id": m.image_id} for m in members],
+    }
+    load = docker_process(
+        docker, ("load", "--input", CHUNK_ARCHIVE), env, f"Loading {len(members)} assembled chromadb_lambda images"
+    )
+    process = dataclasses.replace(
+        load,
+        argv=(sys.executable, f"{_SCRIPTS}/{CHUNK_LOAD}", json.dumps(spec, sort_keys=True), "--", *load.argv),
+        input_digest=archive,
+        immutable_input_digests=FrozenDict({**load.immutable_input_digests, _SCRIPTS: scripts}),
+    )
+    return run_scoped_process(process, run)
+
+
+def load_failure(members: Sequence[AssembledMember], result: FallibleProcessResult) -> str:
+    output = (result.stderr.decode(errors="replace") + result.stdout.decode(errors="replace")).strip()
+    tail = "\n".join(f"  {line}" for line in output.splitlines()[-20:])
+    return softwrap(
+        f"""
+        `docker load` of the {len(members)} images assembled for a chunk of Lambdas failed (exit code
+        {result.exit_code}). The engine must hold the base image's layers (only the new layers are in
+        the archive): if the base was removed meanwhile, run Pants again.
+        """
+    ) + f"\n{tail}"
+
+
+def loaded_images(members: Sequence[AssembledMember], stdout: bytes) -> dict[Address, ChunkImage]:
+    """chunk_load.py's report -> each member's image, or its own error."""
+    report = json.loads(stdout.decode())
+    images = {}
+    for member in members:
+        entry = report.get(member.key_ref) or {"image_id": None, "made": False, "error": "not reported"}
+        if entry.get("error"):
+            message = wrong_image_message(member.address, member.key_ref, str(entry.get("image_id")), str(member.image_id))
+            images[member.address] = ChunkImage(None, bool(entry.get("made")), f"{message} ({entry['error']})")
+        else:
+            images[member.address] = ChunkImage(entry["image_id"], bool(entry.get("made")))
+    return images
+
+
+@rule(desc="Loading a chunk of chromadb_lambda images")
+async def chunk_images(request: ChunkImagesRequest, docker: DockerBinary, docker_env: DockerEnvironment) -> ChunkImages:
+    lookups = await MultiGet(Get(MemberLookup, MemberLookupRequest(a)) for a in request.members)
+    images: dict[Address, ChunkImage] = {}
+    missing = []
+    for address, lookup in zip(request.members, lookups):
+        if lookup.existing is None:
+            images[address] = ChunkImage(None, error=lookup.error)
+        elif lookup.existing.image_id:
+            images[address] = ChunkImage(lookup.existing.image_id)
+        else:
+            missing.append((address, lookup.existing))
+    if missing:
+        run = missing[0][1].run
+        assert run is not None
+        assembled = await MultiGet(Get(AssembledMemberResult, MemberLookupRequest(a)) for a, _ in missing)
+        loadable = []
+        for (address, _), result in zip(missing, assembled):
+            error = result.error or (result.member.error if result.member else None)
+            if error or result.member is None:
+                images[address] = ChunkImage(None, error=error)
+            else:
+                loadable.append(result.member)
+        if loadable:
+            archive, scripts = await MultiGet(
+                Get(Digest, CreateDigest([FileContent(CHUNK_ARCHIVE, chunk_archive(loadable))])),
+                Get(
+                    Digest,
+                    CreateDigest(
+                        [
+                            FileContent(CHUNK_LOAD, script_source(CHUNK_LOAD)),
+                            FileContent(ENGINE_LOCK, script_source(ENGINE_LOCK)),
+                        ]
+                    ),
+                ),
+            )
+            result = await Get(
+                FallibleProcessResult,
+                Process,
+                chunk_load_process(docker, loadable, archive, scripts, docker_env.env, run),
+            )
+            if result.exit_code != 0:
+                failure = load_failure(loadable, result)
+                images.update((m.address, ChunkImage(None, error=failure)) for m in loadable)
+            else:
+                images.update(loaded_images(loadable, result.stdout))
+    return ChunkImages(FrozenDict((a, images[a]) for a in request.members))
+
+
+def rules():
+    return collect_rules()

@@ -1,0 +1,155 @@
+"""A chunk's images: one archive holding every missing member, one locked load, members' errors as values."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+from pants.engine.addresses import Address
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
+from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
+
+from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, process_result
+from chromadb_lambda.util_rules.chunk_images import (
+    AssembledMember,
+    AssembledMemberResult,
+    ChunkImage,
+    ChunkImages,
+    ChunkImagesRequest,
+    MemberLookup,
+    MemberLookupRequest,
+    chunk_archive,
+    chunk_images,
+)
+from chromadb_lambda.util_rules.engine import EngineRun
+from chromadb_lambda.util_rules.existing_image import ExistingImage
+from chromadb_lambda.util_rules.image_config import canonical_json
+from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer, sha256_digest
+
+A = Address("lambdas/a", target_name="a")
+B = Address("lambdas/b", target_name="b")
+C = Address("lambdas/c", target_name="c")
+RUN = EngineRun(7)
+
+
+def member(address: Address, text: str) -> AssembledMember:
+    layer = lambda_layer([LayerFile("handler.py", text.encode())], "/var/task")
+    config = canonical_json(
+        {"architecture": "amd64", "os": "linux", "config": {"Env": ["LAMBDA_TASK_ROOT=/var/task"]},
+         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "b" * 64, layer.diff_id]}}
+    )
+    name = address.target_name
+    return AssembledMember(
+        address=address, key_ref=f"acme/{name}:ck-{name}", refs=(f"acme/{name}:latest", f"acme/{name}:ck-{name}"),
+        base_image_id="sha256:base", task_root="/var/task", module="handler", function="handle",
+        config=config, layer=layer, image_id=sha256_digest(config),
+    )
+
+
+def test_archive_holds_every_image_with_its_tags_and_only_its_own_layer() -> None:
+    a, b = member(A, "x = 1\n"), member(B, "x = 2\n")
+    with tarfile.open(fileobj=io.BytesIO(chunk_archive([b, a]))) as tar:
+        names = sorted(tar.getnames())
+        manifest = json.load(tar.extractfile("manifest.json"))
+        assert tar.extractfile(f"{a.layer.diff_id[7:]}/layer.tar").read() == a.layer.tar
+    assert [m["RepoTags"] for m in manifest] == [["acme/a:ck-a", "acme/a:latest"], ["acme/b:ck-b", "acme/b:latest"]]
+    assert [m["Config"] for m in manifest] == [f"{a.image_id[7:]}.json", f"{b.image_id[7:]}.json"]
+    # The base's layer is listed in each manifest but not in the archive: the engine holds it.
+    assert manifest[0]["Layers"] == [f"{'b' * 64}/layer.tar", f"{a.layer.diff_id[7:]}/layer.tar"]
+    assert names == sorted(
+        [f"{a.image_id[7:]}.json", f"{b.image_id[7:]}.json", "manifest.json",
+         a.layer.diff_id[7:], f"{a.layer.diff_id[7:]}/layer.tar", b.layer.diff_id[7:], f"{b.layer.diff_id[7:]}/layer.tar"]
+    )
+    assert chunk_archive([a, b]) == chunk_archive([b, a])
+
+
+def run_chunk(lookups: dict, assembled: dict, load_stdout: str = "", load_exit: int = 0):
+    processes: list[Process] = []
+
+    def load(process: Process) -> FallibleProcessResult:
+        processes.append(process)
+        return process_result(load_stdout, load_exit, stderr="Error processing tar file")
+
+    result = run_rule_with_mocks(
+        chunk_images,
+        rule_args=[ChunkImagesRequest((A, B, C)), DOCKER, DOCKER_ENV],
+        mock_gets=[
+            MockGet(MemberLookup, (MemberLookupRequest,), lambda r: lookups[r.address]),
+            MockGet(AssembledMemberResult, (MemberLookupRequest,), lambda r: assembled[r.address]),
+            MockGet(Digest, (CreateDigest,), lambda _: EMPTY_DIGEST),
+            MockGet(FallibleProcessResult, (Process,), load),
+        ],
+    )
+    return result, processes
+
+
+def test_all_present_loads_nothing() -> None:
+    lookups = {a: MemberLookup(ExistingImage(f"sha256:{a.target_name}")) for a in (A, B, C)}
+    result, processes = run_chunk(lookups, {})
+    assert result == ChunkImages(
+        FrozenDict({A: ChunkImage("sha256:a"), B: ChunkImage("sha256:b"), C: ChunkImage("sha256:c")})
+    )
+    assert processes == []
+
+
+def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_error() -> None:
+    b, c = member(B, "x = 2\n"), member(C, "x = 3\n")
+    lookups = {
+        A: MemberLookup(ExistingImage("sha256:a")),
+        B: MemberLookup(ExistingImage(None, run=RUN)),
+        C: MemberLookup(ExistingImage(None, run=RUN)),
+    }
+    report = {
+        b.key_ref: {"image_id": b.image_id, "made": True, "error": None},
+        c.key_ref: {"image_id": "sha256:wrong", "made": True, "error": "the engine reports the image sha256:wrong"},
+    }
+    result, processes = run_chunk(
+        lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, json.dumps(report)
+    )
+    [process] = processes
+    assert process.argv[-3:] == ("/usr/bin/docker", "load", "--input", "lambda-images.tar")[-3:]
+    spec = json.loads(process.argv[2])
+    assert [i["key_ref"] for i in spec["images"]] == ["acme/b:ck-b", "acme/c:ck-c"]
+    assert process.env["__CHROMADB_LAMBDA_RUN"] == "7"
+    assert process.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
+    assert result.images[A] == ChunkImage("sha256:a")
+    assert result.images[B] == ChunkImage(b.image_id, made=True)
+    assert result.images[C].image_id is None
+    assert "The engine reports the image sha256:wrong for acme/c:ck-c (lambdas/c:c)" in str(result.images[C].error)
+
+
+def test_a_member_that_cannot_be_looked_up_or_assembled_fails_alone() -> None:
+    b = member(B, "x = 2\n")
+    lookups = {
+        A: MemberLookup(None, "ResolveError: lambdas/a:a has no handler"),
+        B: MemberLookup(ExistingImage(None, run=RUN)),
+        C: MemberLookup(ExistingImage(None, run=RUN)),
+    }
+    assembled = {B: AssembledMemberResult(b, None), C: AssembledMemberResult(None, "UnassemblableBaseError: ONBUILD")}
+    report = {b.key_ref: {"image_id": b.image_id, "made": True, "error": None}}
+    result, processes = run_chunk(lookups, assembled, json.dumps(report))
+    assert len(processes) == 1 and json.loads(processes[0].argv[2])["images"][0]["key_ref"] == "acme/b:ck-b"
+    assert result.images == FrozenDict(
+        {
+            A: ChunkImage(None, error="ResolveError: lambdas/a:a has no handler"),
+            B: ChunkImage(b.image_id, made=True),
+            C: ChunkImage(None, error="UnassemblableBaseError: ONBUILD"),
+        }
+    )
+
+
+def test_a_failed_load_is_every_loaded_member_error() -> None:
+    b, c = member(B, "x = 2\n"), member(C, "x = 3\n")
+    lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
+               C: MemberLookup(ExistingImage(None, run=RUN))}
+    result, _ = run_chunk(lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, load_exit=1)
+    assert result.images[A] == ChunkImage("sha256:a")
+    for address in (B, C):
+        assert result.images[address].image_id is None
+        assert "`docker load` of the 2 images assembled for a chunk of Lambdas failed (exit code 1)" in str(
+            result.images[address].error
+        )
+        assert "Error processing tar file" in str(result.images[address].error)

@@ -1,0 +1,148 @@
+"""End to end: the assembler builds a chunk of Lambdas with one `docker load` and checks their handlers
+in one container of the base, each in its own image's filesystem; a member whose handler does not
+import fails alone, with its own address, and never hides the other images.
+
+A scratch copy of the repo gets three Lambdas beside its own six (one chunk): `alpha_fn` and `beta_fn`
+are fine (a fresh uuid makes their images new in this run), `broken` imports a first-party module by
+a name built at runtime (no import statement or literal for inference to see), so its image lacks it.
+Real Pants, the real engine; the engine's event log counts the containers each run started.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from e2e.harness import copy_repo, docker, read_docker_infos, run_pants, stop_pantsd
+
+REPOSITORY = f"chromadb-lambda-chunk-{uuid.uuid4().hex[:8]}"
+OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
+BASE = 'base_image="//base:lambda-base"'
+RUN = uuid.uuid4().hex
+# The images the first test's check containers were created from.
+CHECK_CONTAINERS: list[str] = []
+
+
+def lambda_files(name: str, body: str) -> dict[str, str]:
+    return {
+        f"lambdas/{name}/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="{name}", handler="handler.py:handle", {BASE})\n',
+        f"lambdas/{name}/__init__.py": "",
+        f"lambdas/{name}/handler.py": body,
+    }
+
+
+FILES = {
+    "src/pkg/BUILD": "python_sources()\n",
+    "src/pkg/__init__.py": "",
+    "src/pkg/plugins/BUILD": "python_sources()\n",
+    "src/pkg/plugins/__init__.py": "",
+    "src/pkg/plugins/alpha.py": 'NAME = "alpha"\n',
+    **lambda_files("alpha_fn", f'RUN = "{RUN}"\n\n\ndef handle(event, context):\n    return "alpha " + RUN\n'),
+    **lambda_files("beta_fn", f'RUN = "{RUN}"\n\n\ndef handle(event, context):\n    return "beta " + RUN\n'),
+    **lambda_files(
+        "broken",
+        "import importlib\n"
+        f'RUN = "{RUN}"\n'
+        'PLUGIN = importlib.import_module(".".join(["pkg", "plugins", "alpha"]))\n'
+        "\n\n"
+        "def handle(event, context):\n"
+        "    return PLUGIN.NAME\n",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = copy_repo(Path.cwd(), tmp_path_factory.mktemp("chunk"))
+    for path, text in FILES.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    yield root
+    stop_pantsd(root)
+    images = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    mine = [ref for ref in images if ref.startswith(f"{REPOSITORY}/")]
+    if mine:
+        docker("image", "rm", *mine, check=False)
+
+
+def containers_created(since: float, until: float) -> list[str]:
+    """The image each container the engine created between two times was created from."""
+    return docker(
+        "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
+        "--filter", "type=container", "--filter", "event=create", "--format", "{{.From}}",
+    ).stdout.split()
+
+
+def image_id(ref: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def invoke(ref: str, module: str) -> str:
+    """The handler called once in its own image (a container of the image itself, not the check's)."""
+    return docker(
+        "run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3", ref,
+        "-c", f"import {module} as h; print(h.handle(None, None))",
+    ).stdout.strip()
+
+
+def test_a_broken_member_fails_alone_and_the_chunk_is_loaded_and_checked_once(repo: Path) -> None:
+    shutil.rmtree(repo / "dist", ignore_errors=True)
+    start = time.time()
+    result = run_pants(repo, [*OPTIONS, "package", "lambdas::"], pantsd=True)
+    done = time.time()
+    assert result.exit_code != 0
+    assert (
+        "The image of lambdas/broken:broken does not import its handler `broken.handler.handle`: the "
+        "first-party module `pkg"
+    ) in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr
+    # No other target is named in an error.
+    for name in ("alpha_fn", "beta_fn", "compaction", "word_polling"):
+        assert f"lambdas/{name}:{name} does not import" not in result.stderr
+    # Every image of the chunk is in the engine, the broken one too (its check, not its load, failed).
+    ids = {name: image_id(f"{REPOSITORY}/{name}:latest") for name in ("alpha_fn", "beta_fn", "broken", "compaction")}
+    time.sleep(1.5)
+    created = containers_created(start - 1, done + 1)
+    # No container of a Lambda image: the check ran in a container of the base (whose id the next test
+    # reads from a docker-info). The engine is shared, so other runs' containers of the same base may
+    # be in its log: the count of this run's loads and check containers is Pants' own log of processes.
+    assert not set(created) & set(ids.values()), created
+    CHECK_CONTAINERS.extend(created)
+    # The nine Lambdas are one chunk (lambda_chunks.py): one load, one check container.
+    assert result.stderr.count("Completed: Loading 9 assembled chromadb_lambda images") == 1, result.stderr
+    assert result.stderr.count("Completed: Loading") == 1
+    assert result.stderr.count("Completed: Importing 9 chromadb_lambda handlers in their images (one container of") == 1
+    assert result.stderr.count("Completed: Importing") == 1
+    assert invoke(f"{REPOSITORY}/alpha_fn:latest", "alpha_fn.handler") == f"alpha {RUN}"
+    assert invoke(f"{REPOSITORY}/beta_fn:latest", "beta_fn.handler") == f"beta {RUN}"
+    broken = docker(
+        "run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3",
+        f"{REPOSITORY}/broken:latest", "-c", "import broken.handler", check=False,
+    )
+    assert broken.returncode == 1 and "ModuleNotFoundError: No module named 'pkg'" in broken.stderr
+
+
+def test_the_good_members_package_and_a_no_op_runs_no_container_and_loads_nothing(repo: Path) -> None:
+    shutil.rmtree(repo / "dist", ignore_errors=True)
+    result = run_pants(repo, [*OPTIONS, "package", "lambdas/alpha_fn:alpha_fn", "lambdas/beta_fn:beta_fn"], pantsd=True)
+    assert result.exit_code == 0, result.stderr
+    infos = read_docker_infos(repo)
+    assert {name: info["import_check"] for name, info in infos.items()} == {"alpha_fn": "passed", "beta_fn": "passed"}
+    # Loaded by the previous run (the whole chunk): up to date now.
+    assert [info["built"] for info in infos.values()] == [False, False]
+    base = image_id(infos["alpha_fn"]["base_image"]["ref"])
+    assert base in CHECK_CONTAINERS, CHECK_CONTAINERS
+    time.sleep(1.5)
+    start = time.time()
+    result = run_pants(repo, [*OPTIONS, "package", "lambdas::", "-lambdas/broken:broken"], pantsd=True)
+    assert result.exit_code == 0, result.stderr
+    assert "assembled chromadb_lambda images" not in result.stderr
+    assert "chromadb_lambda handlers in their images" not in result.stderr
+    time.sleep(1.5)
+    lambda_images = {info["image_id"] for info in read_docker_infos(repo).values()}
+    assert len(lambda_images) == 8
+    assert not set(containers_created(start, time.time())) & lambda_images
