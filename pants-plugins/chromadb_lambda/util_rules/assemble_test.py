@@ -11,13 +11,7 @@ import pytest
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent
-from pants.engine.process import (
-    FallibleProcessResult,
-    Process,
-    ProcessCacheScope,
-    ProcessExecutionEnvironment,
-    ProcessResultMetadata,
-)
+from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
 from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
@@ -36,6 +30,7 @@ from chromadb_lambda.util_rules.closure import ContextFile, LambdaClosure
 from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.testutil import process_result
 
 ADDRESS = Address("lambdas/fn", target_name="fn")
 DOCKER = DockerBinary("/bin/docker", "sha")
@@ -68,19 +63,6 @@ def archive_config_id(archive: bytes) -> str:
     return "sha256:" + hashlib.sha256(config).hexdigest()
 
 
-def process_result(stdout: bytes, exit_code: int = 0, stderr: bytes = b"") -> FallibleProcessResult:
-    return FallibleProcessResult(
-        stdout=stdout, stdout_digest=EMPTY_DIGEST, stderr=stderr, stderr_digest=EMPTY_DIGEST,
-        exit_code=exit_code, output_digest=EMPTY_DIGEST,
-        metadata=ProcessResultMetadata(
-            0, ProcessExecutionEnvironment(
-                environment_name=None, platform="linux_x86_64", docker_image=None,
-                remote_execution=False, remote_execution_extra_platform_properties=[],
-            ), "ran", 0
-        ),
-    )
-
-
 def assemble(base: dict[str, Any] = BASE, reported_id: str | None = None, exit_code: int = 0) -> tuple[Any, list, list]:
     subsystem = create_subsystem(ChromadbLambdaSubsystem, task_root="/var/task")
     archives: list[bytes] = []
@@ -95,7 +77,7 @@ def assemble(base: dict[str, Any] = BASE, reported_id: str | None = None, exit_c
     def run(process: Process) -> FallibleProcessResult:
         processes.append(process)
         image_id = reported_id or archive_config_id(archives[0])
-        return process_result(json.dumps({"image_id": image_id, "made": True, "output": None}).encode(), exit_code, b"no such layer")
+        return process_result(json.dumps({"image_id": image_id, "made": True, "output": None}), exit_code, "no such layer")
 
     result = run_rule_with_mocks(
         assemble_lambda_image,
