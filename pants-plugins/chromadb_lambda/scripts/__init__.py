@@ -1,5 +1,5 @@
-"""Plugin modules that processes run as scripts: `registry_client.py`, `engine_lock.py` (Pants' own
-interpreter), `source_scan.py` (the Lambda's interpreter), `import_check_script.py` (the image's),
+"""Plugin modules that processes run as scripts: `registry_client.py` (with its sibling registry_*.py
+and deploy_manifest.py), `engine_lock.py` (Pants' own interpreter), `source_scan.py` (the Lambda's interpreter), `import_check_script.py` (the image's),
 `run_lambda_script.py` (Pants' interpreter, for `pants run`) and `runtime_api.py` (the image's)."""
 from __future__ import annotations
 
