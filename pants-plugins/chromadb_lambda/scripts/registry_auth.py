@@ -15,15 +15,11 @@ import sys
 import tempfile
 from typing import Any, Iterator
 
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_api import (
-        PublishError,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
+if __package__:  # imported as chromadb_lambda.scripts.* (by tests)
+    from .registry_api import PublishError
+else:  # run as a script: the sibling scripts are beside it in the process's sandbox
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_api import (  # pants: no-infer-dep
-        PublishError,
-    )
+    from registry_api import PublishError  # pants: no-infer-dep
 
 
 def docker_config_auth(address: str) -> str | None:

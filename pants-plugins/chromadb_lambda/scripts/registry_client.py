@@ -28,71 +28,27 @@ import sys
 import time
 from typing import Any
 
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
+if __package__:  # imported as chromadb_lambda.scripts.* (by tests)
     from .registry_api import (
-        INDEX_MANIFEST_TYPES,
-        PublishError,
-        after_attempts,
-        backoff,
-        manifest_head,
-        registry_base_urls,
+        INDEX_MANIFEST_TYPES, PublishError, after_attempts, backoff, manifest_head, registry_base_urls,
         scrub,
     )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
+    from .registry_auth import each_registry, ensure_ecr_repository, registry_credentials
+    from .registry_docker import push_with_retry, run_docker, tag_image
+    from .registry_pull import pull
+    from .deploy_manifest import report
+else:  # run as a script: the sibling scripts are beside it in the process's sandbox
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from registry_api import (  # pants: no-infer-dep
-        INDEX_MANIFEST_TYPES,
-        PublishError,
-        after_attempts,
-        backoff,
-        manifest_head,
-        registry_base_urls,
+        INDEX_MANIFEST_TYPES, PublishError, after_attempts, backoff, manifest_head, registry_base_urls,
         scrub,
     )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_auth import (
-        each_registry,
-        ensure_ecr_repository,
-        registry_credentials,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from registry_auth import (  # pants: no-infer-dep
-        each_registry,
-        ensure_ecr_repository,
-        registry_credentials,
+        each_registry, ensure_ecr_repository, registry_credentials,
     )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_docker import (
-        push_with_retry,
-        run_docker,
-        tag_image,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_docker import (  # pants: no-infer-dep
-        push_with_retry,
-        run_docker,
-        tag_image,
-    )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_pull import (
-        pull,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_pull import (  # pants: no-infer-dep
-        pull,
-    )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .deploy_manifest import (
-        report,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from deploy_manifest import (  # pants: no-infer-dep
-        report,
-    )
+    from registry_docker import push_with_retry, run_docker, tag_image  # pants: no-infer-dep
+    from registry_pull import pull  # pants: no-infer-dep
+    from deploy_manifest import report  # pants: no-infer-dep
 
 
 def publish_to_registry(spec: dict, registry: dict, config_dir: str | None, secrets: list[str]) -> dict:

@@ -12,20 +12,12 @@ import sys
 import time
 from typing import Callable
 
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_api import (
-        PublishError,
-        after_attempts,
-        backoff,
-        classify_push_failure,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
+if __package__:  # imported as chromadb_lambda.scripts.* (by tests)
+    from .registry_api import PublishError, after_attempts, backoff, classify_push_failure
+else:  # run as a script: the sibling scripts are beside it in the process's sandbox
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from registry_api import (  # pants: no-infer-dep
-        PublishError,
-        after_attempts,
-        backoff,
-        classify_push_failure,
+        PublishError, after_attempts, backoff, classify_push_failure,
     )
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")

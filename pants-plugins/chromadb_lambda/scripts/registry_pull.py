@@ -9,47 +9,15 @@ import os
 import sys
 from typing import Any
 
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_api import (
-        INDEX_MANIFEST_TYPES,
-        PublishError,
-        manifest_head,
-        scrub,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
+if __package__:  # imported as chromadb_lambda.scripts.* (by tests)
+    from .registry_api import INDEX_MANIFEST_TYPES, PublishError, manifest_head, scrub
+    from .registry_auth import each_registry, registry_credentials
+    from .registry_docker import last_line, docker_with_retry, run_docker, tag_image
+else:  # run as a script: the sibling scripts are beside it in the process's sandbox
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_api import (  # pants: no-infer-dep
-        INDEX_MANIFEST_TYPES,
-        PublishError,
-        manifest_head,
-        scrub,
-    )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_auth import (
-        each_registry,
-        registry_credentials,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_auth import (  # pants: no-infer-dep
-        each_registry,
-        registry_credentials,
-    )
-if __package__:  # imported as chromadb_lambda.scripts.*: by tests
-    from .registry_docker import (
-        last_line,
-        docker_with_retry,
-        run_docker,
-        tag_image,
-    )
-else:  # run as a script: its siblings are beside it (sys.path[0] is the script's folder)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from registry_docker import (  # pants: no-infer-dep
-        last_line,
-        docker_with_retry,
-        run_docker,
-        tag_image,
-    )
+    from registry_api import INDEX_MANIFEST_TYPES, PublishError, manifest_head, scrub  # pants: no-infer-dep
+    from registry_auth import each_registry, registry_credentials  # pants: no-infer-dep
+    from registry_docker import last_line, docker_with_retry, run_docker, tag_image  # pants: no-infer-dep
 
 
 def pull_from_registry(spec: dict, registry: dict, config_dir: str | None, secrets: list[str]) -> dict | None:
