@@ -32,7 +32,7 @@ def ratios(builders: dict[str, dict], ours: str = PLUGIN) -> dict[str, dict[str,
 
 def publish_markdown(publish: dict) -> list[str]:
     """The publish measurement of one repo: both runs, and the repositories grouped by what they got."""
-    lines = ["`pants publish lambdas::` (plugin-warm, after its scenarios) to a local `docker-registry`, twice; "
+    lines = [f"`pants publish lambdas::` ({publish['builder']}, after its scenarios) to a local `docker-registry`, twice; "
              "counts from the registry's access log:", "",
              "| publish | wall time | blob uploads | cross-repository mounts | manifest puts | pushed by the registry API "
              "| already published |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -79,7 +79,7 @@ def targets(results: dict) -> list[dict]:
                      "plugin_over_hand_written": round(mine["seconds"] / theirs["seconds"], 3),
                      "speedup": round(speedup, 2), "met": met})
     for kind, repo in ordered(results["repos"], REPO_ORDER):
-        publish = repo["builders"].get(PLUGIN, {}).get("publish")
+        publish = repo.get("publish")
         if not publish:
             continue
         first, second = publish["runs"]
@@ -218,7 +218,7 @@ def markdown(results: dict, plot_dir: str = "") -> str:
         skipped = sorted({r["skipped"] for b in repo["builders"].values() for r in b.values() if "skipped" in r})
         if skipped:
             lines += ["n/a: " + "; ".join(skipped) + ".", ""]
-        publish = repo["builders"].get(PLUGIN, {}).get("publish")
+        publish = repo.get("publish")
         if publish:
             lines += publish_markdown(publish)
         if repo["speedup_of_plugin_warm"]:
