@@ -26,6 +26,13 @@ Builders (every one but `seed` builds FROM the same base image):
 Scenarios: fresh clone (new path and mtimes, empty build cache, engine holds the base image), no-op,
 one handler edited, one shared module edited, base image inputs edited.
 
+Publish (large repo, plugin-warm, after its scenarios): `pants publish lambdas::` to a local registry
+(Debian's `docker-registry`, started by the e2e harness's `Registry`), twice. Recorded: the seconds of
+each, and per repository the blob uploads, cross-repository mounts and manifest puts, read from the
+registry's access log. With `--config ci` the run fails unless no blob is uploaded twice into one
+repository (so base layers at most once per repository) and the second publish uploads nothing and
+puts no manifest (issue #14).
+
 The context column is the bytes the Docker engine received for builds and loads in that step, counted
 by a relay in front of the engine's socket (benchmarks/engine_meter.py), the same way for every builder.
 """
@@ -42,18 +49,22 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the e2e harness: its registry and access-log readers
+
 from code_imports import base_provided_packages, hand_written_copy_list, module_closure, module_index
+from e2e.harness import Registry, blob_mounts, blob_uploads, manifest_puts
 from engine_meter import EngineMeter
 from report import (
     HAND, RESULTS_MARKERS, TWO_RUNNERS_MARKERS, markdown, plot, plot_two_runners, ratios, render_into_doc, targets,
     two_runners_markdown,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 # What a copy of the repo needs: the BUILD prelude's list, which the e2e tests copy too.
 SEED_ENTRIES = tuple(e.rstrip("/") for e in runpy.run_path(str(REPO / "build-support/pants/prelude.py"))["REPO_COPY_ENTRIES"])
 CONFIGS = {
@@ -62,12 +73,14 @@ CONFIGS = {
     "ci": {"bulk_mb": 20, "large_lambdas": 12, "large_modules": 120, "check_sample": None,
            "seed_builders": ["hand-written-buildkit", "scoped", "plugin-warm"],
            "large_builders": ["hand-written-buildkit", "plugin-warm"],
-           "scenarios": ["fresh", "noop", "handler", "shared"], "warm_calls_runs": 0},
+           "scenarios": ["fresh", "noop", "handler", "shared"], "warm_calls_runs": 0,
+           "publish": True, "publish_must_hold": True},
     "full": {"bulk_mb": 2900, "large_lambdas": 200, "large_modules": 2000, "check_sample": 6,
              "seed_builders": ["seed", "hand-written-buildkit", "scoped", "pants-docker", "plugin-warm",
                                "plugin-warm-docker-build", "plugin-cold"],
              "large_builders": ["hand-written-buildkit", "plugin-warm", "plugin-warm-docker-build", "plugin-cold"],
-             "scenarios": ["fresh", "noop", "handler", "shared", "base"], "warm_calls_runs": 5},
+             "scenarios": ["fresh", "noop", "handler", "shared", "base"], "warm_calls_runs": 5,
+             "publish": True, "publish_must_hold": False},
 }
 # Image repositories are <prefix>-<builder>/...: unique per run, so runs on a shared engine never
 # touch each other's images (`--image-prefix`).
@@ -462,7 +475,7 @@ def remove_images(prefix: str) -> None:
 
 
 def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int | None, scenarios: list[str],
-                    meter: EngineMeter) -> dict:
+                    meter: EngineMeter, publish: bool = False) -> dict:
     root = run_dir / builder.name / "repo"
     results: dict[str, dict] = {}
     remove_images(f"{IMAGE_PREFIX}-{builder.name}/")  # every tag, content key tags included
@@ -519,11 +532,80 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int | N
             if replaced:
                 docker("image", "rm", *sorted(replaced), check=False)
             previous = outcome.images
+        if publish:
+            results["publish"] = measure_publish(builder, root, run_dir)
     finally:
         stop_pantsd(root)
         remove_images(f"{IMAGE_PREFIX}-{builder.name}/")
     shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+def publish_counts(log: str, seconds: float, output: str) -> dict:
+    """What one `pants publish` did to the registry, read from the access log of that run."""
+    per_repo: dict[str, dict[str, int]] = {}
+
+    def bump(repository: str, what: str) -> None:
+        per_repo.setdefault(repository, {"uploads": 0, "mounts": 0, "manifest_puts": 0})[what] += 1
+
+    uploads = blob_uploads(log)
+    for repository, _ in uploads:
+        bump(repository, "uploads")
+    for repository, _, _ in blob_mounts(log):
+        bump(repository, "mounts")
+    for repository, _ in manifest_puts(log):
+        bump(repository, "manifest_puts")
+    return {
+        "seconds": round(seconds, 2),
+        "uploads": len(uploads),
+        "mounts": sum(r["mounts"] for r in per_repo.values()),
+        "manifest_puts": sum(r["manifest_puts"] for r in per_repo.values()),
+        "repositories": dict(sorted(per_repo.items())),
+        # What the publish reported per Lambda (its report lines, see scripts/deploy_manifest.py).
+        "by_registry_api": output.count("by the registry API"),
+        "already_published": output.count("already published, nothing pushed"),
+    }
+
+
+def measure_publish(builder: Builder, root: Path, run_dir: Path) -> dict:
+    """`pants publish lambdas::` to a fresh local registry, twice (see the module docstring)."""
+    assert isinstance(builder, PluginBuilder), builder.name
+    runs = []
+    with Registry(run_dir / f"registry-{builder.name}") as registry:
+        try:
+            for attempt in ("first", "second"):
+                log(f"{builder.repo.kind} {builder.name} publish ({attempt})")
+                before = len(registry.log_text())
+                start = time.monotonic()
+                done = run([str(root / "pants"), "--pantsd",
+                            f"--docker-registries={{'bench': {{'address': '{registry.address}', 'default': True}}}}",
+                            f"--docker-default-repository={IMAGE_PREFIX}-{builder.name}/{{name}}", "publish", "lambdas::"],
+                           cwd=root)
+                runs.append(publish_counts(registry.log_text()[before:], time.monotonic() - start, done.stdout + done.stderr))
+            whole = registry.log_text()
+        finally:
+            remove_images(f"{registry.address}/")  # the tags an engine push made
+    counts = Counter(blob_uploads(whole))
+    twice = sorted(f"{r}@{d}" for (r, d), n in counts.items() if n > 1)
+    return {"lambdas": len(builder.repo.lambdas), "runs": runs, "blobs_uploaded_twice_into_a_repository": twice}
+
+
+def publish_failures(results: dict) -> list[str]:
+    """What the publish measurement must show (issue #14) and did not."""
+    problems = []
+    for kind, repo in results["repos"].items():
+        publish = repo.get("publish")
+        if not publish:
+            continue
+        name = publish["builder"]
+        if publish["blobs_uploaded_twice_into_a_repository"]:
+            problems.append(f"{kind} {name}: blobs uploaded twice into one repository: "
+                            f"{publish['blobs_uploaded_twice_into_a_repository']}")
+        second = publish["runs"][1]
+        if second["uploads"] or second["manifest_puts"]:
+            problems.append(f"{kind} {name}: the second publish uploaded {second['uploads']} blobs and put "
+                            f"{second['manifest_puts']} manifests (wanted none)")
+    return problems
 
 
 def prepare_inputs(repo: Repo, work: Path, with_deps: bool) -> tuple[str, Path]:
@@ -641,11 +723,14 @@ def main() -> int:
                 prepared[key] = prepare_inputs(repo, args.work, with_deps)
             base_ref, deps_pex = prepared[key]
             seed_inputs = (upstream_image(repo.origin), deps_pex)
-            measured = {}
+            measured, published = {}, None
             for name in builders:
                 builder = make_builder(name, repo, base_ref, args.work, seed_inputs)
+                publish = config.get("publish", False) and kind == "large" and name == "plugin-warm"
                 measured[name] = measure_builder(builder, repo, args.work / kind, config["check_sample"],
-                                                 config["scenarios"], meter)
+                                                 config["scenarios"], meter, publish)
+                if "publish" in measured[name]:  # beside the scenarios, not one of them
+                    published = {"builder": name, **measured[name].pop("publish")}
             results["repos"][kind] = {
                 "lambdas": len(repo.lambdas),
                 "repo_bytes": dir_bytes(repo.origin),
@@ -655,6 +740,7 @@ def main() -> int:
                 "copy_lists": {lam.name: lam.copy_dirs for lam in repo.lambdas[:10]},
                 "builders": measured,
                 "speedup_of_plugin_warm": ratios(measured),
+                **({"publish": published} if published else {}),
             }
             shutil.rmtree(repo.origin, ignore_errors=True)
     finally:
@@ -678,7 +764,10 @@ def main() -> int:
         render_into_doc(doc, markdown(written, os.path.relpath(args.out, doc.parent)), RESULTS_MARKERS)
         log(f"rendered the tables into {doc}")
     log(f"wrote {out_json} and {', '.join(results['plots'])} in {results['total_seconds']} s")
-    return 0
+    problems = publish_failures(written)
+    for problem in problems:
+        log(f"publish: {problem}")
+    return 1 if problems and config.get("publish_must_hold") else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,11 @@ class Registry:
         self._log.flush()
         return re.findall(r'"PUT /v2/(\S+)/manifests/(\S+) HTTP/[\d.]+" 201', self._log_path.read_text())
 
+    def log_text(self) -> str:
+        """The registry's access log so far (flushed)."""
+        self._log.flush()
+        return self._log_path.read_text()
+
     def blob_gets(self) -> list[tuple[str, str]]:
         """(repository, digest) of every blob (layer or image config) served so far, in order."""
         self._log.flush()
@@ -233,6 +239,29 @@ class Registry:
             self._proc.terminate()
             self._proc.wait(timeout=30)
         self._log.close()
+
+
+def blob_uploads(log: str) -> list[tuple[str, str]]:
+    """(repository, digest) of every completed blob upload (`PUT .../blobs/uploads/<id>?digest=`) in
+    a registry's access log."""
+    return [
+        (repo, urllib.parse.unquote(digest))
+        for repo, digest in re.findall(r'"PUT /v2/(\S+)/blobs/uploads/\S*[?&]digest=(sha256(?:%3A|:)[0-9a-f]{64})\S* HTTP/[\d.]+" 201', log)
+    ]
+
+
+def blob_mounts(log: str) -> list[tuple[str, str, str]]:
+    """(repository, digest, from) of every cross-repository mount the registry did (201)."""
+    mounts = []
+    for repo, query in re.findall(r'"POST /v2/(\S+)/blobs/uploads/\?(\S+) HTTP/[\d.]+" 201', log):
+        params = urllib.parse.parse_qs(query)
+        mounts.append((repo, params["mount"][0], params["from"][0]))
+    return mounts
+
+
+def manifest_puts(log: str) -> list[tuple[str, str]]:
+    """(repository, reference) of every manifest put (201) in a registry's access log."""
+    return re.findall(r'"PUT /v2/(\S+)/manifests/(\S+) HTTP/[\d.]+" 201', log)
 
 
 class BuildGrid:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 from textwrap import dedent
 
@@ -69,6 +70,13 @@ def test_wheel_loads_through_global_plugins_and_packages_a_lambda(tmp_path_facto
     plugin_repo = copy_repo(Path.cwd(), tmp_path_factory.mktemp("plugin-repo"))
     run_pants(plugin_repo, ["package", "pants-plugins:dist"]).assert_success()
     (wheel,) = (plugin_repo / "dist").glob("chromadb_lambda_pants-0.1.0-py3-none-any.whl")
+    # The registry process's scripts (util_rules/registry_process.py REGISTRY_SCRIPTS) are package data.
+    with zipfile.ZipFile(wheel) as archive:
+        scripts = {n.rpartition("/")[2] for n in archive.namelist() if n.startswith("chromadb_lambda/scripts/")}
+    assert {
+        "registry_client.py", "registry_api.py", "registry_auth.py", "registry_docker.py", "registry_pull.py",
+        "registry_push.py", "deploy_manifest.py",
+    } <= scripts, sorted(scripts)
     wheel_dir = tmp_path_factory.mktemp("wheels")
     shutil.copy2(wheel, wheel_dir)
 

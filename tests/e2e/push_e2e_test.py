@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import DockerEngine, Registry, copy_repo, docker, read_docker_infos, run_pants, stop_pantsd
+from e2e.harness import (
+    DockerEngine, Registry, blob_mounts, blob_uploads, copy_repo, docker, read_docker_infos, run_pants, stop_pantsd,
+)
 
 ALL = ("compaction", "find_unembedded", "line_polling", "list_pending", "submit_batch", "word_polling")
 REPOSITORY = f"chromadb-lambda-push-{uuid.uuid4().hex[:8]}"
@@ -42,25 +44,7 @@ def registry_get(registry: Registry, path: str, accept: str = ACCEPT) -> tuple[d
 
 
 def log_lines(registry: Registry) -> str:
-    registry.manifest_puts()  # flushes the log
-    return (registry._root / "registry.log").read_text()  # noqa: SLF001 - the harness's own log file
-
-
-def blob_uploads(log: str) -> list[tuple[str, str]]:
-    """(repository, digest) of every completed blob upload (`PUT .../blobs/uploads/<id>?digest=`)."""
-    return [
-        (repo, urllib.parse.unquote(digest))
-        for repo, digest in re.findall(r'"PUT /v2/(\S+)/blobs/uploads/\S*[?&]digest=(sha256(?:%3A|:)[0-9a-f]{64})\S* HTTP/[\d.]+" 201', log)
-    ]
-
-
-def blob_mounts(log: str) -> list[tuple[str, str, str]]:
-    """(repository, digest, from) of every cross-repository mount the registry did (201)."""
-    mounts = []
-    for repo, query in re.findall(r'"POST /v2/(\S+)/blobs/uploads/\?(\S+) HTTP/[\d.]+" 201', log):
-        params = urllib.parse.parse_qs(query)
-        mounts.append((repo, params["mount"][0], params["from"][0]))
-    return mounts
+    return registry.log_text()
 
 
 def publish(root: Path, registry: Registry, env: dict | None = None, goal: str = "publish") -> str:

@@ -60,7 +60,7 @@ from chromadb_lambda.util_rules.push import (
     run_push,
 )
 from chromadb_lambda.util_rules.registries import PushTarget
-from chromadb_lambda.util_rules.registry_process import client_script
+from chromadb_lambda.util_rules.registry_process import report_script
 
 
 class PublishChromadbLambdaRequest(PublishRequest):
@@ -114,7 +114,7 @@ def report_process(
     `existing`), and exits non-zero if a push failed."""
     return InteractiveProcess(
         argv=(
-            sys.executable, "-c", client_script().decode(), "report", manifest, session.id, address,
+            sys.executable, "-c", report_script().decode(), "report", manifest, session.id, address,
             json.dumps(outcome), "--existing", *existing,
         ),
         run_in_workspace=True,

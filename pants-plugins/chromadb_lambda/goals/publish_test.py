@@ -44,6 +44,13 @@ BASE_ID = "sha256:" + "b" * 64
 ASSEMBLED_FILES = (FileContent("assembled/config.json", b"{}"), FileContent("assembled/layer.tar.gz", b"gz"))
 
 
+# The push process's scripts, beside its spec (sorted as the digest lists them).
+SCRIPTS = [
+    "deploy_manifest.py", "registry_api.py", "registry_auth.py", "registry_client.py", "registry_docker.py",
+    "registry_pull.py", "registry_push.py",
+]
+
+
 def pushed(address: str, status: str = "pushed") -> dict:
     return {"address": address, "name": f"{address}/acme/fn", "image": f"{address}/acme/fn@sha256:d1", "digest": "sha256:d1" + "0" * 62,
             "tags": [], "status": status, "media_type": "application/vnd.docker.distribution.manifest.v2+json"}
@@ -181,7 +188,7 @@ def test_an_assembled_image_goes_over_the_registry_api_after_its_base() -> None:
     }
     # The blobs go into the push process beside its scripts and spec.
     assert seen["inputs"] == [
-        ["assembled/config.json", "assembled/layer.tar.gz", "registry_client.py", "registry_push.py", "spec.json"]
+        ["assembled/config.json", "assembled/layer.tar.gz", *SCRIPTS, "spec.json"]
     ]
 
 
@@ -191,4 +198,4 @@ def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
     # The package did not make the image in this run: whether the engine holds its base is asked.
     assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, False)
     assert "assembled" not in seen["spec"] and seen["bases"] == []
-    assert seen["inputs"] == [["registry_client.py", "registry_push.py", "spec.json"]]
+    assert seen["inputs"] == [[*SCRIPTS, "spec.json"]]

@@ -1,7 +1,7 @@
-"""Plugin modules that processes run as scripts: `registry_client.py`, `deploy_functions.py`,
-`engine_lock.py` (Pants' own interpreter), `source_scan.py` (the Lambda's interpreter),
-`import_check_script.py` (the image's), `run_lambda_script.py` (Pants' interpreter, for `pants run`)
-and `runtime_api.py` (the image's)."""
+"""Plugin modules that processes run as scripts, by interpreter: Pants' own (`registry_client.py` with
+its sibling registry_*.py and deploy_manifest.py, `registry_push.py`, `deploy_functions.py`,
+`engine_lock.py`, `chunk_load.py`, `run_lambda_script.py`), the Lambda's (`source_scan.py`) and the
+image's (`import_check_script.py`, `chunk_import_check.py`, `runtime_api.py`)."""
 from __future__ import annotations
 
 import pkgutil

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chromadb_lambda.scripts.registry_client import (
-    PublishError,
-    classify_push_failure,
-    docker_with_retry,
-    merge_deploy_manifest,
-    push_with_retry,
-    registry_base_urls,
-    scrub,
-)
+from chromadb_lambda.scripts import script_source
+from chromadb_lambda.scripts.deploy_manifest import merge_deploy_manifest
+from chromadb_lambda.scripts.registry_api import PublishError, classify_push_failure, registry_base_urls, scrub
+from chromadb_lambda.scripts.registry_docker import docker_with_retry, push_with_retry
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -224,9 +219,8 @@ def test_a_version_1_manifest_of_another_session_is_merged_not_replaced() -> Non
 
 
 def run_report(manifest: Path, address: str, outcome: dict, *existing: str) -> subprocess.Popen:
-    from chromadb_lambda.scripts import registry_client
-
-    argv = [sys.executable, registry_client.__file__, "report", str(manifest), "s9", address, json.dumps(outcome)]
+    # As `pants publish` runs it: the module's text with `python -c`, no sibling file anywhere.
+    argv = [sys.executable, "-c", script_source("deploy_manifest.py").decode(), "report", str(manifest), "s9", address, json.dumps(outcome)]
     return subprocess.Popen([*argv, "--existing", *existing] if existing else argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -288,7 +282,7 @@ def test_pull_failures_name_the_pull_and_its_permissions() -> None:
 
 
 def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chromadb_lambda.scripts import registry_client
+    from chromadb_lambda.scripts import registry_auth, registry_docker, registry_pull
 
     heads = {"down:5000": PublishError("Cannot reach the registry down:5000"), "empty:5000": None, "ok:5000": (DIGEST, "application/vnd.docker.distribution.manifest.v2+json")}
 
@@ -307,9 +301,10 @@ def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monk
         out = {"image": f"sha256:image {image_platform}\n", "version": "linux/amd64\n"}.get(args[0], "")
         return subprocess.CompletedProcess([], 0, stdout=out)
 
-    monkeypatch.setattr(registry_client, "manifest_head", fake_head)
-    monkeypatch.setattr(registry_client, "run_docker", fake_docker)
-    monkeypatch.setattr(registry_client, "docker_config_auth", lambda address: None)
+    monkeypatch.setattr(registry_pull, "manifest_head", fake_head)
+    monkeypatch.setattr(registry_pull, "run_docker", fake_docker)
+    monkeypatch.setattr(registry_docker, "run_docker", fake_docker)  # `docker tag`
+    monkeypatch.setattr(registry_auth, "docker_config_auth", lambda address: None)
     spec = {
         "docker": "docker",
         "key_tag": "ck-1",
@@ -317,7 +312,7 @@ def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monk
         "attempts": 1,
         "registries": [{"address": a, "repository": "x", "tags": ["ck-1"], "ecr": None} for a in heads],
     }
-    result = registry_client.pull(spec)
+    result = registry_pull.pull(spec)
     assert result["pulled"] == {"address": "ok:5000", "ref": "ok:5000/x:ck-1", "digest": DIGEST, "image_id": "sha256:image"}
     assert result["warnings"] == [{"address": "down:5000", "error": "Cannot reach the registry down:5000"}]
     assert calls == [
@@ -331,10 +326,33 @@ def test_pull_takes_the_first_registry_that_has_the_key_and_tags_it_locally(monk
     # An image built for another CPU (content keys do not name one) is removed again, not used.
     image_platform = "linux/arm64"
     calls.clear()
-    result = registry_client.pull(spec)
+    result = registry_pull.pull(spec)
     assert result["pulled"] is None
     assert result["warnings"][-1] == {
         "address": "ok:5000",
         "error": "ok:5000/x:ck-1 is a linux/arm64 image and this engine runs linux/amd64: not used.",
     }
     assert ("image", "rm", "ok:5000/x:ck-1") in calls and not any(c[0] == "tag" for c in calls)
+
+
+def test_the_scripts_a_registry_process_gets_are_all_the_client_needs(tmp_path: Path) -> None:
+    from chromadb_lambda.util_rules.registry_process import REGISTRY_SCRIPTS
+
+    # A sandbox of only those files, run from another directory, with no package on the path.
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    for name in REGISTRY_SCRIPTS:
+        (sandbox / name).write_bytes(script_source(name))
+    assert sorted(p.name for p in sandbox.iterdir()) == [
+        "deploy_manifest.py", "registry_api.py", "registry_auth.py", "registry_client.py",
+        "registry_docker.py", "registry_pull.py", "registry_push.py",
+    ]
+    manifest = tmp_path / "deploy.json"
+    argv = [sys.executable, "-I", str(sandbox / "registry_client.py"), "report", str(manifest), "s9", "lambdas/a:a"]
+    done = subprocess.run([*argv, json.dumps(result(pushed(ECR, "a", NEW)))], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"lambdas/a:a: {ECR}/a@{NEW} (pushed 2 tags)\n"
+    assert json.loads(manifest.read_text())["images"]["lambdas/a:a"]["image"] == f"{ECR}/a@{NEW}"
+    # Every module imports: the usage line comes from `main`, after all sibling imports.
+    usage = subprocess.run([sys.executable, "-I", str(sandbox / "registry_client.py")], cwd=tmp_path, capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith(f"usage: {sandbox / 'registry_client.py'} push SPEC")

@@ -42,12 +42,22 @@ AWS_ENV_VARS = (
     "NO_PROXY",
 )
 REGISTRY_CLIENT = "registry_client.py"
-# Imported by `registry_client.py push` for assembled images (the registry API transport).
-REGISTRY_PUSH = "registry_push.py"
+# What `registry_client.py` imports, each beside it in the process's sandbox (see its docstring).
+REGISTRY_SCRIPTS = (
+    REGISTRY_CLIENT,
+    "registry_api.py",
+    "registry_auth.py",
+    "registry_docker.py",
+    "registry_pull.py",
+    "registry_push.py",
+    "deploy_manifest.py",
+)
+# The deploy manifest's report: run alone with `python -c` (it imports no sibling script).
+DEPLOY_MANIFEST = "deploy_manifest.py"
 
 
-def client_script() -> bytes:
-    return script_source(REGISTRY_CLIENT)
+def report_script() -> bytes:
+    return script_source(DEPLOY_MANIFEST)
 
 
 def registry_entries(targets: tuple[PushTarget, ...]) -> list[dict[str, Any]]:
@@ -71,7 +81,7 @@ async def client_process(
     cache_scope: ProcessCacheScope,
     files: tuple[FileContent, ...] = (),
 ) -> Process:
-    """`registry_client.py <command> spec.json` (and `files` beside it), with the AWS credential
+    """`registry_client.py <command> spec.json` (its sibling scripts and `files` beside it), with the AWS credential
     chain and `[docker].env_vars`."""
     aws_env, inputs = await MultiGet(
         Get(EnvironmentVars, EnvironmentVarsRequest(AWS_ENV_VARS)),
@@ -79,8 +89,7 @@ async def client_process(
             Digest,
             CreateDigest(
                 [
-                    FileContent(REGISTRY_CLIENT, client_script()),
-                    FileContent(REGISTRY_PUSH, script_source(REGISTRY_PUSH)),
+                    *(FileContent(name, script_source(name)) for name in REGISTRY_SCRIPTS),
                     FileContent("spec.json", json.dumps(spec).encode()),
                     *files,
                 ]
