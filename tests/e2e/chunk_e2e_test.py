@@ -1,6 +1,7 @@
-"""End to end: the assembler builds a chunk of Lambdas with one `docker load` and checks their handlers
-in one container of the base, each in its own image's filesystem; a member whose handler does not
-import fails alone, with its own address, and never hides the other images.
+"""End to end: the assembler checks the handlers of a chunk's missing Lambdas in one container of the
+base, each in its own image's filesystem, BEFORE loading them with one `docker load`; a member whose
+handler does not import fails alone, with its own address, is never loaded, and never hides the
+other images.
 
 A scratch copy of the repo gets three Lambdas beside its own six (one chunk): `alpha_fn` and `beta_fn`
 are fine (a fresh uuid makes their images new in this run), `broken` imports a first-party module by
@@ -103,8 +104,10 @@ def test_a_broken_member_fails_alone_and_the_chunk_is_loaded_and_checked_once(re
     # No other target is named in an error.
     for name in ("alpha_fn", "beta_fn", "compaction", "word_polling"):
         assert f"lambdas/{name}:{name} does not import" not in result.stderr
-    # Every image of the chunk is in the engine, the broken one too (its check, not its load, failed).
-    ids = {name: image_id(f"{REPOSITORY}/{name}:latest") for name in ("alpha_fn", "beta_fn", "broken", "compaction")}
+    # The good members are in the engine; the broken one is not (proven before load: it failed).
+    ids = {name: image_id(f"{REPOSITORY}/{name}:latest") for name in ("alpha_fn", "beta_fn", "compaction")}
+    assert not docker("image", "inspect", f"{REPOSITORY}/broken:latest", check=False).stdout.strip().startswith("[{")
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/broken", check=False).stdout.strip() == ""
     time.sleep(1.5)
     created = containers_created(start - 1, done + 1)
     # No container of a Lambda image: the check ran in a container of the base (whose id the next test
@@ -112,18 +115,30 @@ def test_a_broken_member_fails_alone_and_the_chunk_is_loaded_and_checked_once(re
     # be in its log: the count of this run's loads and check containers is Pants' own log of processes.
     assert not set(created) & set(ids.values()), created
     CHECK_CONTAINERS.extend(created)
-    # The nine Lambdas are one chunk (lambda_chunks.py): one load, one check container.
-    assert result.stderr.count("Completed: Loading 9 assembled chromadb_lambda images") == 1, result.stderr
-    assert result.stderr.count("Completed: Loading") == 1
+    # The nine Lambdas are one chunk (lambda_chunks.py): one check container of the nine, then one
+    # load of the eight that passed.
     assert result.stderr.count("Completed: Importing 9 chromadb_lambda handlers in their images (one container of") == 1
     assert result.stderr.count("Completed: Importing") == 1
+    assert result.stderr.count("Completed: Loading 8 assembled chromadb_lambda images") == 1, result.stderr
+    assert result.stderr.count("Completed: Loading") == 1
     assert invoke(f"{REPOSITORY}/alpha_fn:latest", "alpha_fn.handler") == f"alpha {RUN}"
     assert invoke(f"{REPOSITORY}/beta_fn:latest", "beta_fn.handler") == f"beta {RUN}"
-    broken = docker(
-        "run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3",
-        f"{REPOSITORY}/broken:latest", "-c", "import broken.handler", check=False,
+
+
+def test_the_broken_member_is_checked_again_and_fails_again_and_is_still_not_loaded(repo: Path) -> None:
+    message = (
+        "The image of lambdas/broken:broken does not import its handler `broken.handler.handle`: the "
+        "first-party module `pkg` is not in the image (ModuleNotFoundError: No module named 'pkg'), imported at "
+        "lambdas/broken/handler.py:3."
     )
-    assert broken.returncode == 1 and "ModuleNotFoundError: No module named 'pkg'" in broken.stderr
+    for _ in range(2):
+        result = run_pants(repo, [*OPTIONS, "package", "lambdas/broken:broken"], pantsd=True)
+        assert result.exit_code != 0
+        assert message in result.stderr, result.stderr
+        # Only the broken member was missing: nothing else is checked, nothing is loaded.
+        assert "Completed: Loading" not in result.stderr
+        assert "Completed: Importing 9" not in result.stderr
+        assert docker("image", "ls", "--quiet", f"{REPOSITORY}/broken", check=False).stdout.strip() == ""
 
 
 def test_the_good_members_package_and_a_no_op_runs_no_container_and_loads_nothing(repo: Path) -> None:
@@ -131,8 +146,11 @@ def test_the_good_members_package_and_a_no_op_runs_no_container_and_loads_nothin
     result = run_pants(repo, [*OPTIONS, "package", "lambdas/alpha_fn:alpha_fn", "lambdas/beta_fn:beta_fn"], pantsd=True)
     assert result.exit_code == 0, result.stderr
     infos = read_docker_infos(repo)
-    assert {name: info["import_check"] for name, info in infos.items()} == {"alpha_fn": "passed", "beta_fn": "passed"}
-    # Loaded by the previous run (the whole chunk): up to date now.
+    # Loaded by the first run after their check passed: the engine holds them under their key tags.
+    assert {name: info["import_check"] for name, info in infos.items()} == {
+        "alpha_fn": "checked before load",
+        "beta_fn": "checked before load",
+    }
     assert [info["built"] for info in infos.values()] == [False, False]
     base = image_id(infos["alpha_fn"]["base_image"]["ref"])
     assert base in CHECK_CONTAINERS, CHECK_CONTAINERS

@@ -114,7 +114,15 @@ def test_handler_that_is_not_a_function_fails_the_build(repo: Path) -> None:
     assert infos == {} and dist_files(repo, "logger_fn") == []
 
 
+def new_image(repo: Path, name: str) -> None:
+    """A fresh uuid at the end of the handler: the image is new, so this run checks it (an earlier
+    package of a chunk neighbour checked and loaded the previous one before loading it)."""
+    handler = repo / f"lambdas/{name}/handler.py"
+    handler.write_text(handler.read_text() + f"# {uuid.uuid4().hex}\n")
+
+
 def test_handler_raising_at_import_builds_with_a_warning(repo: Path) -> None:
+    new_image(repo, "env_fn")
     result, infos = package(repo, "package", "lambdas/env_fn:env_fn")
     assert result.exit_code == 0, result.stderr
     assert (
@@ -126,27 +134,36 @@ def test_handler_raising_at_import_builds_with_a_warning(repo: Path) -> None:
 
 
 def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> None:
+    new_image(repo, "good")
     start = time.time()
     result, infos = package(repo, "package", "lambdas/good:good")
     first_done = time.time()
     assert result.exit_code == 0, result.stderr
     assert infos["good"]["import_check"] == "passed"
     good = infos["good"]["image_id"]
-    # The assembler checks a chunk of Lambdas in one container of their base (import_check_chunk.py):
-    # never a container of the Lambda image itself. (`logger_fn`'s package, in good's chunk, already
-    # loaded and checked it.)
+    # The assembler checks the missing members of a chunk in one container of their base before it
+    # loads them (import_check_chunk.py): never a container of the Lambda image itself.
     assert containers_started(good, start - 1, first_done + 1) == 0
+    # One check container for the members the engine lacks (good, and neighbours whose checks failed
+    # earlier, so they were never loaded); only good is loaded.
+    assert result.stderr.count("chromadb_lambda handlers in their images (one container of") == 2, result.stderr
+    assert result.stderr.count("Completed: Loading") == 1, result.stderr
+    assert "Completed: Loading 1 assembled chromadb_lambda images" in result.stderr, result.stderr[-3000:]
 
-    # Warm pantsd, and then no pantsd (only Pants' on-disk process cache): the verdict is remembered.
+    # Warm pantsd, and then no pantsd: the engine holds the image under its content-key tag, so it was
+    # checked before it was loaded, and no check runs.
     time.sleep(1.5)
     second_start = time.time()
     result, infos = package(repo, "package", "lambdas/good:good")
     assert result.exit_code == 0, result.stderr
-    assert infos["good"]["import_check"] == "passed" and infos["good"]["image_id"] == good
+    assert infos["good"]["import_check"] == "checked before load" and infos["good"]["image_id"] == good
+    # Nothing loaded. (A neighbour whose check failed is still missing, so it is checked again, alone:
+    # never good.)
+    assert "Loading" not in result.stderr and "Importing 2" not in result.stderr, result.stderr
     shutil.rmtree(repo / "dist", ignore_errors=True)
     cold = run_pants(repo, [*OPTIONS, "package", "lambdas/good:good"], pantsd=False)
     assert cold.exit_code == 0, cold.stderr
-    assert read_docker_infos(repo)["good"]["import_check"] == "passed"
+    assert read_docker_infos(repo)["good"]["import_check"] == "checked before load"
     time.sleep(1.5)
     assert containers_started(good, second_start, time.time()) == 0
 

@@ -83,7 +83,9 @@ def docker_info(
         "handler": closure.handler,
         "base_image": {"address": str(closure.base_address), "key": key.base.key, "ref": key.base.ref},
         "context": {"files": len(closure.files), "bytes": closure.total_bytes},
-        # `passed`, `warning: ...` or `skipped` (`[lambda-image].check_handler_import`).
+        # `passed` or `warning: ...` (checked by this run), `checked before load` (the assembler's
+        # image the engine held under its content-key tag: proven before an earlier run loaded it), or
+        # `skipped` (`[lambda-image].check_handler_import`).
         "import_check": import_check,
     }
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()

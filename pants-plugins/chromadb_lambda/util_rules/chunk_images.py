@@ -1,5 +1,13 @@
 """The images of a chunk of Lambdas (lambda_chunks.py) with the assembler: what the engine lacks is
-assembled and loaded with ONE `docker load` of ONE docker-archive holding every missing member.
+assembled, proven, and loaded with ONE `docker load` of ONE docker-archive.
+
+Prove, then load: with `[lambda-image].check_handler_import` on, the missing members' handlers are
+imported in one container of their base (import_check_chunk.py, classified by import_check.py)
+BEFORE the load, and the archive holds only the members whose verdict does not fail the build. A
+member whose check fails is never loaded nor tagged: the next run finds it missing and checks it
+again (the check process is cached on its inputs, so a repeated failure costs nothing). So an image
+the engine holds under its content-key tag was proven when it was loaded (HELD), and a member the
+engine holds needs no check in this run.
 
 A member's failure is a value (ChunkImage.error), reported by that member's own package with its own
 address: a broken member never hides or fails the others' images. A narrow `pants package
@@ -127,12 +135,45 @@ def chunk_archive(members: Sequence[AssembledMember]) -> bytes:
     return tar
 
 
+# The `import_check` of docker-info for an image the engine held under its content-key tag (not
+# pulled): the assembler loads an image only after its check passed or warned, so it was checked
+# before it was loaded (in an earlier run; a warning was logged then).
+HELD = "checked before load"
+
+
 @dataclass(frozen=True)
 class ChunkImage:
     image_id: str | None
     # Loaded by this run (False: the engine had it, or another run loaded it while this one waited).
     made: bool = False
     error: str | None = None
+    # `passed` or `warning: ...` when checked by this run, HELD when the engine held it under its key
+    # tag, None when it is still to be checked by a `docker run` of the image (pulled from a registry,
+    # not checkable in a container of its base, or the check is off).
+    import_check: str | None = None
+    # The error is the handler import check's (import_check.HandlerImportError), not the assembler's.
+    check_failed: bool = False
+
+
+@dataclass(frozen=True)
+class MemberProof:
+    """A member's import check verdict (`passed`, `warning: ...`), or the error that fails its build."""
+
+    verdict: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkProofRequest:
+    # The members about to be loaded (rule: import_check.prove_members).
+    members: tuple[AssembledMember, ...]
+
+
+@dataclass(frozen=True)
+class ChunkProof:
+    """Each checked member's proof; a member absent here is loaded and checked by a `docker run`."""
+
+    proofs: FrozenDict[Address, MemberProof]
 
 
 @dataclass(frozen=True)
@@ -233,7 +274,12 @@ def loaded_images(members: Sequence[AssembledMember], stdout: bytes) -> dict[Add
 
 
 @rule(desc="Loading a chunk of chromadb_lambda images")
-async def chunk_images(request: ChunkImagesRequest, docker: DockerBinary, docker_env: DockerEnvironment) -> ChunkImages:
+async def chunk_images(
+    request: ChunkImagesRequest,
+    docker: DockerBinary,
+    docker_env: DockerEnvironment,
+    subsystem: ChromadbLambdaSubsystem,
+) -> ChunkImages:
     lookups = await MultiGet(Get(MemberLookup, MemberLookupRequest(a)) for a in request.members)
     images: dict[Address, ChunkImage] = {}
     missing = []
@@ -241,7 +287,9 @@ async def chunk_images(request: ChunkImagesRequest, docker: DockerBinary, docker
         if lookup.existing is None:
             images[address] = ChunkImage(None, error=lookup.error)
         elif lookup.existing.image_id:
-            images[address] = ChunkImage(lookup.existing.image_id)
+            # Held under its key tag: proven when it was loaded. Pulled: checked by its own `docker run`.
+            held = None if lookup.existing.pulled_from else HELD
+            images[address] = ChunkImage(lookup.existing.image_id, import_check=held)
         else:
             missing.append((address, lookup.existing))
     if missing:
@@ -255,6 +303,15 @@ async def chunk_images(request: ChunkImagesRequest, docker: DockerBinary, docker
                 images[address] = ChunkImage(None, error=error)
             else:
                 loadable.append(result.member)
+        proofs: FrozenDict[Address, MemberProof] = FrozenDict()
+        if loadable and subsystem.check_handler_import:
+            # Prove, then load: a member whose check fails the build is not in the archive.
+            proofs = (await Get(ChunkProof, ChunkProofRequest(tuple(loadable)))).proofs
+            for member in loadable:
+                proof = proofs.get(member.address)
+                if proof is not None and proof.error is not None:
+                    images[member.address] = ChunkImage(None, error=proof.error, check_failed=True)
+            loadable = [m for m in loadable if m.address not in images]
         if loadable:
             archive, scripts = await MultiGet(
                 Get(Digest, CreateDigest([FileContent(CHUNK_ARCHIVE, chunk_archive(loadable))])),
@@ -277,7 +334,10 @@ async def chunk_images(request: ChunkImagesRequest, docker: DockerBinary, docker
                 failure = load_failure(loadable, result)
                 images.update((m.address, ChunkImage(None, error=failure)) for m in loadable)
             else:
-                images.update(loaded_images(loadable, result.stdout))
+                for address, image in loaded_images(loadable, result.stdout).items():
+                    proof = proofs.get(address)
+                    verdict = proof.verdict if proof is not None and image.image_id else None
+                    images[address] = dataclasses.replace(image, import_check=verdict)
     return ChunkImages(FrozenDict((a, images[a]) for a in request.members))
 
 

@@ -12,14 +12,17 @@ from pants.engine.process import FallibleProcessResult, Process, ProcessCacheSco
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, process_result
+from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, lambda_subsystem, process_result
 from chromadb_lambda.util_rules.chunk_images import (
     AssembledMember,
     AssembledMemberResult,
     ChunkImage,
     ChunkImages,
     ChunkImagesRequest,
+    ChunkProof,
+    ChunkProofRequest,
     MemberLookup,
+    MemberProof,
     MemberLookupRequest,
     chunk_archive,
     chunk_images,
@@ -66,33 +69,114 @@ def test_archive_holds_every_image_with_its_tags_and_only_its_own_layer() -> Non
     assert chunk_archive([a, b]) == chunk_archive([b, a])
 
 
-def run_chunk(lookups: dict, assembled: dict, load_stdout: str = "", load_exit: int = 0):
+def run_chunk(
+    lookups: dict,
+    assembled: dict,
+    load_stdout: str = "",
+    load_exit: int = 0,
+    proofs: dict | None = None,
+    check: bool = False,
+):
+    """The chunk rule; returns its result, its load processes, the ChunkProofRequests it made, and
+    the archives it wrote (the members' key tags in each archive's manifest)."""
     processes: list[Process] = []
+    proof_requests: list[ChunkProofRequest] = []
+    archives: list[list[str]] = []
 
     def load(process: Process) -> FallibleProcessResult:
         processes.append(process)
         return process_result(load_stdout, load_exit, stderr="Error processing tar file")
 
+    def prove(request: ChunkProofRequest) -> ChunkProof:
+        proof_requests.append(request)
+        return ChunkProof(FrozenDict({m.address: proofs[m.address] for m in request.members if m.address in proofs}))
+
+    def create(request: CreateDigest) -> Digest:
+        for file in request:
+            if file.path == "lambda-images.tar":
+                with tarfile.open(fileobj=io.BytesIO(file.content)) as tar:
+                    manifest = json.load(tar.extractfile("manifest.json"))
+                archives.append(sorted(tag for m in manifest for tag in m["RepoTags"] if ":ck-" in tag))
+        return EMPTY_DIGEST
+
     result = run_rule_with_mocks(
         chunk_images,
-        rule_args=[ChunkImagesRequest((A, B, C)), DOCKER, DOCKER_ENV],
+        rule_args=[ChunkImagesRequest((A, B, C)), DOCKER, DOCKER_ENV, lambda_subsystem(check_handler_import=check)],
         mock_gets=[
             MockGet(MemberLookup, (MemberLookupRequest,), lambda r: lookups[r.address]),
             MockGet(AssembledMemberResult, (MemberLookupRequest,), lambda r: assembled[r.address]),
-            MockGet(Digest, (CreateDigest,), lambda _: EMPTY_DIGEST),
+            MockGet(ChunkProof, (ChunkProofRequest,), prove),
+            MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), load),
         ],
     )
-    return result, processes
+    if not check:
+        assert proof_requests == []
+    return result, processes, proof_requests, archives
 
 
 def test_all_present_loads_nothing() -> None:
     lookups = {a: MemberLookup(ExistingImage(f"sha256:{a.target_name}")) for a in (A, B, C)}
-    result, processes = run_chunk(lookups, {})
+    result, processes, _, _ = run_chunk(lookups, {})
     assert result == ChunkImages(
-        FrozenDict({A: ChunkImage("sha256:a"), B: ChunkImage("sha256:b"), C: ChunkImage("sha256:c")})
+        FrozenDict({A: ChunkImage("sha256:a", import_check="checked before load"),
+                    B: ChunkImage("sha256:b", import_check="checked before load"),
+                    C: ChunkImage("sha256:c", import_check="checked before load")})
     )
     assert processes == []
+
+
+def test_present_members_trigger_no_check_and_a_pulled_one_is_left_to_its_docker_run() -> None:
+    lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage("sha256:b")),
+               C: MemberLookup(ExistingImage("sha256:c", pulled_from="registry.example/acme/c:ck-c"))}
+    result, processes, proof_requests, _ = run_chunk(lookups, {}, check=True)
+    assert (processes, proof_requests) == ([], [])
+    assert [result.images[a].import_check for a in (A, B, C)] == ["checked before load", "checked before load", None]
+
+
+def test_one_edited_member_is_checked_alone_then_loaded_alone() -> None:
+    b = member(B, "x = 2\n")
+    lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    report = {b.key_ref: {"image_id": b.image_id, "made": True, "error": None}}
+    result, processes, proof_requests, archives = run_chunk(
+        lookups, {B: AssembledMemberResult(b, None)}, json.dumps(report), proofs={B: MemberProof("passed")}, check=True
+    )
+    assert [[m.address for m in r.members] for r in proof_requests] == [[B]]
+    assert archives == [["acme/b:ck-b"]] and len(processes) == 1
+    assert result.images[B] == ChunkImage(b.image_id, made=True, import_check="passed")
+
+
+def test_a_member_failing_its_check_is_not_in_the_load_archive() -> None:
+    a, b, c = member(A, "x = 1\n"), member(B, "x = 2\n"), member(C, "x = 3\n")
+    lookups = {address: MemberLookup(ExistingImage(None, run=RUN)) for address in (A, B, C)}
+    report = {m.key_ref: {"image_id": m.image_id, "made": True, "error": None} for m in (a, c)}
+    failure = "The image of lambdas/b:b does not import its handler `b.handle`: ..."
+    result, processes, proof_requests, archives = run_chunk(
+        lookups,
+        {m.address: AssembledMemberResult(m, None) for m in (a, b, c)},
+        json.dumps(report),
+        # C was not checkable in its base's container: loaded, left to a `docker run` of its image.
+        proofs={A: MemberProof("warning: KeyError: 'TABLE'"), B: MemberProof(None, failure)},
+        check=True,
+    )
+    assert [[m.address for m in r.members] for r in proof_requests] == [[A, B, C]]
+    assert archives == [["acme/a:ck-a", "acme/c:ck-c"]] and len(processes) == 1
+    assert [i["key_ref"] for i in json.loads(processes[0].argv[2])["images"]] == ["acme/a:ck-a", "acme/c:ck-c"]
+    assert result.images[A] == ChunkImage(a.image_id, made=True, import_check="warning: KeyError: 'TABLE'")
+    assert result.images[B] == ChunkImage(None, error=failure, check_failed=True)
+    assert result.images[C] == ChunkImage(c.image_id, made=True, import_check=None)
+
+
+def test_every_member_failing_its_check_loads_nothing() -> None:
+    b = member(B, "x = 2\n")
+    lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    result, processes, _, archives = run_chunk(
+        lookups, {B: AssembledMemberResult(b, None)}, proofs={B: MemberProof(None, "lambdas/b:b fails")}, check=True
+    )
+    assert (processes, archives) == ([], [])
+    assert result.images[B] == ChunkImage(None, error="lambdas/b:b fails", check_failed=True)
 
 
 def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_error() -> None:
@@ -106,7 +190,7 @@ def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_e
         b.key_ref: {"image_id": b.image_id, "made": True, "error": None},
         c.key_ref: {"image_id": "sha256:wrong", "made": True, "error": "the engine reports the image sha256:wrong"},
     }
-    result, processes = run_chunk(
+    result, processes, _, _ = run_chunk(
         lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, json.dumps(report)
     )
     [process] = processes
@@ -115,7 +199,7 @@ def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_e
     assert [i["key_ref"] for i in spec["images"]] == ["acme/b:ck-b", "acme/c:ck-c"]
     assert process.env["__CHROMADB_LAMBDA_RUN"] == "7"
     assert process.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
-    assert result.images[A] == ChunkImage("sha256:a")
+    assert result.images[A] == ChunkImage("sha256:a", import_check="checked before load")
     assert result.images[B] == ChunkImage(b.image_id, made=True)
     assert result.images[C].image_id is None
     assert "The engine reports the image sha256:wrong for acme/c:ck-c (lambdas/c:c)" in str(result.images[C].error)
@@ -130,7 +214,7 @@ def test_a_member_that_cannot_be_looked_up_or_assembled_fails_alone() -> None:
     }
     assembled = {B: AssembledMemberResult(b, None), C: AssembledMemberResult(None, "UnassemblableBaseError: ONBUILD")}
     report = {b.key_ref: {"image_id": b.image_id, "made": True, "error": None}}
-    result, processes = run_chunk(lookups, assembled, json.dumps(report))
+    result, processes, _, _ = run_chunk(lookups, assembled, json.dumps(report))
     assert len(processes) == 1 and json.loads(processes[0].argv[2])["images"][0]["key_ref"] == "acme/b:ck-b"
     assert result.images == FrozenDict(
         {
@@ -145,8 +229,8 @@ def test_a_failed_load_is_every_loaded_member_error() -> None:
     b, c = member(B, "x = 2\n"), member(C, "x = 3\n")
     lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
                C: MemberLookup(ExistingImage(None, run=RUN))}
-    result, _ = run_chunk(lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, load_exit=1)
-    assert result.images[A] == ChunkImage("sha256:a")
+    result, _, _, _ = run_chunk(lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, load_exit=1)
+    assert result.images[A] == ChunkImage("sha256:a", import_check="checked before load")
     for address in (B, C):
         assert result.images[address].image_id is None
         assert "`docker load` of the 2 images assembled for a chunk of Lambdas failed (exit code 1)" in str(

@@ -8,8 +8,13 @@ can fix those: a build error naming the import's file and line and the `dependen
 from third-party ones (the base image lacks them) and from anything else the module raised at import
 (a warning: the context is complete, the handler needs its configuration).
 
-The process is keyed by the image id and the handler and cached like any successful process (it
-always exits 0 and prints its verdict), so an image that was checked once is never run again.
+With the assembler, the check runs BEFORE the load, in one container of the base for the members
+the engine lacks (prove_members; chunk_images.py loads only those that do not fail the build): an
+image the engine holds under its content-key tag was proven then (chunk_images.HELD), and only an
+image pulled from a registry (or not checkable in its base's container) gets a `docker run` here.
+
+The `docker run` process is keyed by the image id and the handler and cached like any successful
+process (it always exits 0 and prints its verdict), so an image that was checked once is never run again.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.backend.python.dependency_inference.module_mapper import FirstPartyPythonModuleMapping
 from pants.backend.python.util_rules.python_sources import PythonSourceFiles, PythonSourceFilesRequest
 from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
-from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.util.frozendict import FrozenDict
 
@@ -33,6 +38,14 @@ from chromadb_lambda.util_rules.closure import LambdaClosure
 from chromadb_lambda.util_rules.context import normalized_task_root
 from chromadb_lambda.util_rules import import_check_chunk
 from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.chunk_images import (
+    ChunkImages,
+    ChunkImagesRequest,
+    ChunkProof,
+    ChunkProofRequest,
+    MemberProof,
+)
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.import_check_chunk import ChunkImportCheck, ChunkImportCheckRequest, MemberCheckOutput
 from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 from chromadb_lambda.util_rules.import_check_verdict import (
@@ -144,6 +157,16 @@ async def closure_repo_paths(closure: LambdaClosure) -> ClosureRepoPaths:
     )
 
 
+@dataclass(frozen=True)
+class ImportVerdictRequest:
+    """The output of a handler import check (a `docker run` of the image, or its line of a chunk
+    container) to classify for the target of `closure`."""
+
+    closure: LambdaClosure
+    image_id: str
+    output: FallibleProcessResult | MemberCheckOutput
+
+
 @rule(desc="Importing a chromadb_lambda handler in its image")
 async def check_lambda_import(
     request: LambdaImportCheckRequest,
@@ -154,30 +177,53 @@ async def check_lambda_import(
     if not subsystem.check_handler_import:
         return LambdaImportCheck(SKIPPED)
     closure = request.closure
-    task_root = normalized_task_root(subsystem.task_root)
-    result: FallibleProcessResult | MemberCheckOutput | None = None
     if subsystem.builder == LambdaImageBuilder.assembler:
-        # Every assembled member of the chunk in one container of the base (import_check_chunk.py).
+        # Proven before load (this run: its verdict; an earlier run: HELD), or None: a `docker run`.
         chunk = await Get(LambdaChunk, LambdaChunkRequest(closure.address))
-        checked = await Get(ChunkImportCheck, ChunkImportCheckRequest(chunk.members, IMPORT_TIMEOUT))
-        own = checked.outputs.get(closure.address)
-        if own is not None and own.image_id == request.image_id:
-            result = own
-    if result is None:
-        result = await Get(
-            FallibleProcessResult,
-            Process,
-            import_check_process(
-                docker, request.image_id, closure.handler_module, closure.handler_function, task_root, docker_env.env
-            ),
-        )
+        images = await Get(ChunkImages, ChunkImagesRequest(chunk.members))
+        own = images.images.get(closure.address)
+        if own is not None and own.image_id == request.image_id and own.import_check:
+            return LambdaImportCheck(own.import_check)
+    task_root = normalized_task_root(subsystem.task_root)
+    result = await Get(
+        FallibleProcessResult,
+        Process,
+        import_check_process(
+            docker, request.image_id, closure.handler_module, closure.handler_function, task_root, docker_env.env
+        ),
+    )
+    proof = await Get(MemberProof, ImportVerdictRequest(closure, request.image_id, result))
+    if proof.error is not None or proof.verdict is None:
+        raise HandlerImportError(proof.error)
+    return LambdaImportCheck(proof.verdict)
+
+
+@rule(desc="Importing the handlers of chromadb_lambda images before they are loaded")
+async def prove_members(request: ChunkProofRequest) -> ChunkProof:
+    checked = await Get(ChunkImportCheck, ChunkImportCheckRequest(request.members, IMPORT_TIMEOUT))
+    members = [m for m in request.members if m.address in checked.outputs]
+    keys = await MultiGet(Get(LambdaImageKey, LambdaImageKeyRequest(m.address)) for m in members)
+    proofs = await MultiGet(
+        Get(MemberProof, ImportVerdictRequest(key.closure, str(m.image_id), checked.outputs[m.address]))
+        for m, key in zip(members, keys)
+    )
+    return ChunkProof(FrozenDict((m.address, p) for m, p in zip(members, proofs)))
+
+
+@rule(desc="Classifying a chromadb_lambda handler import check")
+async def classify_import(request: ImportVerdictRequest, subsystem: ChromadbLambdaSubsystem) -> MemberProof:
+    """The verdict, or the error (a HandlerImportError's message) that fails the target's build; a
+    warning is logged here, once per check."""
+    closure = request.closure
+    task_root = normalized_task_root(subsystem.task_root)
+    result = request.output
     verdict = (
         parse_verdict(result.stdout.decode(errors="replace"))
         if result.exit_code in (0, import_check_script.TIMEOUT_EXIT)
         else None
     )
     if verdict is None:
-        raise HandlerImportError(infrastructure_message(closure.address, request.image_id, result))
+        return MemberProof(None, infrastructure_message(closure.address, request.image_id, result))
 
     known = FirstPartyModules(FrozenDict(), top_level_names(f.path for f in closure.files))
     if verdict.get("status") == "raised" and "module" in verdict:
@@ -185,9 +231,9 @@ async def check_lambda_import(
         known = first_party_modules(mapping, [*(f.path for f in closure.files), *closure.provided_by_base])
     classified = classify(verdict, known.is_first_party, task_root)
     if classified.kind == PASSED:
-        return LambdaImportCheck(PASSED)
+        return MemberProof(PASSED)
     if classified.kind in ("not_callable", "missing"):
-        raise HandlerImportError(not_callable_message(closure.address, closure.handler, classified))
+        return MemberProof(None, not_callable_message(closure.address, closure.handler, classified))
 
     repo_paths = (await Get(ClosureRepoPaths, LambdaClosure, closure)).paths
     if classified.kind == "first_party":
@@ -197,17 +243,17 @@ async def check_lambda_import(
         if requested:
             classified = dataclasses.replace(classified, module=requested[0])
         owners = known.owners(classified.module or module)
-        raise HandlerImportError(first_party_message(closure.address, closure.handler, classified, owners, repo_paths))
+        return MemberProof(None, first_party_message(closure.address, closure.handler, classified, owners, repo_paths))
     if classified.kind == "syntax":
-        raise HandlerImportError(syntax_message(closure.address, closure.handler, classified, repo_paths))
+        return MemberProof(None, syntax_message(closure.address, closure.handler, classified, repo_paths))
     if classified.kind == "third_party":
         message = third_party_message(closure.address, closure.handler, closure.base_address, classified, repo_paths)
         if subsystem.missing_third_party == MissingThirdPartyBehavior.error:
-            raise HandlerImportError(message)
+            return MemberProof(None, message)
         logger.warning(message)
-        return LambdaImportCheck(f"warning: {classified.detail}")
+        return MemberProof(f"warning: {classified.detail}")
     logger.warning(warning_message(closure.address, closure.handler, classified, repo_paths))
-    return LambdaImportCheck(f"warning: {classified.detail}")
+    return MemberProof(f"warning: {classified.detail}")
 
 
 def rules():

@@ -1,13 +1,15 @@
-"""The import check of a chunk of assembled Lambda images in ONE container of their base.
+"""The import check of assembled Lambda images in ONE container of their base, before they are loaded.
 
 `docker run` of each image costs ~0.3 s of container start; the check itself ~0.02 s. Here one
-container of the base image (`docker run --rm --pull never --network none`) checks every member
-whose image the assembler made, each in its own image's filesystem (chunk_import_check.py rebuilds it
-from the base and the member's layer tar, then puts the base back for the next member). Why this is
-the same proof as running the image is in docs/architecture.md ("The import check of a chunk").
+container of the base image (`docker run --rm --pull never --network none`) checks the members the
+assembler is about to load (only those the engine lacks), each in its own image's filesystem
+(chunk_import_check.py rebuilds it from the base and the member's layer tar, then puts the base back
+for the next member). It needs the base image and the layer bytes, not the loaded image: the chunk
+rule (chunk_images.py) loads only the members whose verdict does not fail the build. Why this is the
+same proof as running the image is in docs/architecture.md ("The import check of a chunk").
 
 The process is keyed by every checked member's image id, layer and config, and cached like any
-successful process: a no-op finds it; a change to one member re-checks its chunk.
+successful process: a member that fails again costs nothing; a handler edit checks that one member.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
@@ -26,18 +28,11 @@ from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.scripts import chunk_import_check, import_check_script, script_source
 from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest
-from chromadb_lambda.util_rules.chunk_images import (
-    AssembledMember,
-    AssembledMemberResult,
-    ChunkImages,
-    ChunkImagesRequest,
-    MemberLookupRequest,
-)
-from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.engine import DockerEnvironment, RepositoryImages, RepositoryImagesRequest
-from chromadb_lambda.util_rules.existing_image import up_to_date_image
-from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames
+from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
+
+if TYPE_CHECKING:
+    from chromadb_lambda.util_rules.chunk_images import AssembledMember
 
 BUNDLE = "import-check-bundle.tar"
 # Container users the per-member check may run as: the container runs as root to extract the layers.
@@ -54,9 +49,11 @@ class MemberCheckOutput:
     stderr: bytes
 
 
-def checkable(member: AssembledMember, engine_image_id: str | None) -> bool:
-    """The engine's image is the one assembled here (same config, hence same layers), and it runs as root."""
-    if member.error or member.layer is None or member.image_id != engine_image_id:
+def checkable(member: AssembledMember) -> bool:
+    """The member was assembled (layer and config), and its image runs as root (the container
+    extracts its layer as root: a member that runs as another user is loaded, then checked by a
+    `docker run` of its image, import_check.py)."""
+    if member.error or member.layer is None or member.image_id is None:
         return False
     return json.loads(member.config).get("config", {}).get("User", "") in _ROOT_USERS
 
@@ -133,39 +130,26 @@ def parse_chunk_output(
 
 @dataclass(frozen=True)
 class ChunkImportCheckRequest:
-    members: tuple[Address, ...]
+    # The assembled members to check (the chunk rule passes those the engine lacks).
+    members: tuple[AssembledMember, ...]
     timeout: int
 
 
 @dataclass(frozen=True)
 class ChunkImportCheck:
-    """Members checked in a chunk container; a member missing here is checked by its own `docker run`."""
+    """Members checked in a container of their base; a member missing here was not checkable."""
 
     outputs: FrozenDict[Address, MemberCheckOutput]
 
 
-async def members_on_held_bases(present: list[Address]) -> list[Address]:
-    """The members whose base image the engine holds now. The check never builds a base: a member of
-    an up-to-date image whose base is gone (removed meanwhile) gets its own `docker run`."""
-    keys = await MultiGet(Get(LambdaImageKey, LambdaImageKeyRequest(a)) for a in present)
-    bases = sorted({key.closure.base_address for key in keys})
-    names = await MultiGet(Get(ImageNames, BaseImageNamesRequest(b)) for b in bases)
-    held = await MultiGet(Get(RepositoryImages, RepositoryImagesRequest(n.repository)) for n in names)
-    held_bases = {b for b, n, h in zip(bases, names, held) if up_to_date_image(h, n)}
-    return [a for a, key in zip(present, keys) if key.closure.base_address in held_bases]
-
-
-@rule(desc="Importing the handlers of a chunk of chromadb_lambda images")
+@rule(desc="Importing the handlers of assembled chromadb_lambda images before loading them")
 async def check_chunk_imports(
     request: ChunkImportCheckRequest, docker: DockerBinary, docker_env: DockerEnvironment
 ) -> ChunkImportCheck:
-    images = await Get(ChunkImages, ChunkImagesRequest(request.members))
-    present = await members_on_held_bases([a for a in request.members if images.images[a].image_id])
-    assembled = await MultiGet(Get(AssembledMemberResult, MemberLookupRequest(a)) for a in present)
     by_base: dict[str, list[AssembledMember]] = defaultdict(list)
-    for address, result in zip(present, assembled):
-        if result.member and checkable(result.member, images.images[address].image_id):
-            by_base[result.member.base_image_id].append(result.member)
+    for member in request.members:
+        if checkable(member):
+            by_base[member.base_image_id].append(member)
     bases = sorted(by_base)
     if not bases:
         return ChunkImportCheck(FrozenDict())

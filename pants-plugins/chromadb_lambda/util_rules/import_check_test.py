@@ -34,9 +34,11 @@ from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.import_check import (
     ClosureRepoPaths,
     HandlerImportError,
+    ImportVerdictRequest,
     LambdaImportCheck,
     LambdaImportCheckRequest,
     check_lambda_import,
+    classify_import,
     import_check_argv,
     import_check_script_text,
 )
@@ -52,7 +54,8 @@ from chromadb_lambda.util_rules.import_check_verdict import (
     top_level_names,
 )
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder, MissingThirdPartyBehavior
-from chromadb_lambda.util_rules.import_check_chunk import ChunkImportCheck, ChunkImportCheckRequest, MemberCheckOutput
+from chromadb_lambda.util_rules.chunk_images import ChunkImage, ChunkImages, ChunkImagesRequest, MemberProof
+from chromadb_lambda.util_rules.import_check_chunk import MemberCheckOutput
 from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 
 ADDRESS = Address("lambdas/fn", target_name="fn")
@@ -364,10 +367,8 @@ CLOSURE = LambdaClosure(
 )
 
 
-def run_check(
-    verdict_stdout: str, exit_code: int = 0, chunk_outputs: dict | None = None, **options: Any
-) -> tuple[LambdaImportCheck, list[Process]]:
-    subsystem = create_subsystem(
+def subsystem_with(**options: Any) -> ChromadbLambdaSubsystem:
+    return create_subsystem(
         ChromadbLambdaSubsystem,
         **{
             "check_handler_import": True,
@@ -377,20 +378,48 @@ def run_check(
             **options,
         },
     )
+
+
+def classify_output(request: ImportVerdictRequest, subsystem: ChromadbLambdaSubsystem) -> MemberProof:
+    """classify_import with Pants' module mapping and the closure's repo paths mocked."""
+    return run_rule_with_mocks(
+        classify_import,
+        rule_args=[request, subsystem],
+        mock_gets=[
+            MockGet(output_type=FirstPartyPythonModuleMapping, input_types=(),
+                    mock=lambda: mapping({"pkg.plugins.alpha": "src/pkg/plugins/alpha.py"})),
+            MockGet(output_type=ClosureRepoPaths, input_types=(LambdaClosure,),
+                    mock=lambda _: ClosureRepoPaths(FrozenDict({"fn/handler.py": "lambdas/fn/handler.py"}))),
+        ],
+    )
+
+
+def process_output(stdout: str, exit_code: int = 0) -> FallibleProcessResult:
+    return FallibleProcessResult(
+        stdout=stdout.encode(), stdout_digest=EMPTY_DIGEST, stderr=b"docker: boom", stderr_digest=EMPTY_DIGEST,
+        exit_code=exit_code, output_digest=EMPTY_DIGEST,
+        metadata=ProcessResultMetadata(
+            0, ProcessExecutionEnvironment(
+                environment_name=None, platform="linux_x86_64", docker_image=None,
+                remote_execution=False, remote_execution_extra_platform_properties=[],
+            ), "ran", 0
+        ),
+    )
+
+
+def run_check(
+    verdict_stdout: str, exit_code: int = 0, chunk_image: ChunkImage | None = None, **options: Any
+) -> tuple[LambdaImportCheck, list[Process]]:
+    subsystem = subsystem_with(**options)
     processes: list[Process] = []
 
     def run(process: Process) -> FallibleProcessResult:
         processes.append(process)
-        return FallibleProcessResult(
-            stdout=verdict_stdout.encode(), stdout_digest=EMPTY_DIGEST, stderr=b"docker: boom", stderr_digest=EMPTY_DIGEST,
-            exit_code=exit_code, output_digest=EMPTY_DIGEST,
-            metadata=ProcessResultMetadata(
-                0, ProcessExecutionEnvironment(
-                    environment_name=None, platform="linux_x86_64", docker_image=None,
-                    remote_execution=False, remote_execution_extra_platform_properties=[],
-                ), "ran", 0
-            ),
-        )
+        return process_output(verdict_stdout, exit_code)
+
+    def images(request: ChunkImagesRequest) -> ChunkImages:
+        assert request.members == (CLOSURE.address, OTHER)
+        return ChunkImages(FrozenDict({CLOSURE.address: chunk_image or ChunkImage(None), OTHER: ChunkImage("sha256:o")}))
 
     result = run_rule_with_mocks(
         check_lambda_import,
@@ -398,16 +427,9 @@ def run_check(
                    DockerEnvironment(FrozenDict({"DOCKER_HOST": "unix:///d.sock"})), subsystem],
         mock_gets=[
             MockGet(LambdaChunk, (LambdaChunkRequest,), lambda r: LambdaChunk((r.address, OTHER))),
-            MockGet(
-                ChunkImportCheck,
-                (ChunkImportCheckRequest,),
-                lambda r: ChunkImportCheck(FrozenDict(chunk_outputs or {})) if r.members == (CLOSURE.address, OTHER) else None,
-            ),
+            MockGet(ChunkImages, (ChunkImagesRequest,), images),
             MockGet(output_type=FallibleProcessResult, input_types=(Process,), mock=run),
-            MockGet(output_type=FirstPartyPythonModuleMapping, input_types=(),
-                    mock=lambda: mapping({"pkg.plugins.alpha": "src/pkg/plugins/alpha.py"})),
-            MockGet(output_type=ClosureRepoPaths, input_types=(LambdaClosure,),
-                    mock=lambda _: ClosureRepoPaths(FrozenDict({"fn/handler.py": "lambdas/fn/handler.py"}))),
+            MockGet(MemberProof, (ImportVerdictRequest,), lambda r: classify_output(r, subsystem)),
         ],
     )
     return result, processes
@@ -415,43 +437,61 @@ def run_check(
 
 MARK = "CHROMADB_LAMBDA_IMPORT_CHECK "
 OTHER = Address("lambdas/other", target_name="other")
+FIRST_PARTY_MISS = MARK + (
+    '{"status": "raised", "type": "ModuleNotFoundError", "message": "No module named \'pkg.plugins\'", '
+    '"module": "pkg.plugins", "not_found": true, "frames": [["/var/task/fn/handler.py", 4]]}\n'
+)
 
 
-def test_rule_assembler_takes_its_verdict_from_the_chunk_container() -> None:
-    own = MemberCheckOutput("sha256:abc", 0, (MARK + '{"status": "ok"}\n').encode(), b"")
-    result, processes = run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
-    assert (result, processes) == (LambdaImportCheck("passed"), [])
+def test_rule_assembler_image_held_under_its_key_tag_was_checked_before_load_and_runs_nothing() -> None:
+    held = ChunkImage("sha256:abc", import_check="checked before load")
+    result, processes = run_check("", chunk_image=held, builder=LambdaImageBuilder.assembler)
+    assert (result, processes) == (LambdaImportCheck("checked before load"), [])
 
 
-def test_rule_assembler_chunk_verdict_is_classified_as_a_docker_run_would_be() -> None:
-    stdout = MARK + (
-        '{"status": "raised", "type": "ModuleNotFoundError", "message": "No module named \'pkg.plugins\'", '
-        '"module": "pkg.plugins", "not_found": true, "frames": [["/var/task/fn/handler.py", 4]]}\n'
-    )
-    own = MemberCheckOutput("sha256:abc", 0, stdout.encode(), b"")
-    with pytest.raises(HandlerImportError) as e:
-        run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
-    assert "lambdas/fn:fn" in str(e.value)
-    assert "imported at lambdas/fn/handler.py:4" in str(e.value)
+def test_rule_assembler_takes_the_verdict_of_the_check_before_load() -> None:
+    loaded = ChunkImage("sha256:abc", made=True, import_check="warning: KeyError: 'TABLE'")
+    result, processes = run_check("", chunk_image=loaded, builder=LambdaImageBuilder.assembler)
+    assert (result, processes) == (LambdaImportCheck("warning: KeyError: 'TABLE'"), [])
 
 
-def test_rule_assembler_member_not_checked_in_the_chunk_runs_its_image() -> None:
-    # The chunk checked another image for this address (e.g. its engine tag moved): not this one's proof.
-    stale = MemberCheckOutput("sha256:other", 0, (MARK + '{"status": "ok"}\n').encode(), b"")
+def test_rule_assembler_pulled_image_runs_its_image() -> None:
+    # Pulled from a registry: no proof of this engine's check (ChunkImage.import_check None).
     result, processes = run_check(
-        MARK + '{"status": "ok"}\n', chunk_outputs={CLOSURE.address: stale}, builder=LambdaImageBuilder.assembler
+        MARK + '{"status": "ok"}\n', chunk_image=ChunkImage("sha256:abc"), builder=LambdaImageBuilder.assembler
     )
     assert result == LambdaImportCheck("passed")
     [process] = processes
     assert "sha256:abc" in process.argv
 
 
-def test_rule_assembler_container_that_did_not_run_names_the_target() -> None:
-    own = MemberCheckOutput("sha256:abc", 125, b"", b"docker: Error response from daemon: no such image")
-    with pytest.raises(HandlerImportError) as e:
-        run_check("", chunk_outputs={CLOSURE.address: own}, builder=LambdaImageBuilder.assembler)
-    assert "Importing the handler of lambdas/fn:fn in its image sha256:abc did not run (exit code 125)" in str(e.value)
-    assert "no such image" in str(e.value)
+def test_rule_assembler_verdict_of_another_image_is_not_this_one_s_proof() -> None:
+    other = ChunkImage("sha256:other", import_check="passed")
+    result, processes = run_check(MARK + '{"status": "ok"}\n', chunk_image=other, builder=LambdaImageBuilder.assembler)
+    assert result == LambdaImportCheck("passed")
+    [process] = processes
+    assert "sha256:abc" in process.argv
+
+
+def member_proof_of(output: MemberCheckOutput) -> MemberProof:
+    return classify_output(ImportVerdictRequest(CLOSURE, "sha256:abc", output), subsystem_with(builder=LambdaImageBuilder.assembler))
+
+
+def test_member_proof_classifies_the_chunk_output_as_a_docker_run_would() -> None:
+    assert member_proof_of(MemberCheckOutput("sha256:abc", 0, (MARK + '{"status": "ok"}\n').encode(), b"")) == (
+        MemberProof("passed")
+    )
+    proof = member_proof_of(MemberCheckOutput("sha256:abc", 0, FIRST_PARTY_MISS.encode(), b""))
+    assert proof.verdict is None
+    assert str(proof.error).startswith("The image of lambdas/fn:fn does not import its handler")
+    assert "imported at lambdas/fn/handler.py:4" in str(proof.error)
+
+
+def test_member_proof_container_that_did_not_run_names_the_target() -> None:
+    proof = member_proof_of(MemberCheckOutput("sha256:abc", 125, b"", b"docker: Error response from daemon: no such image"))
+    assert proof.verdict is None
+    assert "Importing the handler of lambdas/fn:fn in its image sha256:abc did not run (exit code 125)" in str(proof.error)
+    assert "no such image" in str(proof.error)
 
 
 def test_rule_passes_and_caches_by_image_and_handler() -> None:

@@ -20,6 +20,7 @@ from chromadb_lambda.util_rules.docker_build import LambdaImageBuild, build_proc
 from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest, locked_process
 from chromadb_lambda.util_rules.image_names import ImageNames
+from chromadb_lambda.util_rules.import_check import HandlerImportError
 from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 
 
@@ -57,6 +58,9 @@ async def make_lambda_image(
         chunk = await Get(LambdaChunk, LambdaChunkRequest(request.address))
         images = await Get(ChunkImages, ChunkImagesRequest(chunk.members))
         image = images.images[request.address]
+        if image.error and image.check_failed:
+            # Its handler import check failed before the load: never loaded, never tagged.
+            raise HandlerImportError(image.error)
         if image.error or not image.image_id:
             raise AssembledImageError(image.error or f"No image was assembled for {request.address}.")
         return MadeLambdaImage(image.image_id, image.made)

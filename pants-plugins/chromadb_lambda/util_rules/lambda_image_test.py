@@ -31,6 +31,7 @@ from chromadb_lambda.util_rules.context import LambdaBuildContext, LambdaBuildCo
 from chromadb_lambda.util_rules.docker_build import DockerBuildError
 from chromadb_lambda.util_rules.engine import EngineRun
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
+from chromadb_lambda.util_rules.import_check import HandlerImportError
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest, make_lambda_image
 
 RUN = EngineRun(3)
@@ -105,6 +106,13 @@ def test_assembler_writes_the_image_on_the_base_it_built() -> None:
 def test_assembler_member_error_is_raised_by_that_member_only() -> None:
     with pytest.raises(AssembledImageError, match="^The engine reports the image sha256:x for acme/fn"):
         make("assembler", own=ChunkImage(None, error="The engine reports the image sha256:x for acme/fn:ck-1"))
+
+
+def test_assembler_member_that_failed_its_check_before_load_raises_the_check_error() -> None:
+    failure = "The image of lambdas/fn:fn does not import its handler `fn.handler.handle`: ..."
+    with pytest.raises(HandlerImportError) as e:
+        make("assembler", own=ChunkImage(None, error=failure, check_failed=True))
+    assert str(e.value) == failure
 
 
 def test_docker_build_builds_from_the_base_key_tag_under_the_locks() -> None:
