@@ -40,6 +40,23 @@ def copy_repo(source: Path, dest: Path) -> Path:
     return dest
 
 
+def scratch_repo(source: Path, dest: Path, files: Mapping[str, str]) -> Path:
+    """A scratch copy of the repo with `files` (repo path -> text) written over it."""
+    root = copy_repo(source, dest)
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def remove_repository_images(repository_prefix: str) -> None:
+    """Removes every image tag under `repository_prefix/` (a test's own repositories)."""
+    images = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    mine = [ref for ref in images if ref.startswith(f"{repository_prefix}/")]
+    if mine:
+        docker("image", "rm", *mine, check=False)
+
+
 def docker_cli() -> str:
     """The Docker CLI the `./pants` wrapper chose (it exports its directory for Pants)."""
     paths = json.loads(os.environ.get("PANTS_DOCKER_EXECUTABLE_SEARCH_PATHS") or "[]")

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import Registry, copy_repo, docker, read_docker_infos, run_pants, stop_pantsd
+from e2e.harness import Registry, docker, read_docker_infos, remove_repository_images, run_pants, scratch_repo, stop_pantsd
 
 REPOSITORY = f"chromadb-lambda-import-check-{uuid.uuid4().hex[:8]}"
 OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
@@ -55,16 +55,10 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = copy_repo(Path.cwd(), tmp_path_factory.mktemp("import-check"))
-    for path, text in FILES.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
+    root = scratch_repo(Path.cwd(), tmp_path_factory.mktemp("import-check"), FILES)
     yield root
     stop_pantsd(root)
-    images = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
-    mine = [ref for ref in images if ref.startswith(f"{REPOSITORY}/")]
-    if mine:
-        docker("image", "rm", *mine, check=False)
+    remove_repository_images(REPOSITORY)
 
 
 def package(root: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
