@@ -18,14 +18,14 @@ import sys
 from typing import Any, Sequence
 
 try:  # Run as a script beside engine_lock.py (the process's sandbox).
-    from engine_lock import DEFAULT_DOCKER_HOST, EngineLockError, held_locks, image_ids, mismatched_refs
+    from engine_lock import DEFAULT_DOCKER_HOST, EngineLockError, held_locks, image_ids, move_refs
 except ImportError:  # Imported by the plugin's tests.
     from chromadb_lambda.scripts.engine_lock import (
         DEFAULT_DOCKER_HOST,
         EngineLockError,
         held_locks,
         image_ids,
-        mismatched_refs,
+        move_refs,
     )
 
 
@@ -53,11 +53,7 @@ def load_images(spec: dict[str, Any], load_argv: Sequence[str], run=subprocess.r
                 }
                 continue
             refs = list(dict.fromkeys([*image["refs"], key_ref]))
-            for ref in mismatched_refs(image_ids(docker, refs, run), expected):
-                tagged = run([docker, "tag", expected, ref], capture_output=True, text=True)
-                if tagged.returncode != 0:
-                    raise EngineLockError(f"`docker tag {expected} {ref}` failed: {tagged.stderr.strip()}")
-            wrong = mismatched_refs(image_ids(docker, refs, run), expected)
+            wrong = move_refs(docker, refs, expected, run)
             error = f"{', '.join(wrong)} no longer point at {expected}" if wrong else None
             results[key_ref] = {"image_id": expected, "made": made, "error": error}
     return results

@@ -98,6 +98,16 @@ def mismatched_refs(found: dict[str, str | None], image_id: str) -> list[str]:
     return [ref for ref, found_id in found.items() if found_id != image_id]
 
 
+def move_refs(docker: str, refs: Sequence[str], image_id: str, run: Runner = subprocess.run) -> list[str]:
+    """Tags `image_id` with each of `refs` that points elsewhere; returns the refs that still do not
+    point at it when read back (another program moved or removed them meanwhile)."""
+    for ref in mismatched_refs(image_ids(docker, refs, run), image_id):
+        tagged = run([docker, "tag", image_id, ref], capture_output=True, text=True)
+        if tagged.returncode != 0:
+            raise EngineLockError(f"`docker tag {image_id} {ref}` failed: {tagged.stderr.strip()}")
+    return mismatched_refs(image_ids(docker, refs, run), image_id)
+
+
 def ensure_image(spec: dict[str, Any], make_argv: Sequence[str], run: Runner = subprocess.run) -> dict[str, Any]:
     """Under the locks of `spec`'s refs: adopt the image holding `key_ref`, or make it; tag; verify."""
     docker, key_ref = spec["docker"], spec["key_ref"]
@@ -133,11 +143,7 @@ def ensure_image(spec: dict[str, Any], make_argv: Sequence[str], run: Runner = s
                 if not image_id:
                     return {"image_id": None, "made": False, "output": output}
             made = True
-        for ref in mismatched_refs(image_ids(docker, refs, run), image_id):
-            tagged = run([docker, "tag", image_id, ref], capture_output=True, text=True)
-            if tagged.returncode != 0:
-                raise EngineLockError(f"`docker tag {image_id} {ref}` failed: {tagged.stderr.strip()}")
-        wrong = mismatched_refs(image_ids(docker, refs, run), image_id)
+        wrong = move_refs(docker, refs, image_id, run)
         if wrong:
             raise EngineLockError(
                 f"{', '.join(wrong)} no longer point at {image_id}: a program other than Pants moved or "
