@@ -2,49 +2,27 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from typing import Any
 
-import pytest
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
-from pants.engine.addresses import Address
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent
-from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
+from pants.engine.fs import Digest, DigestContents, FileContent
+from pants.engine.process import ProcessCacheScope
 from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.util_rules.assemble import (
-    ARCHIVE,
-    AssembledImageError,
-    AssembledLambdaImage,
-    AssembledLambdaImageRequest,
-    BaseImageConfig,
-    BaseImageConfigRequest,
-    assemble_lambda_image,
-    base_inspect_process,
-)
-from chromadb_lambda.util_rules.closure import ContextFile, LambdaClosure
-from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun
-from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
-from chromadb_lambda.testutil import process_result
+from chromadb_lambda.testutil import BASE_IDENTITY, KEY, LAMBDA, NAMES
+from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest, base_inspect_process
+from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
+from chromadb_lambda.util_rules.chunk_images import AssembledMember, AssembledMemberRequest, assemble_member
+from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 
-ADDRESS = Address("lambdas/fn", target_name="fn")
 DOCKER = DockerBinary("/bin/docker", "sha")
 ENV = DockerEnvironment(FrozenDict({"DOCKER_HOST": "unix:///d.sock"}))
-CLOSURE = LambdaClosure(
-    address=ADDRESS,
-    handler_module="fn.handler",
-    handler_function="handle",
-    base_address=Address("base", target_name="lambda-base"),
-    roots=(),
-    digest=EMPTY_DIGEST,
-    files=(ContextFile("fn/handler.py", 24),),
-    provided_by_base=(),
-)
 FILES = DigestContents([FileContent("fn/handler.py", b"def handle(e, c): pass\n")])
 BASE = {
     "Architecture": "amd64",
@@ -52,82 +30,41 @@ BASE = {
     "Config": {"Env": ["PATH=/bin"], "Entrypoint": ["python3", "-m", "awslambdaric"]},
     "RootFS": {"Type": "layers", "Layers": ["sha256:" + "a" * 64]},
 }
-REFS = ("fn:latest", "fn:ck-1")
+BUILT_BASE = BuiltBaseImage(identity=BASE_IDENTITY, image_id="sha256:base", ref=BASE_IDENTITY.ref, built=False)
 
 
-def archive_config_id(archive: bytes) -> str:
-    """What `docker load` names the image: the sha256 of the config file the manifest points at."""
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        [entry] = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
-    return "sha256:" + hashlib.sha256(config).hexdigest()
-
-
-def assemble(base: dict[str, Any] = BASE, reported_id: str | None = None, exit_code: int = 0) -> tuple[Any, list, list]:
+def assemble(base: dict[str, Any] = BASE) -> AssembledMember:
     subsystem = create_subsystem(ChromadbLambdaSubsystem, task_root="/var/task")
-    archives: list[bytes] = []
-    processes: list[Process] = []
-
-    def create_digest(request: CreateDigest) -> Digest:
-        [file] = request
-        assert isinstance(file, FileContent) and file.path == ARCHIVE
-        archives.append(file.content)
-        return Digest("f" * 64, len(file.content))
-
-    def run(process: Process) -> FallibleProcessResult:
-        processes.append(process)
-        image_id = reported_id or archive_config_id(archives[0])
-        return process_result(json.dumps({"image_id": image_id, "made": True, "output": None}), exit_code, "no such layer")
-
-    result = run_rule_with_mocks(
-        assemble_lambda_image,
-        rule_args=[AssembledLambdaImageRequest(ADDRESS, CLOSURE, "sha256:base", "fn:ck-1", REFS, EngineRun(7)), DOCKER, ENV, subsystem],
+    return run_rule_with_mocks(
+        assemble_member,
+        rule_args=[AssembledMemberRequest(LAMBDA), subsystem],
         mock_gets=[
+            MockGet(output_type=LambdaImageKey, input_types=(LambdaImageKeyRequest,), mock=lambda _: KEY),
+            MockGet(output_type=ImageNames, input_types=(LambdaImageNamesRequest,), mock=lambda _: NAMES),
+            MockGet(output_type=BuiltBaseImage, input_types=(BuiltBaseImageRequest,), mock=lambda _: BUILT_BASE),
             MockGet(output_type=DigestContents, input_types=(Digest,), mock=lambda _: FILES),
             MockGet(output_type=BaseImageConfig, input_types=(BaseImageConfigRequest,),
                     mock=lambda r: BaseImageConfig(json.dumps(base)) if r.image_id == "sha256:base" else None),
-            MockGet(output_type=EngineLockScript, input_types=(EngineLockScriptRequest,),
-                    mock=lambda _: EngineLockScript(EMPTY_DIGEST)),
-            MockGet(output_type=Digest, input_types=(CreateDigest,), mock=create_digest),
-            MockGet(output_type=FallibleProcessResult, input_types=(Process,), mock=run),
         ],
     )
-    return result, archives, processes
 
 
-def test_loads_the_archive_under_the_engine_lock_and_returns_its_config_id() -> None:
-    result, [archive], [process] = assemble()
-    assert result == AssembledLambdaImage(image_id=archive_config_id(archive), made=True)
-    spec = json.loads(process.argv[2])
-    assert (spec["make"], spec["key_ref"], spec["refs"]) == ("load", "fn:ck-1", ["fn:latest", "fn:ck-1"])
-    assert process.argv[3:] == ("--", "/bin/docker", "load", "--input", ARCHIVE)
-    assert process.input_digest == Digest("f" * 64, len(archive))
-    assert process.env["__CHROMADB_LAMBDA_RUN"] == "7" and process.env["DOCKER_HOST"] == "unix:///d.sock"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        [entry] = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        config = json.loads(tar.extractfile(entry["Config"]).read())  # type: ignore[union-attr]
-    assert entry["RepoTags"] == ["fn:ck-1", "fn:latest"]
+def test_the_image_id_is_the_sha256_of_the_config_made_from_the_base_and_the_layer() -> None:
+    member = assemble()
+    assert member.error is None and member.layer is not None
+    assert member.image_id == "sha256:" + hashlib.sha256(member.config).hexdigest()
+    assert (member.key_ref, member.refs, member.base_image_id) == (NAMES.key_ref, NAMES.local_refs, "sha256:base")
+    config = json.loads(member.config)
     assert config["config"]["Cmd"] == ["fn.handler.handle"]
-    assert config["rootfs"]["diff_ids"][0] == "sha256:" + "a" * 64 and len(config["rootfs"]["diff_ids"]) == 2
-
-
-def test_an_engine_that_reports_another_id_is_an_error_naming_the_target() -> None:
-    with pytest.raises(AssembledImageError) as e:
-        assemble(reported_id="sha256:" + "0" * 64)
-    message = str(e.value)
-    assert "The engine reports the image sha256:" + "0" * 64 + " for fn:ck-1 (lambdas/fn:fn)" in message
-    assert '`[lambda-image].builder = "docker-build"`' in message
-
-
-def test_a_failed_load_names_the_target_and_shows_the_output() -> None:
-    with pytest.raises(AssembledImageError, match=r"(?s)`docker load` of the image assembled for lambdas/fn:fn.*no such layer"):
-        assemble(exit_code=1)
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + "a" * 64, member.layer.diff_id]
 
 
 def test_a_base_with_onbuild_triggers_asks_for_the_docker_build_builder() -> None:
-    base = {**BASE, "Config": {"OnBuild": ["RUN make"]}}
-    with pytest.raises(AssembledImageError, match=r"Cannot assemble the image of lambdas/fn:fn: the base image has ONBUILD"):
-        assemble(base=base)
+    member = assemble(base={**BASE, "Config": {"OnBuild": ["RUN make"]}})
+    assert member.image_id is None
+    assert member.error is not None
+    assert member.error.startswith("Cannot assemble the image of lambdas/fn:fn: the base image has ONBUILD")
+    assert '`[lambda-image].builder = "docker-build"`' in member.error
 
 
 def test_base_inspect_is_cached_and_prints_only_config_fields() -> None:

@@ -114,8 +114,10 @@ def _layer_path(diff_id: str) -> str:
 
 
 def chunk_archive(members: Sequence[AssembledMember]) -> bytes:
-    """ONE `docker save`-format archive of several images, each holding only its last layer (the engine
-    must hold the base's layers: see image_config.docker_archive), tagged with every local ref."""
+    """ONE `docker save`-format archive of several images, each holding only its last layer, tagged
+    with every local ref. `manifest.json` lists every layer of each config's root filesystem, but the
+    base's layer files are left out: `docker load` reads a layer file only when the engine does not
+    hold that layer's chain yet (moby image/tarexport/load.go), so the engine must hold the base."""
     files: dict[str, LayerFile] = {}
     manifest = []
     for member in sorted(members, key=lambda m: m.key_ref):

@@ -10,10 +10,7 @@ function of the base's config and the layer.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
-
-from chromadb_lambda.util_rules.image_layer import BLOCK, Layer, LayerFile, sha256_digest, tar_archive
 
 # 1970-01-01T00:00:00Z: `SOURCE_DATE_EPOCH` is not honoured (see image_layer.py).
 CREATED = "1970-01-01T00:00:00Z"
@@ -120,37 +117,3 @@ def lambda_image_config(base_inspect: Mapping[str, Any], layer_diff_id: str, tas
     if base_inspect.get("OsVersion"):
         image["os.version"] = base_inspect["OsVersion"]
     return canonical_json(image)
-
-
-@dataclass(frozen=True)
-class DockerArchive:
-    tar: bytes
-    # The image id the engine gives the loaded image: the sha256 of its config.
-    image_id: str
-
-
-def _layer_path(diff_id: str) -> str:
-    return f"{diff_id.split(':', 1)[1]}/layer.tar"
-
-
-def docker_archive(config: bytes, layer: Layer, refs: Sequence[str]) -> DockerArchive:
-    """A `docker save`-format archive of one image that holds only its last layer.
-
-    `manifest.json` lists every layer of the config's root filesystem, but the base's layer files
-    are left out: `docker load` reads a layer file only when the engine does not hold that layer's
-    chain yet (moby image/tarexport/load.go), so the engine must hold the base image.
-    """
-    image_id = sha256_digest(config)
-    diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-    if diff_ids[-1] != layer.diff_id:
-        raise ValueError(f"the config's last layer is {diff_ids[-1]}, not the layer given ({layer.diff_id})")
-    config_name = f"{image_id.split(':', 1)[1]}.json"
-    manifest = [{"Config": config_name, "RepoTags": sorted(set(refs)), "Layers": [_layer_path(d) for d in diff_ids]}]
-    files = [
-        LayerFile(config_name, config),
-        LayerFile("manifest.json", canonical_json(manifest)),
-        LayerFile(_layer_path(layer.diff_id), layer.tar),
-    ]
-    tar = tar_archive(files)
-    assert len(tar) % BLOCK == 0
-    return DockerArchive(tar=tar, image_id=image_id)

@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 
 import pytest
 
 from chromadb_lambda.util_rules.image_config import (
     UnassemblableBaseError,
     architecture_mismatch,
-    docker_archive,
     lambda_image_config,
 )
-from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer
 
 # `docker image inspect --format INSPECT_FORMAT` of a base, as a 20.10 engine prints it.
 BASE_INSPECT = {
@@ -82,29 +77,6 @@ def test_task_root_env_is_appended_when_the_base_has_none() -> None:
 def test_bases_the_assembler_cannot_express(change: dict, message: str) -> None:
     with pytest.raises(UnassemblableBaseError, match=message):
         lambda_image_config({**BASE_INSPECT, **change}, LAYER_DIFF_ID, "/var/task", "h.f")
-
-
-def test_docker_archive_lists_every_layer_but_holds_only_the_new_one() -> None:
-    layer = lambda_layer([LayerFile("handler.py", b"def handle(e, c): pass\n")], "/var/task")
-    config = lambda_image_config(BASE_INSPECT, layer.diff_id, "/var/task", "handler.handle")
-    archive = docker_archive(config, layer, ["lambdas/x:latest", "lambdas/x:ck-1", "lambdas/x:latest"])
-    config_hex = hashlib.sha256(config).hexdigest()
-    layer_hex = hashlib.sha256(layer.tar).hexdigest()
-    assert archive.image_id == f"sha256:{config_hex}"
-    with tarfile.open(fileobj=io.BytesIO(archive.tar)) as tar:
-        # Sorted by path; the base's layers are listed in the manifest but not in the archive.
-        assert tar.getnames() == sorted([f"{config_hex}.json", layer_hex, f"{layer_hex}/layer.tar", "manifest.json"])
-        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        assert tar.extractfile(f"{config_hex}.json").read() == config  # type: ignore[union-attr]
-        assert tar.extractfile(f"{layer_hex}/layer.tar").read() == layer.tar  # type: ignore[union-attr]
-    assert manifest == [
-        {
-            "Config": f"{config_hex}.json",
-            "RepoTags": ["lambdas/x:ck-1", "lambdas/x:latest"],
-            "Layers": [f"{'a' * 64}/layer.tar", f"{'b' * 64}/layer.tar", f"{layer_hex}/layer.tar"],
-        }
-    ]
-    assert archive == docker_archive(config, layer, ["lambdas/x:ck-1", "lambdas/x:latest"])
 
 
 def test_a_base_of_the_fields_architecture_is_fine() -> None:
