@@ -14,9 +14,15 @@ from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.testutil import BASE_IDENTITY, KEY, LAMBDA, NAMES
-from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest, base_inspect_process
+from chromadb_lambda.util_rules.assemble import (
+    AssembledMember,
+    AssembledMemberRequest,
+    BaseImageConfig,
+    BaseImageConfigRequest,
+    assemble_member,
+    base_inspect_process,
+)
 from chromadb_lambda.util_rules.base_image import BuiltBaseImage, BuiltBaseImageRequest
-from chromadb_lambda.util_rules.chunk_images import AssembledMember, AssembledMemberRequest, assemble_member
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest

@@ -13,8 +13,8 @@ from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, lambda_subsystem, process_result
+from chromadb_lambda.util_rules.assemble import AssembledMember, chunk_archive
 from chromadb_lambda.util_rules.chunk_images import (
-    AssembledMember,
     AssembledMemberResult,
     ChunkImage,
     ChunkImages,
@@ -24,7 +24,6 @@ from chromadb_lambda.util_rules.chunk_images import (
     MemberLookup,
     MemberProof,
     MemberLookupRequest,
-    chunk_archive,
     chunk_images,
 )
 from chromadb_lambda.util_rules.engine import EngineRun

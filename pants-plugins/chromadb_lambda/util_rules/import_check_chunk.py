@@ -32,7 +32,7 @@ from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
 
 if TYPE_CHECKING:
-    from chromadb_lambda.util_rules.chunk_images import AssembledMember
+    from chromadb_lambda.util_rules.assemble import AssembledMember
 
 BUNDLE = "import-check-bundle.tar"
 # Container users the per-member check may run as: the container runs as root to extract the layers.
