@@ -284,7 +284,8 @@ def read_configuration(function: str, client_for: Callable[[str], Any]) -> dict[
         response = getattr(e, "response", None)
         if isinstance(response, dict) and "Error" in response:  # ClientError
             error = response["Error"]
-            return {"function": function, "code": error.get("Code", ""), "message": error.get("Message", "")}
+            code = error.get("Code") or type(e).__name__  # never empty: an empty code reads as "read"
+            return {"function": function, "code": code, "message": error.get("Message", "")}
         return {"function": function, "code": type(e).__name__, "message": str(e)}
     return {
         "function": function,

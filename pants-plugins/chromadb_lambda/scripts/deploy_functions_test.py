@@ -265,15 +265,24 @@ def test_the_preflight_reads_each_functions_configuration_and_reports_why_one_ca
             return no_credentials
         if name == "fn-noregion":
             raise DeployError("no AWS region: set AWS_REGION", "NoRegion")
+        if name == "fn-nocode":
+            no_code = FakeLambda({})
+            no_code.get_function_configuration = lambda **_: (_ for _ in ()).throw(  # type: ignore[method-assign]
+                ClientError("", "odd")
+            )
+            return no_code
         return fake
 
-    answer = read_configurations({"functions": ["fn-a", "fn-z", "fn-missing", "fn-nocreds", "fn-noregion"]}, client_for)
+    functions = ["fn-a", "fn-z", "fn-missing", "fn-nocreds", "fn-noregion", "fn-nocode"]
+    answer = read_configurations({"functions": functions}, client_for)
     assert answer == [
         {"function": "fn-a", "architectures": ["arm64"], "package_type": "Image"},
         {"function": "fn-z", "architectures": ["x86_64"], "package_type": "Zip"},
         {"function": "fn-missing", "code": "ResourceNotFoundException", "message": "Function not found: fn-missing"},
         {"function": "fn-nocreds", "code": "NoCredentialsError", "message": "Unable to locate credentials"},
         {"function": "fn-noregion", "code": "NoRegion", "message": "no AWS region: set AWS_REGION"},
+        # An error without a code is still an error (the exception's class names it).
+        {"function": "fn-nocode", "code": "ClientError", "message": "odd"},
     ]
     # Read only: GetFunctionConfiguration, nothing else.
     assert sorted(fake.calls) == [
