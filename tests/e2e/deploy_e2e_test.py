@@ -4,14 +4,18 @@ decodes to), and a moto server for the ECR and Lambda APIs over HTTP. The Lambda
 `PackageType=Image` functions the test creates through boto3; moto needs no Docker engine for
 CreateFunction, GetFunction, UpdateFunctionCode, PublishVersion and the aliases.
 
-The tests run in order and share one scratch repo, as successive deploys of a real repo do.
+The tests run in order and share one scratch repo, as successive deploys of a real repo do. The
+preflight (a function of another architecture refused by `pants publish` and `experimental-deploy`
+before anything is pushed) is checked against the registry's own API and the deploy manifest file.
 """
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import re
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -36,6 +40,8 @@ DEPLOYED = {
     "list_pending": (("list-pending",), None),
 }
 TARGETS = tuple(f"lambdas/{name}:{name}" for name in DEPLOYED)
+# The deploy manifest `pants publish` merges (`[lambda-image].deploy_manifest` in the dist dir).
+MANIFEST = "dist/lambda-images.deploy.json"
 
 
 def set_fields(root: Path, name: str, fields: str) -> None:
@@ -107,6 +113,44 @@ def deploy(world: dict, *targets: str, extra: tuple[str, ...] = ()) -> PantsResu
         env=world["aws_env"],
         pantsd=True,
     )
+
+
+def publish(world: dict, *targets: str) -> PantsResult:
+    registries = {"ecr": {"address": world["registry"].address, "default": True}}
+    return run_pants(
+        world["root"],
+        [
+            f"--docker-registries={registries!r}",
+            "--lambda-image-ecr-registries=['@ecr']",
+            f"--docker-default-repository={REPOSITORY}/{{name}}",
+            "publish",
+            *targets,
+        ],
+        env=world["aws_env"],
+        pantsd=True,
+    )
+
+
+def registry_get(registry: Registry, path: str) -> dict | None:
+    """The registry API's JSON answer for `path`, or None for a 404 (no such repository)."""
+    request = urllib.request.Request(f"http://{registry.address}/v2/{path}", headers={"Authorization": f"Basic {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def registry_tags(registry: Registry, name: str) -> list[str] | None:
+    """The tags of a Lambda's repository, or None if the registry has no such repository."""
+    answer = registry_get(registry, f"{REPOSITORY}/{name}/tags/list")
+    return None if answer is None else sorted(answer.get("tags") or [])
+
+
+def registry_catalog(registry: Registry) -> list[str]:
+    return (registry_get(registry, "_catalog") or {}).get("repositories") or []
 
 
 def registry_digest(registry: Registry, name: str) -> str:
@@ -218,20 +262,73 @@ def test_a_missing_function_is_reported_by_name_while_the_others_deploy(world: d
     }
     assert image_uri(world, "list-pending-2") == uri
     assert f"✕ {address} failed" in result.stderr
+    # The publish before it could not read does-not-exist, said so, and published (the default
+    # `[lambda-deploy].function_check = "warn"`).
+    assert (
+        f"{address}: publishing without comparing the `architecture` field ('x86_64') with the function "
+        "does-not-exist, whose configuration could not be read: there is no function does-not-exist (in the "
+        "region of the AWS credential chain, or the ARN's): create it, or fix the `functions` field of "
+        f"{address}. `[lambda-deploy].function_check = \"off\"` publishes without reading functions; \"strict\" "
+        "refuses instead."
+    ) in result.stderr
 
 
-def test_a_function_of_another_architecture_is_refused(world: dict) -> None:
+def refusal(address: str, refused: str) -> str:
+    """The preflight's message for submit-batch-arm (arm64) and an x86_64 target, hand-written."""
+    return (
+        f"{address} {refused}: its `architecture` field is 'x86_64', and the function submit-batch-arm runs on "
+        f"arm64, so it could not run this image. Set `architecture=\"arm64\"` on {address} (its base image must be "
+        "arm64 too), or change the architecture in the configuration of submit-batch-arm. Nothing was pushed."
+    )
+
+
+def test_publish_refuses_a_function_of_another_architecture_before_the_push(world: dict) -> None:
     create_function(world, "submit-batch-arm", architecture="arm64")
     set_fields(world["root"], "submit_batch", '    functions=["submit-batch-arm"],\n')
     address = "lambdas/submit_batch:submit_batch"
+    registry = world["registry"]
+    manifest = world["root"] / MANIFEST
+    manifest_before, puts_before = manifest.read_bytes(), registry.manifest_puts()
+    result = publish(world, address)
+    assert result.exit_code != 0
+    assert refusal(address, "is not published") in result.stderr
+    assert f"✕ {registry.address}/{REPOSITORY}/submit_batch:latest failed for (refused before the push: see above)." in result.stderr
+    # Nothing pushed (no manifest of any repository, the base's included), the repository was never
+    # made, and the deploy manifest is the same file, byte for byte.
+    assert registry.manifest_puts() == puts_before
+    assert registry_tags(registry, "submit_batch") is None
+    assert f"{REPOSITORY}/submit_batch" not in registry_catalog(registry)
+    assert manifest.read_bytes() == manifest_before
+
+
+def test_deploy_refuses_it_before_the_push_too(world: dict) -> None:
+    address = "lambdas/submit_batch:submit_batch"
+    registry = world["registry"]
+    manifest = world["root"] / MANIFEST
+    manifest_before, puts_before = manifest.read_bytes(), registry.manifest_puts()
     result = deploy(world, address)
     assert result.exit_code != 0
-    assert lines_of(result, address) == {
-        "submit-batch-arm": "FAILED: refused: the function runs on arm64, and the `architecture` field of "
-        f"{address} is 'x86_64': set `architecture=\"arm64\"` on {address} (its base image must be arm64 too), "
-        "or change the function's architecture in its own configuration"
-    }
+    assert refusal(address, "is neither published nor deployed") in result.stderr
+    assert f"✕ {address} failed for submit-batch-arm (refused before the push: see above)" in result.stderr
+    assert registry.manifest_puts() == puts_before
+    assert registry_tags(registry, "submit_batch") is None
+    assert manifest.read_bytes() == manifest_before
     assert image_uri(world, "submit-batch-arm") == PLACEHOLDER
+
+
+def test_a_function_of_the_targets_architecture_publishes_as_before(world: dict) -> None:
+    create_function(world, "submit-batch")
+    set_fields(world["root"], "submit_batch", '    functions=["submit-batch"],\n')
+    address = "lambdas/submit_batch:submit_batch"
+    registry = world["registry"]
+    result = publish(world, address)
+    assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}"
+    tags = registry_tags(registry, "submit_batch")
+    assert tags is not None and len(tags) == 2 and "latest" in tags
+    [key_tag] = [t for t in tags if t != "latest"]
+    assert re.fullmatch(r"ck-[0-9a-f]{32}", key_tag)
+    entry = json.loads((world["root"] / MANIFEST).read_text())["images"][address]
+    assert (entry["image"], entry["content_key_tag"]) == (expected_uri(world, "submit_batch"), key_tag)
 
 
 def test_arm64_on_the_amd64_base_fails_the_build_naming_the_target_and_field(world: dict) -> None:

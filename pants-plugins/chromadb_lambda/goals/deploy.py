@@ -7,6 +7,11 @@ the deploy manifest in `dist/` records this content key's digest), then, only if
 succeeded, the `DeployProcess` of each target, one after another. A target's process is
 `scripts/deploy_functions.py`, which deploys the target's functions concurrently and reports each by
 name (see docs/deploy.md).
+
+The goal asks every target's `DeployProcess` (this rule) before it publishes anything, so this rule
+runs the preflight (util_rules/function_check.py): a target with a function of another architecture
+gets no publish dependency and a process that prints the refusal and fails, so its image is not
+pushed and the deploy manifest keeps its entry; the other targets publish and deploy as usual.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pants.engine.process import InteractiveProcess
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import Target, WrappedTarget, WrappedTargetRequest
 from pants.engine.unions import UnionRule
-from pants.option.option_types import BoolOption, IntOption
+from pants.option.option_types import BoolOption, EnumOption, IntOption
 from pants.option.subsystem import Subsystem
 from pants.util.strutil import help_text, softwrap
 
@@ -37,14 +42,20 @@ from chromadb_lambda.target_types import (
     ChromadbLambdaHandlerField,
     ChromadbLambdaSkipPushField,
 )
+from chromadb_lambda.util_rules import function_check
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.function_check import (
+    DEPLOY_SCRIPT,
+    LAMBDA_ENV_VARS,
+    FunctionCheck,
+    FunctionConfigurations,
+    FunctionConfigurationsRequest,
+    preflight_verdict,
+    refusal_process,
+)
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.push import PublishSession, PublishSessionRequest
 from chromadb_lambda.util_rules.registries import PushTarget
-from chromadb_lambda.util_rules.registry_process import AWS_ENV_VARS
-
-DEPLOY_SCRIPT = "deploy_functions.py"
-# The AWS chain of `pants publish`, plus the Lambda endpoint (an emulator, a VPC endpoint).
-DEPLOY_ENV_VARS = (*AWS_ENV_VARS, "AWS_ENDPOINT_URL_LAMBDA")
 
 
 class LambdaDeploySubsystem(Subsystem):
@@ -52,7 +63,8 @@ class LambdaDeploySubsystem(Subsystem):
     help = help_text(
         """
         Options of `pants experimental-deploy` for `chromadb_lambda` targets: what points the
-        targets' Lambda functions (their `functions` field) at the images `pants publish` pushes.
+        targets' Lambda functions (their `functions` field) at the images `pants publish` pushes,
+        and the check of those functions that `pants publish` runs before it pushes.
         """
     )
 
@@ -71,6 +83,26 @@ class LambdaDeploySubsystem(Subsystem):
     max_concurrency = IntOption(
         default=8,
         help="How many functions of one target are deployed at once (threads of the deploy process).",
+    )
+    function_check = EnumOption(
+        default=FunctionCheck.warn,
+        help=help_text(
+            """
+            The preflight of `pants publish` and `pants experimental-deploy` for targets with a
+            `functions` field: before anything is pushed, read each function's configuration
+            (`lambda:GetFunctionConfiguration`, the AWS credential chain of `pants`) and refuse a
+            target whose `architecture` field is not the function's.
+
+            A function that cannot be read (access denied, no such function, no credentials):
+            `warn` publishes and logs a warning that names the reason (for an identity that may
+            push to ECR and nothing else); `strict` refuses to publish the target; `off` reads no
+            function before the push (then `experimental-deploy` refuses a mismatched function only
+            in its deploy step, after the push). `experimental-deploy` reports a function it cannot
+            read by name in its deploy step, as before, whatever this option says.
+
+            Example: `pants --lambda-deploy-function-check=strict publish lambdas::`.
+            """
+        ),
     )
 
 
@@ -166,13 +198,32 @@ async def deploy_chromadb_lambda(
         ),
         Get(LambdaImageKey, LambdaImageKeyRequest(field_set.address)),
         Get(ImageNames, LambdaImageNamesRequest(field_set.address)),
-        Get(EnvironmentVars, EnvironmentVarsRequest(DEPLOY_ENV_VARS)),
+        Get(EnvironmentVars, EnvironmentVarsRequest(LAMBDA_ENV_VARS)),
     )
     registries = deploy_registries(field_set, names.registries)
+    address = str(field_set.address)
+    functions = tuple(field_set.functions.value or ())
+    if not deploy.dry_run and deploy.function_check != FunctionCheck.off:
+        # Before the goal publishes anything (see the module docstring). A dry run publishes nothing
+        # and its deploy step reads every function anyway.
+        session = await Get(PublishSession, PublishSessionRequest())
+        configurations = await Get(
+            FunctionConfigurations, FunctionConfigurationsRequest(field_set.address, functions, session)
+        )
+        verdict = preflight_verdict(
+            address, field_set.architecture.value or "", configurations, deploy.function_check, "experimental-deploy"
+        )
+        if verdict.refusal:
+            return DeployProcess(
+                name=address,
+                process=refusal_process(verdict.refusal),
+                publish_dependencies=(),
+                description=", ".join(functions) + " (refused before the push: see above)",
+            )
     manifest = os.path.join(distdir.relpath, subsystem.deploy_manifest)
     spec = deploy_spec(field_set, key, registries, manifest, deploy)
     return DeployProcess(
-        name=str(field_set.address),
+        name=address,
         process=deploy_process(spec, aws_env),
         # A dry run publishes nothing; a deploy publishes first, and the goal deploys only if every
         # publish succeeded.
@@ -183,4 +234,4 @@ async def deploy_chromadb_lambda(
 
 
 def rules():
-    return [*collect_rules(), UnionRule(DeployFieldSet, ChromadbLambdaDeployFieldSet)]
+    return [*collect_rules(), *function_check.rules(), UnionRule(DeployFieldSet, ChromadbLambdaDeployFieldSet)]

@@ -1,5 +1,6 @@
 """The deploy rule of a chromadb_lambda, with its Gets mocked: the process it hands Pants' deploy
-goal, what it publishes first, and the targets it refuses (no ECR registry, `skip_push`)."""
+goal, what it publishes first, the targets it refuses (no ECR registry, `skip_push`), and the
+preflight that refuses a function of another architecture before anything is published."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,25 @@ from chromadb_lambda.goals.deploy import (
     LambdaDeploySubsystem,
     deploy_chromadb_lambda,
 )
-from chromadb_lambda.testutil import KEY, KEY_TAG, NAMES, REGISTRY, lambda_subsystem, lambda_target
+from chromadb_lambda.testutil import (
+    KEY,
+    KEY_TAG,
+    LAMBDA,
+    NAMES,
+    REGISTRY,
+    fail_if_requested,
+    lambda_subsystem,
+    lambda_target,
+)
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.function_check import (
+    FunctionCheck,
+    FunctionConfiguration,
+    FunctionConfigurations,
+    FunctionConfigurationsRequest,
+)
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.push import PublishSession, PublishSessionRequest
 from chromadb_lambda.util_rules.registries import EcrRegistry
 
 ECR = dataclasses.replace(
@@ -30,14 +47,29 @@ ECR = dataclasses.replace(
 )
 
 
-def deploy(names: ImageNames, *, dry_run: bool = False, **fields) -> DeployProcess:
+SESSION = PublishSession("9-abc")
+# What the preflight reads by default: both functions on the target's (default) architecture.
+X86 = (
+    FunctionConfiguration("fn-a", architectures=("x86_64",), package_type="Image"),
+    FunctionConfiguration("fn-b", architectures=("x86_64",), package_type="Image"),
+)
+
+
+def deploy(
+    names: ImageNames, *, dry_run: bool = False, check: FunctionCheck = FunctionCheck.warn,
+    read: tuple[FunctionConfiguration, ...] | None = X86, **fields,
+) -> DeployProcess:
     target = lambda_target(functions=["fn-a", "fn-b"], **fields)
+
+    def preflight(request: FunctionConfigurationsRequest) -> FunctionConfigurations:
+        assert request == FunctionConfigurationsRequest(LAMBDA, ("fn-a", "fn-b"), SESSION)
+        return FunctionConfigurations(read or ())
     return run_rule_with_mocks(
         deploy_chromadb_lambda,
         rule_args=[
             ChromadbLambdaDeployFieldSet.create(target),
             lambda_subsystem(),
-            create_subsystem(LambdaDeploySubsystem, dry_run=dry_run, max_concurrency=8),
+            create_subsystem(LambdaDeploySubsystem, dry_run=dry_run, max_concurrency=8, function_check=check),
             DistDir(relpath="dist"),  # type: ignore[arg-type]
         ],
         mock_gets=[
@@ -46,6 +78,12 @@ def deploy(names: ImageNames, *, dry_run: bool = False, **fields) -> DeployProce
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: names),
             MockGet(
                 EnvironmentVars, (EnvironmentVarsRequest,), lambda _: EnvironmentVars({"AWS_PROFILE": "deployer"})
+            ),
+            MockGet(PublishSession, (PublishSessionRequest,), lambda _: SESSION),
+            MockGet(
+                FunctionConfigurations,
+                (FunctionConfigurationsRequest,),
+                preflight if read is not None else fail_if_requested("the preflight"),
             ),
         ],
     )
@@ -81,7 +119,8 @@ def test_deploy_publishes_the_target_first_then_runs_the_script_with_its_spec() 
 
 
 def test_dry_run_publishes_nothing() -> None:
-    result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), dry_run=True)
+    # Nor reads the functions before: its deploy step reads them all.
+    result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), dry_run=True, read=None)
     assert result.publish_dependencies == ()
     assert result.description == "fn-a, fn-b (dry run: nothing changed)"
     assert spec_of(result)["dry_run"] is True
@@ -109,3 +148,30 @@ def test_skip_push_is_refused() -> None:
 def test_targets_without_functions_are_not_deployed() -> None:
     assert ChromadbLambdaDeployFieldSet.is_applicable(lambda_target(functions=["fn-a"]))
     assert not ChromadbLambdaDeployFieldSet.is_applicable(lambda_target())
+
+
+def test_a_function_of_another_architecture_refuses_the_target_before_the_publish() -> None:
+    read = (X86[0], FunctionConfiguration("fn-b", architectures=("arm64",), package_type="Image"))
+    result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), read=read)
+    # No publish dependency: the goal pushes nothing for this target, and its manifest entry stays.
+    assert result.publish_dependencies == ()
+    assert result.name == "lambdas/fn:fn"
+    assert result.description == "fn-a, fn-b (refused before the push: see above)"
+    assert result.process.process.argv[3] == (  # type: ignore[union-attr]
+        "lambdas/fn:fn is neither published nor deployed: its `architecture` field is 'x86_64', and the function "
+        "fn-b runs on arm64, so it could not run this image. One image runs on one architecture: change the "
+        "architecture in the configuration of fn-b, or give it a `chromadb_lambda` target of its own. Nothing "
+        "was pushed."
+    )
+
+
+def test_an_unreadable_function_is_left_to_the_deploy_step() -> None:
+    read = (X86[0], FunctionConfiguration("fn-b", error_code="ResourceNotFoundException", error="Function not found"))
+    result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), read=read, check=FunctionCheck.strict)
+    assert [str(t.address) for t in result.publish_dependencies] == ["lambdas/fn:fn"]
+    assert spec_of(result)["functions"] == ["fn-a", "fn-b"]
+
+
+def test_off_reads_no_function_before_the_publish() -> None:
+    result = deploy(dataclasses.replace(NAMES, registries=(ECR,)), read=None, check=FunctionCheck.off)
+    assert [str(t.address) for t in result.publish_dependencies] == ["lambdas/fn:fn"]

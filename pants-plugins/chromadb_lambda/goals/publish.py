@@ -6,10 +6,15 @@ concurrently; the interactive process only reports the outcome, merges the deplo
 `dist/` (see docs/publishing.md), and exits non-zero if a push failed, which is how the goal lists
 what was not published. The goal runs these processes one after another; the report still locks
 the manifest, for two `pants publish` runs at once.
+
+Before any push (of the base too), a target with a `functions` field goes through the preflight
+(util_rules/function_check.py, `[lambda-deploy].function_check`): a function of another architecture
+makes the target's process print the refusal and fail, with nothing pushed and the manifest untouched.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -32,10 +37,13 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
 from pants.util.logging import LogLevel
 
+from chromadb_lambda.goals.deploy import LambdaDeploySubsystem
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import (
+    ChromadbLambdaArchitectureField,
     ChromadbLambdaBaseImageField,
+    ChromadbLambdaFunctionsField,
     ChromadbLambdaHandlerField,
     ChromadbLambdaImageTagsField,
     ChromadbLambdaRegistriesField,
@@ -50,6 +58,13 @@ from chromadb_lambda.util_rules.assembled_push import (
 )
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.function_check import (
+    FunctionCheck,
+    FunctionConfigurations,
+    FunctionConfigurationsRequest,
+    preflight_verdict,
+    refusal_process,
+)
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import (
     BaseImagePush,
@@ -61,6 +76,8 @@ from chromadb_lambda.util_rules.push import (
 )
 from chromadb_lambda.util_rules.registries import PushTarget
 from chromadb_lambda.util_rules.registry_process import report_script
+
+logger = logging.getLogger(__name__)
 
 
 class PublishChromadbLambdaRequest(PublishRequest):
@@ -133,6 +150,7 @@ async def publish_chromadb_lambda(
     docker: DockerBinary,
     docker_env: DockerEnvironment,
     subsystem: ChromadbLambdaSubsystem,
+    deploy: LambdaDeploySubsystem,
     distdir: DistDir,
 ) -> PublishProcesses:
     session = await Get(PublishSession, PublishSessionRequest())
@@ -155,6 +173,27 @@ async def publish_chromadb_lambda(
     targets = tuple(t for t in names.registries if not t.skip_push)
     if not targets or field_set.skip_push.value:
         return PublishProcesses(skipped)
+
+    functions = tuple(wrapped.target[ChromadbLambdaFunctionsField].value or ())
+    if functions and deploy.function_check != FunctionCheck.off:
+        # The preflight, before any push. Under `experimental-deploy` its deploy rule asked the same
+        # read of this run (memoized: one read); a refusal there means this rule is not asked at all.
+        configurations = await Get(
+            FunctionConfigurations, FunctionConfigurationsRequest(field_set.address, functions, session)
+        )
+        verdict = preflight_verdict(
+            str(field_set.address), wrapped.target[ChromadbLambdaArchitectureField].value or "", configurations,
+            deploy.function_check, "publish",
+        )
+        for warning in verdict.warnings:
+            logger.warning(warning)
+        if verdict.refusal:
+            refused = PublishPackages(
+                names=tuple(ref for t in targets for ref in t.refs),
+                process=refusal_process(verdict.refusal),
+                description="(refused before the push: see above)",
+            )
+            return PublishProcesses([refused, *skipped])
 
     if subsystem.publish_base_images:
         # First, so that its layers are uploaded once and the Lambda push finds them there.

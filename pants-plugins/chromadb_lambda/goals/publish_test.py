@@ -1,9 +1,11 @@
 """Each branch of `pants publish` of a chromadb_lambda, with the push process mocked: pushed, already
-published, a partial failure, no registry, `skip_push`, and the base pushed first when asked."""
+published, a partial failure, no registry, `skip_push`, the base pushed first when asked, and the
+preflight of a target with `functions` (refused before any push, or warned and pushed)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 from pants.backend.docker.package_types import BuiltDockerImage
 from pants.core.goals.package import BuiltPackage, EnvironmentAwarePackageRequest
@@ -13,8 +15,10 @@ from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, DigestContents, FileContent
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.target import AllUnexpandedTargets, WrappedTarget, WrappedTargetRequest
+from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 
+from chromadb_lambda.goals.deploy import LambdaDeploySubsystem
 from chromadb_lambda.goals.publish import ChromadbLambdaPublishFieldSet, PublishChromadbLambdaRequest, publish_chromadb_lambda
 from chromadb_lambda.testutil import (
     BASE,
@@ -24,6 +28,7 @@ from chromadb_lambda.testutil import (
     DOCKER_ENV,
     KEY,
     KEY_TAG,
+    LAMBDA,
     NAMES,
     REGISTRY,
     fail_if_requested,
@@ -33,6 +38,12 @@ from chromadb_lambda.testutil import (
 )
 from chromadb_lambda.util_rules.assembled_push import AssembledPush, AssembledPushRequest
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
+from chromadb_lambda.util_rules.function_check import (
+    FunctionCheck,
+    FunctionConfiguration,
+    FunctionConfigurations,
+    FunctionConfigurationsRequest,
+)
 from chromadb_lambda.util_rules.image_names import BaseImageNamesRequest, ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.push import BaseImagePush, BaseImagePushRequest, PublishSession, PublishSessionRequest
 
@@ -58,10 +69,16 @@ def pushed(address: str, status: str = "pushed") -> dict:
 
 def publish(
     names: ImageNames = NAMES, outcome: dict | None = None, *, skip_push: bool = False, base: bool = False,
-    assembled: bool = False, built: bool = True,
+    assembled: bool = False, built: bool = True, functions: tuple[FunctionConfiguration, ...] | None = None,
+    check: FunctionCheck = FunctionCheck.warn, architecture: str = "x86_64",
 ):
-    seen: dict = {"specs": [], "bases": [], "inputs": []}
-    target = lambda_target(skip_push=skip_push)
+    seen: dict = {"specs": [], "bases": [], "inputs": [], "preflights": []}
+    fields = {"functions": [c.function for c in functions], "architecture": architecture} if functions else {}
+    target = lambda_target(skip_push=skip_push, **fields)
+
+    def preflight(request: FunctionConfigurationsRequest) -> FunctionConfigurations:
+        seen["preflights"].append(request)
+        return FunctionConfigurations(functions or ())
 
     def run(process: Process) -> FallibleProcessResult:
         seen["specs"].append(process)
@@ -93,6 +110,7 @@ def publish(
             DOCKER,
             DOCKER_ENV,
             lambda_subsystem(publish_base_images=base),
+            create_subsystem(LambdaDeploySubsystem, dry_run=False, max_concurrency=8, function_check=check),
             DistDir(relpath="dist"),  # type: ignore[arg-type]
         ],
         mock_gets=[
@@ -109,6 +127,7 @@ def publish(
             MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), run if outcome is not None else fail_if_requested("a push")),
             MockGet(AllUnexpandedTargets, (), lambda: AllUnexpandedTargets([target])),
+            MockGet(FunctionConfigurations, (FunctionConfigurationsRequest,), preflight),
         ],
     )
     return list(result), seen
@@ -199,3 +218,55 @@ def test_an_image_the_assembler_did_not_make_is_pushed_by_the_engine() -> None:
     assert seen["assembled"] == AssembledPushRequest(KEY.closure, "sha256:img", BASE_NAMES.key_ref, False)
     assert "assembled" not in seen["spec"] and seen["bases"] == []
     assert seen["inputs"] == [[*SCRIPTS, "spec.json"]]
+
+
+ARM = FunctionConfiguration("fn-arm", architectures=("arm64",), package_type="Image")
+X86 = FunctionConfiguration("fn-x86", architectures=("x86_64",), package_type="Image")
+DENIED = FunctionConfiguration("fn-x86", error_code="AccessDeniedException", error="not authorized")
+PUSHED = {"registries": [pushed("reg.example.com")], "errors": []}
+
+
+def test_a_function_of_another_architecture_refuses_the_target_before_any_push() -> None:
+    # No push mock (`outcome=None`: a push process fails the test), and the base would be pushed first.
+    [packages], seen = publish(functions=(ARM,), base=True)
+    assert packages.names == REGISTRY.refs
+    assert packages.description == "(refused before the push: see above)"
+    assert packages.process.process.argv[3] == (  # type: ignore[union-attr]
+        "lambdas/fn:fn is not published: its `architecture` field is 'x86_64', and the function fn-arm runs on "
+        "arm64, so it could not run this image. Set `architecture=\"arm64\"` on lambdas/fn:fn (its base image "
+        "must be arm64 too), or change the architecture in the configuration of fn-arm. Nothing was pushed."
+    )
+    assert seen["bases"] == [] and seen["specs"] == [] and "assembled" not in seen
+    assert seen["preflights"] == [FunctionConfigurationsRequest(LAMBDA, ("fn-arm",), SESSION)]
+
+
+def test_matching_functions_publish_as_without_them() -> None:
+    [packages], seen = publish(outcome=PUSHED, functions=(ARM,), architecture="arm64")
+    assert packages.description == "reg.example.com (sha256:d10000000000)"
+    assert len(seen["specs"]) == 1
+
+
+def test_an_unreadable_function_warns_and_publishes_by_default(caplog) -> None:
+    [packages], seen = publish(outcome=PUSHED, functions=(DENIED,))
+    assert packages.description == "reg.example.com (sha256:d10000000000)"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "lambdas/fn:fn: publishing without comparing the `architecture` field ('x86_64') with the function fn-x86, "
+        "whose configuration could not be read: access denied for `lambda:GetFunctionConfiguration` on fn-x86: "
+        "grant it to the identity that runs `pants publish`. `[lambda-deploy].function_check = \"off\"` "
+        "publishes without reading functions; \"strict\" refuses instead."
+    ]
+
+
+def test_strict_refuses_an_unreadable_function() -> None:
+    [packages], seen = publish(functions=(DENIED,), check=FunctionCheck.strict)
+    assert packages.process.process.argv[3] == (  # type: ignore[union-attr]
+        "lambdas/fn:fn is not published: `[lambda-deploy].function_check` is \"strict\", and the configuration of "
+        "the function fn-x86 could not be read: access denied for `lambda:GetFunctionConfiguration` on fn-x86: "
+        "grant it to the identity that runs `pants publish`. Nothing was pushed."
+    )
+    assert seen["specs"] == []
+
+
+def test_off_reads_no_function() -> None:
+    [packages], seen = publish(outcome=PUSHED, functions=(ARM,), check=FunctionCheck.off)
+    assert seen["preflights"] == [] and len(seen["specs"]) == 1

@@ -4,6 +4,11 @@ Run with Pants' own interpreter (which imports boto3), as a script, after the ta
 
     deploy_functions.py SPEC_JSON    -> one line per function on stdout (failures on stderr);
                                         exit code 1 if any function failed or was refused
+    deploy_functions.py configurations SPEC_FILE
+                                     -> the preflight of `pants publish` and `experimental-deploy`
+                                        (util_rules/function_check.py): each function's
+                                        `GetFunctionConfiguration` (architectures, package type) or
+                                        why it could not be read, as JSON on stdout; exit code 0
 
 The spec (goals/deploy.py writes it) names the target, its functions, its alias, its architecture,
 its content key, the ECR registries it publishes to and the deploy manifest `pants publish` wrote.
@@ -203,7 +208,8 @@ def lambda_client(function: str) -> Any:
     except botocore.exceptions.NoRegionError:
         raise DeployError(
             "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region), or name the "
-            "function by its ARN"
+            "function by its ARN",
+            "NoRegion",
         ) from None
 
 
@@ -266,9 +272,41 @@ def deploy(spec: Mapping[str, Any], client_for: Callable[[str], Any] = lambda_cl
     return 0 if all(ok for ok, _ in results) else 1
 
 
+def read_configuration(function: str, client_for: Callable[[str], Any]) -> dict[str, Any]:
+    """What the preflight needs of one function (`lambda:GetFunctionConfiguration`, the smallest read
+    permission), or the AWS error code and message that kept it from being read. Never raises."""
+    try:
+        client = client_for(function)
+        config = client.get_function_configuration(FunctionName=function)
+    except DeployError as e:  # no region (lambda_client)
+        return {"function": function, "code": e.code or "NoRegion", "message": str(e)}
+    except Exception as e:  # noqa: BLE001 - reported for this function; the others are still read
+        response = getattr(e, "response", None)
+        if isinstance(response, dict) and "Error" in response:  # ClientError
+            error = response["Error"]
+            code = error.get("Code") or type(e).__name__  # never empty: an empty code reads as "read"
+            return {"function": function, "code": code, "message": error.get("Message", "")}
+        return {"function": function, "code": type(e).__name__, "message": str(e)}
+    return {
+        "function": function,
+        "architectures": list(config.get("Architectures") or ("x86_64",)),
+        "package_type": config.get("PackageType") or "Zip",
+    }
+
+
+def read_configurations(spec: Mapping[str, Any], client_for: Callable[[str], Any] = lambda_client) -> list[dict[str, Any]]:
+    functions: Sequence[str] = spec["functions"]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(functions), spec.get("max_workers") or 8))) as pool:
+        return list(pool.map(lambda f: read_configuration(f, client_for), functions))
+
+
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["configurations"] and len(argv) == 3:
+        with open(argv[2]) as f:
+            json.dump(read_configurations(json.load(f)), sys.stdout)
+        return 0
     if len(argv) != 2:
-        print(f"usage: {argv[0]} SPEC_JSON", file=sys.stderr)
+        print(f"usage: {argv[0]} SPEC_JSON | configurations SPEC_FILE", file=sys.stderr)
         return 2
     return deploy(json.loads(argv[1]))
 

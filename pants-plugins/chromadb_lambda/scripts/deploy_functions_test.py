@@ -12,9 +12,11 @@ from chromadb_lambda.scripts.deploy_functions import (
     UPDATE,
     Action,
     aws_error_message,
+    DeployError,
     deploy,
     plan_action,
     published_image,
+    read_configurations,
 )
 
 ADDRESS = "lambdas/word_polling:word_polling"
@@ -125,6 +127,10 @@ class FakeLambda:
         if FunctionName not in self.functions:
             raise ClientError("ResourceNotFoundException", f"Function not found: {FunctionName}")
         return self.functions[FunctionName]
+
+    def get_function_configuration(self, FunctionName: str) -> dict:
+        self.calls.append(("get_function_configuration", FunctionName))
+        return self.get_function(FunctionName)["Configuration"]
 
     def update_function_code(self, FunctionName: str, ImageUri: str) -> dict:
         self.calls.append(("update", FunctionName, ImageUri))
@@ -241,3 +247,45 @@ def test_an_alias_that_cannot_move_fails_and_says_the_code_was_updated(tmp_path:
         False,
     )])
     assert fake.calls == [("update", "fn-a", IMAGE), ("wait", "fn-a")]
+
+
+class NoCredentialsError(Exception):
+    """botocore's NoCredentialsError, by its name."""
+
+
+def test_the_preflight_reads_each_functions_configuration_and_reports_why_one_cannot_be_read() -> None:
+    fake = FakeLambda({"fn-a": function(architectures=("arm64",)), "fn-z": function(package_type="Zip")})
+
+    def client_for(name: str) -> Any:
+        if name == "fn-nocreds":
+            no_credentials = FakeLambda({})
+            no_credentials.get_function_configuration = lambda **_: (_ for _ in ()).throw(  # type: ignore[method-assign]
+                NoCredentialsError("Unable to locate credentials")
+            )
+            return no_credentials
+        if name == "fn-noregion":
+            raise DeployError("no AWS region: set AWS_REGION", "NoRegion")
+        if name == "fn-nocode":
+            no_code = FakeLambda({})
+            no_code.get_function_configuration = lambda **_: (_ for _ in ()).throw(  # type: ignore[method-assign]
+                ClientError("", "odd")
+            )
+            return no_code
+        return fake
+
+    functions = ["fn-a", "fn-z", "fn-missing", "fn-nocreds", "fn-noregion", "fn-nocode"]
+    answer = read_configurations({"functions": functions}, client_for)
+    assert answer == [
+        {"function": "fn-a", "architectures": ["arm64"], "package_type": "Image"},
+        {"function": "fn-z", "architectures": ["x86_64"], "package_type": "Zip"},
+        {"function": "fn-missing", "code": "ResourceNotFoundException", "message": "Function not found: fn-missing"},
+        {"function": "fn-nocreds", "code": "NoCredentialsError", "message": "Unable to locate credentials"},
+        {"function": "fn-noregion", "code": "NoRegion", "message": "no AWS region: set AWS_REGION"},
+        # An error without a code is still an error (the exception's class names it).
+        {"function": "fn-nocode", "code": "ClientError", "message": "odd"},
+    ]
+    # Read only: GetFunctionConfiguration, nothing else.
+    assert sorted(fake.calls) == [
+        ("get_function_configuration", "fn-a"), ("get_function_configuration", "fn-missing"),
+        ("get_function_configuration", "fn-z"),
+    ]
