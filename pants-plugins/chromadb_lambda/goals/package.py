@@ -26,19 +26,9 @@ from chromadb_lambda.target_types import (
 )
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.context import context_manifest
-from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
-    RepositoryImages,
-    RepositoryImagesRequest,
-)
+from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
-from chromadb_lambda.util_rules.image_names import (
-    ImageNames,
-    LambdaImageNamesRequest,
-    LambdaRepository,
-    LambdaRepositoryRequest,
-)
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
@@ -105,14 +95,11 @@ async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
 ) -> BuiltPackage:
     address = field_set.address
-    repository = await Get(LambdaRepository, LambdaRepositoryRequest(address))
     # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
-    # would share a `repository:tag` are an error (image_tag_collisions.py). The engine's tags of the
-    # repository are read (once per run) while the key is computed.
-    names, key, _, _ = await MultiGet(
+    # would share a `repository:tag` are an error (image_tag_collisions.py).
+    names, key, _ = await MultiGet(
         Get(ImageNames, LambdaImageNamesRequest(address)),
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),
-        Get(RepositoryImages, RepositoryImagesRequest(repository.name)),
         Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
     existing = await Get(ExistingImage, ExistingImageRequest(address, names))

@@ -13,20 +13,9 @@ from pants.util.frozendict import FrozenDict
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, package_chromadb_lambda
 from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
-    EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
-)
+from chromadb_lambda.util_rules.engine import EngineImages, EngineImagesRequest, EngineRun
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
-from chromadb_lambda.util_rules.image_names import (
-    ImageNames,
-    LambdaImageNamesRequest,
-    LambdaRepository,
-    LambdaRepositoryRequest,
-)
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
@@ -55,10 +44,8 @@ def package(existing: ExistingImage, made: MadeLambdaImage | None = None):
         package_chromadb_lambda,
         rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), lambda_subsystem()],
         mock_gets=[
-            MockGet(LambdaRepository, (LambdaRepositoryRequest,), lambda _: LambdaRepository("acme/fn")),
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
-            MockGet(RepositoryImages, (RepositoryImagesRequest,), lambda _: RepositoryImages(FrozenDict())),
             MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
             MockGet(ExistingImage, (ExistingImageRequest,), lambda _: existing),
             MockGet(EngineImages, (EngineImagesRequest,), fail_if_requested("EngineImages")),

@@ -1,6 +1,7 @@
 """Each branch of the "is it already there" step: up to date, stale tags moved, pulled, not found."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from pants.engine.fs import EMPTY_DIGEST
@@ -13,11 +14,16 @@ from chromadb_lambda.util_rules.engine import (
     EngineImages,
     EngineImagesRequest,
     EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
+    HeldRefs,
+    HeldRefsRequest,
 )
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
-from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest, find_existing_image
+from chromadb_lambda.util_rules.existing_image import (
+    ExistingImage,
+    ExistingImageRequest,
+    find_existing_image,
+    held_refs_request,
+)
 from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
 
 KEY_REF = f"acme/fn:{KEY_TAG}"
@@ -38,6 +44,11 @@ def find(held: dict[str, str], *, pull: bool = False, pulled: PulledImage = Pull
         return pulled
 
     engine_requested = []
+    asked: list[HeldRefsRequest] = []
+
+    def ask(request: HeldRefsRequest) -> HeldRefs:
+        asked.append(request)
+        return HeldRefs(FrozenDict((ref, held[ref]) for ref in request.refs if ref in held))
 
     def engine(_: EngineImagesRequest) -> EngineImages:
         engine_requested.append(True)
@@ -47,13 +58,15 @@ def find(held: dict[str, str], *, pull: bool = False, pulled: PulledImage = Pull
         find_existing_image,
         rule_args=[ExistingImageRequest(LAMBDA, NAMES), DOCKER, DOCKER_ENV, lambda_subsystem(pull_from_registries=pull)],
         mock_gets=[
-            MockGet(RepositoryImages, (RepositoryImagesRequest,), lambda r: RepositoryImages(FrozenDict(held))),
+            MockGet(HeldRefs, (HeldRefsRequest,), ask),
             MockGet(EngineImages, (EngineImagesRequest,), engine),
             MockGet(EngineLockScript, (EngineLockScriptRequest,), lambda _: EngineLockScript(EMPTY_DIGEST)),
             MockGet(ProcessResult, (Process,), run),
             MockGet(PulledImage, (PublishedImageRequest,), pull_image),
         ],
     )
+    # The engine is asked for the image's key tag and own tags only.
+    assert asked == [HeldRefsRequest((KEY_REF, "acme/fn:latest"))]
     return result, processes, pull_requests, bool(engine_requested)
 
 
@@ -90,3 +103,9 @@ def test_registries_are_not_asked_without_pull_from_registries() -> None:
     result, _, pulls, _ = find({}, pull=False, pulled=PulledImage("sha256:p", "x"))
     assert result == ExistingImage(None, run=RUN) and pulls == []
 
+
+
+def test_held_refs_request_names_the_key_tag_then_the_own_tags_once() -> None:
+    assert held_refs_request(NAMES) == HeldRefsRequest((KEY_REF, "acme/fn:latest"))
+    names = dataclasses.replace(NAMES, refs=("acme/fn:latest", "acme/fn:v1", "acme/fn:latest"))
+    assert held_refs_request(names) == HeldRefsRequest((KEY_REF, "acme/fn:latest", "acme/fn:v1"))
