@@ -52,12 +52,25 @@ class EngineRun:
     engine state that comes back (A -> B -> A, e.g. an image deleted and the old tag restored) would
     replay a build whose image is gone.
 
-    Rules get the run from EngineImages, never from RunId directly: a rule that depends on RunId
-    fails its replay at once, which cancels the listing the replay had started, and the listing
-    then runs a second time. (ask_engine_socket depends on RunId, and requests nothing.)
+    Rules get the run from `Get(EngineRun, EngineRunRequest())` (or EngineImages), never from RunId
+    directly: a rule that depends on RunId fails its replay at once, which cancels the listing the
+    replay had started, and the listing then runs a second time. (this_run and ask_engine_socket
+    depend on RunId, and request nothing.) The run is not read from the listing, so that a step that
+    changes the engine does not list it: the first run after a build replays those steps, and would
+    list the engine again for nothing.
     """
 
     id: int
+
+
+@dataclass(frozen=True)
+class EngineRunRequest:
+    pass
+
+
+@rule
+async def this_run(_: EngineRunRequest, run_id: RunId) -> EngineRun:
+    return EngineRun(int(run_id))
 
 
 def run_scoped_process(process: Process, run: EngineRun) -> Process:

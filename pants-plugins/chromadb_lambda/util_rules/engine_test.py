@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.internals.session import RunId
 from pants.engine.process import ProcessCacheScope
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
@@ -18,6 +19,7 @@ from chromadb_lambda.util_rules.engine import (
     EngineImagesRequest,
     EngineQueryError,
     EngineRun,
+    EngineRunRequest,
     HeldRefs,
     HeldRefsRequest,
     SocketRefs,
@@ -31,6 +33,7 @@ from chromadb_lambda.util_rules.engine import (
     inspect_refs,
     parse_image_listing,
     run_scoped_process,
+    this_run,
 )
 
 
@@ -195,3 +198,7 @@ def test_held_refs_fall_back_to_the_listing() -> None:
     assert held == expected and asked == [("listing", None)]
     # Equal in another run whose listing agrees: what an up-to-date package reads does not carry the run.
     assert ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=2)[0] == held
+
+
+def test_this_run_is_the_run_id() -> None:
+    assert run_rule_with_mocks(this_run, rule_args=[EngineRunRequest(), RunId(12)]) == EngineRun(12)

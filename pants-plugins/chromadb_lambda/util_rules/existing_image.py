@@ -13,9 +13,8 @@ from pants.engine.rules import Get, collect_rules, rule
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
-    EngineImages,
-    EngineImagesRequest,
     EngineRun,
+    EngineRunRequest,
     HeldRefs,
     HeldRefsRequest,
 )
@@ -76,7 +75,7 @@ async def find_existing_image(
         return ExistingImage(image_id)
     # From here on this run changes the engine: its processes are keyed by the run (see EngineRun).
     # Up to date, the rule read only HeldRefs, so a no-op does not run it again.
-    engine = await Get(EngineImages, EngineImagesRequest())
+    run = await Get(EngineRun, EngineRunRequest())
     if held.refs.get(names.key_ref):
         # The engine holds this exact content: no build, not even of the base. Only move the tags
         # that point elsewhere (e.g. `latest` after a checkout of another commit).
@@ -86,18 +85,18 @@ async def find_existing_image(
             script=script,
             docker=docker,
             env=docker_env.env,
-            run=engine.run,
+            run=run,
             key_ref=names.key_ref,
             refs=names.refs,
         )
         adopted = parse_locked_result((await Get(ProcessResult, Process, adopt)).stdout)
         if adopted.image_id:
-            return ExistingImage(adopted.image_id, run=engine.run, retagged=True)
+            return ExistingImage(adopted.image_id, run=run, retagged=True)
     if subsystem.pull_from_registries:
-        pulled = await Get(PulledImage, PublishedImageRequest(request.address, names, engine.run))
+        pulled = await Get(PulledImage, PublishedImageRequest(request.address, names, run))
         if pulled.image_id:
-            return ExistingImage(pulled.image_id, run=engine.run, pulled_from=pulled.source)
-    return ExistingImage(None, run=engine.run)
+            return ExistingImage(pulled.image_id, run=run, pulled_from=pulled.source)
+    return ExistingImage(None, run=run)
 
 
 def rules():

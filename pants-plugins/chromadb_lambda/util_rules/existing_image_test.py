@@ -11,9 +11,8 @@ from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, KEY_TAG, LAMBDA, NAMES, lambda_subsystem
 from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
     EngineRun,
+    EngineRunRequest,
     HeldRefs,
     HeldRefsRequest,
 )
@@ -43,23 +42,23 @@ def find(held: dict[str, str], *, pull: bool = False, pulled: PulledImage = Pull
         pull_requests.append(request)
         return pulled
 
-    engine_requested = []
+    run_requested = []
     asked: list[HeldRefsRequest] = []
 
     def ask(request: HeldRefsRequest) -> HeldRefs:
         asked.append(request)
         return HeldRefs(FrozenDict((ref, held[ref]) for ref in request.refs if ref in held))
 
-    def engine(_: EngineImagesRequest) -> EngineImages:
-        engine_requested.append(True)
-        return EngineImages(FrozenDict(held), RUN)
+    def this_run(_: EngineRunRequest) -> EngineRun:
+        run_requested.append(True)
+        return RUN
 
     result = run_rule_with_mocks(
         find_existing_image,
         rule_args=[ExistingImageRequest(LAMBDA, NAMES), DOCKER, DOCKER_ENV, lambda_subsystem(pull_from_registries=pull)],
         mock_gets=[
             MockGet(HeldRefs, (HeldRefsRequest,), ask),
-            MockGet(EngineImages, (EngineImagesRequest,), engine),
+            MockGet(EngineRun, (EngineRunRequest,), this_run),
             MockGet(EngineLockScript, (EngineLockScriptRequest,), lambda _: EngineLockScript(EMPTY_DIGEST)),
             MockGet(ProcessResult, (Process,), run),
             MockGet(PulledImage, (PublishedImageRequest,), pull_image),
@@ -67,24 +66,24 @@ def find(held: dict[str, str], *, pull: bool = False, pulled: PulledImage = Pull
     )
     # The engine is asked for the image's key tag and own tags only.
     assert asked == [HeldRefsRequest((KEY_REF, "acme/fn:latest"))]
-    return result, processes, pull_requests, bool(engine_requested)
+    return result, processes, pull_requests, bool(run_requested)
 
 
 def test_up_to_date_reads_no_run_and_runs_nothing() -> None:
-    result, processes, pulls, engine = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:a"}, pull=True)
+    result, processes, pulls, run = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:a"}, pull=True)
     assert result == ExistingImage("sha256:a")
-    assert processes == [] and pulls == [] and engine is False
+    assert processes == [] and pulls == [] and run is False
 
 
 def test_stale_tags_are_moved_to_the_key_tag_image() -> None:
-    result, processes, pulls, engine = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:old"}, pull=True)
+    result, processes, pulls, run = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:old"}, pull=True)
     assert result == ExistingImage("sha256:a", run=RUN, retagged=True)
     [adopt] = processes
     assert adopt.description == f"Tagging {KEY_REF} as acme/fn:latest"
     spec = json.loads(adopt.argv[2])
     assert (spec["key_ref"], spec["refs"], spec["make"]) == (KEY_REF, ["acme/fn:latest"], "build")
     assert adopt.env["__CHROMADB_LAMBDA_RUN"] == "7"
-    assert pulls == [] and engine is True
+    assert pulls == [] and run is True
 
 
 def test_pulled_from_a_registry_when_the_engine_lacks_it() -> None:
