@@ -175,8 +175,9 @@ def image_inspect_path(ref: str) -> str:
 
 
 def held_image_id(status: int, body: bytes, ref: str) -> str | None:
-    """The image id of an image inspect answer; None for "no such image" (404)."""
-    if status == 404:
+    """The image id of an image inspect answer; None for "no such image" (404) and for a ref the engine
+    cannot hold (400, e.g. "invalid reference format": the step that makes the image reports it)."""
+    if status in (400, 404):
         return None
     if status != 200:
         raise EngineQueryError(f"The Docker engine answered {status} to an inspect of {ref}: {body[:200]!r}")

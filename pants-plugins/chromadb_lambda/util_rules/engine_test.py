@@ -81,6 +81,7 @@ def test_image_inspect_path_keeps_registry_ports_and_slashes() -> None:
 def test_held_image_id_of_an_inspect_answer() -> None:
     assert held_image_id(200, b'{"Id": "sha256:abc", "RepoTags": ["fn:latest"]}', "fn:latest") == "sha256:abc"
     assert held_image_id(404, b'{"message": "No such image: fn:latest"}', "fn:latest") is None
+    assert held_image_id(400, b'{"message": "invalid reference format"}', "Fn:latest") is None
     with pytest.raises(EngineQueryError, match="answered 500 to an inspect of fn:latest"):
         held_image_id(500, b'{"message": "boom"}', "fn:latest")
 
