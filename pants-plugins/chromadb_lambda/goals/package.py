@@ -15,7 +15,7 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.strutil import pluralize
 
-from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
+from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilder
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
     ChromadbLambdaCacheFromField,
@@ -26,19 +26,10 @@ from chromadb_lambda.target_types import (
 )
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.context import context_manifest
-from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
-    RepositoryImages,
-    RepositoryImagesRequest,
-)
+from chromadb_lambda.util_rules.chunk_images import HELD
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
-from chromadb_lambda.util_rules.image_names import (
-    ImageNames,
-    LambdaImageNamesRequest,
-    LambdaRepository,
-    LambdaRepositoryRequest,
-)
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
@@ -91,6 +82,21 @@ def docker_info(
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
 
+def held_import_verdict(subsystem: ChromadbLambdaSubsystem, existing: ExistingImage) -> str | None:
+    """The import check verdict of an image the engine held under its content key tag, known without
+    asking: the assembler proved it before it loaded it (chunk_images.HELD, what the import check
+    step says of such an image). None: ask the import check step (a pulled image, the docker-build
+    builder, or the check turned off)."""
+    if (
+        existing.image_id
+        and not existing.pulled_from
+        and subsystem.builder == LambdaImageBuilder.assembler
+        and subsystem.check_handler_import
+    ):
+        return HELD
+    return None
+
+
 def package_outputs(
     field_set: ChromadbLambdaPackageFieldSet, info: bytes, manifest: bytes
 ) -> tuple[list[FileContent], str, str]:
@@ -105,14 +111,11 @@ async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
 ) -> BuiltPackage:
     address = field_set.address
-    repository = await Get(LambdaRepository, LambdaRepositoryRequest(address))
     # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
-    # would share a `repository:tag` are an error (image_tag_collisions.py). The engine's tags of the
-    # repository are read (once per run) while the key is computed.
-    names, key, _, _ = await MultiGet(
+    # would share a `repository:tag` are an error (image_tag_collisions.py).
+    names, key, _ = await MultiGet(
         Get(ImageNames, LambdaImageNamesRequest(address)),
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),
-        Get(RepositoryImages, RepositoryImagesRequest(repository.name)),
         Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
     existing = await Get(ExistingImage, ExistingImageRequest(address, names))
@@ -120,7 +123,7 @@ async def package_chromadb_lambda(
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"
     if not image_id:
-        run = existing.run or (await Get(EngineImages, EngineImagesRequest())).run
+        run = existing.run or await Get(EngineRun, EngineRunRequest())
         made = await Get(
             MadeLambdaImage,
             MadeLambdaImageRequest(address, key.closure, names, field_set.cache_from.value, run),
@@ -129,11 +132,13 @@ async def package_chromadb_lambda(
         # Not made: a concurrent run (another clone on this engine) made it while this one waited.
         status = "built" if made.made else status
 
-    # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
-    import_check = await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))
-    info = docker_info(
-        address, image_id, names.local_refs, key, status == "built", existing.pulled_from, import_check.verdict
-    )
+    # An up-to-date image asks no more than it must: a no-op after a build re-runs this rule for every
+    # target, and the import check step would re-run the whole chunk's lookups to say the same.
+    verdict = held_import_verdict(subsystem, existing)
+    if verdict is None:
+        # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
+        verdict = (await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))).verdict
+    info = docker_info(address, image_id, names.local_refs, key, status == "built", existing.pulled_from, verdict)
     files, info_path, manifest_path = package_outputs(
         field_set, info, context_manifest(key.closure, subsystem.task_root)
     )

@@ -10,31 +10,24 @@ from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, package_chromadb_lambda
+import pytest
+
+from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, held_import_verdict, package_chromadb_lambda
 from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
-    EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
-)
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
-from chromadb_lambda.util_rules.image_names import (
-    ImageNames,
-    LambdaImageNamesRequest,
-    LambdaRepository,
-    LambdaRepositoryRequest,
-)
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
 from chromadb_lambda.util_rules.lambda_image import MadeLambdaImage, MadeLambdaImageRequest
 
 RUN = EngineRun(5)
+# `[lambda-image].check_handler_import` as it defaults.
+CHECKED = {"check_handler_import": True}
 
 
-def package(existing: ExistingImage, made: MadeLambdaImage | None = None):
+def package(existing: ExistingImage, made: MadeLambdaImage | None = None, **options):
     written: dict[str, bytes] = {}
     requests: dict = {"made": [], "checked": []}
 
@@ -53,15 +46,13 @@ def package(existing: ExistingImage, made: MadeLambdaImage | None = None):
 
     result = run_rule_with_mocks(
         package_chromadb_lambda,
-        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), lambda_subsystem()],
+        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), lambda_subsystem(**{**CHECKED, **options})],
         mock_gets=[
-            MockGet(LambdaRepository, (LambdaRepositoryRequest,), lambda _: LambdaRepository("acme/fn")),
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
-            MockGet(RepositoryImages, (RepositoryImagesRequest,), lambda _: RepositoryImages(FrozenDict())),
             MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
             MockGet(ExistingImage, (ExistingImageRequest,), lambda _: existing),
-            MockGet(EngineImages, (EngineImagesRequest,), fail_if_requested("EngineImages")),
+            MockGet(EngineRun, (EngineRunRequest,), fail_if_requested("EngineRun")),
             MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
             MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
             MockGet(Digest, (CreateDigest,), create),
@@ -82,8 +73,10 @@ def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
     assert summary(result) == (
         f"Lambda image acme/fn:latest is up to date: 2 files, 90 B of context, {KEY_TAG}, image sha256:held"
     )
-    assert requests["made"] == [] and requests["checked"] == ["sha256:held"]
+    # Held under its key tag: proven before it was loaded; the import check step is not asked.
+    assert requests["made"] == [] and requests["checked"] == []
     assert (info["image_id"], info["built"], info["pulled_from"]) == ("sha256:held", False, None)
+    assert info["import_check"] == "checked before load"
     assert info["tags"] == ["acme/fn:latest", f"acme/fn:{KEY_TAG}"]
     assert info["base_image"] == {"address": "base:base", "key": BASE_IDENTITY.key, "ref": BASE_IDENTITY.ref}
     assert manifest["files"] == [{"path": "fn/__init__.py", "size": 0}, {"path": "fn/handler.py", "size": 90}]
@@ -101,6 +94,7 @@ def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
 def test_stale_tags_moved_is_up_to_date_and_not_built() -> None:
     _, info, _, requests = package(ExistingImage("sha256:held", run=RUN, retagged=True))
     assert info["built"] is False and requests["made"] == []
+    assert info["import_check"] == "checked before load" and requests["checked"] == []
 
 
 def test_pulled_says_where_from() -> None:
@@ -109,16 +103,38 @@ def test_pulled_says_where_from() -> None:
     assert summary(result).startswith(f"Lambda image acme/fn:latest pulled from {source}: 2 files")
     assert (info["built"], info["pulled_from"]) == (False, source)
     assert requests["made"] == [] and requests["checked"] == ["sha256:pulled"]
+    assert info["import_check"] == "passed"
 
 
 def test_made_in_the_run_the_engine_step_read() -> None:
     result, info, _, requests = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:new", made=True))
     assert requests["made"] == [MadeLambdaImageRequest(LAMBDA, CLOSURE, NAMES, None, RUN)]
     assert summary(result).startswith("Lambda image acme/fn:latest built: 2 files")
-    assert (info["image_id"], info["built"]) == ("sha256:new", True)
+    assert (info["image_id"], info["built"], info["import_check"]) == ("sha256:new", True, "passed")
     assert requests["checked"] == ["sha256:new"]
 
 
 def test_made_by_a_concurrent_run_is_up_to_date() -> None:
     result, info, _, _ = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:theirs", made=False))
     assert " is up to date: " in summary(result) and info["built"] is False
+
+
+@pytest.mark.parametrize("options", [{"builder": "docker-build"}, {"check_handler_import": False}])
+def test_up_to_date_asks_the_import_check_step_when_the_assembler_did_not_prove_it(options: dict) -> None:
+    _, info, _, requests = package(ExistingImage("sha256:held"), **options)
+    assert requests["checked"] == ["sha256:held"] and info["import_check"] == "passed"
+
+
+@pytest.mark.parametrize(
+    ("existing", "options", "expected"),
+    [
+        (ExistingImage("sha256:a"), {}, "checked before load"),
+        (ExistingImage("sha256:a", run=RUN, retagged=True), {}, "checked before load"),
+        (ExistingImage("sha256:a", run=RUN, pulled_from="reg/acme/fn:ck-1"), {}, None),
+        (ExistingImage(None, run=RUN), {}, None),
+        (ExistingImage("sha256:a"), {"builder": "docker-build"}, None),
+        (ExistingImage("sha256:a"), {"check_handler_import": False}, None),
+    ],
+)
+def test_held_import_verdict(existing: ExistingImage, options: dict, expected: str | None) -> None:
+    assert held_import_verdict(lambda_subsystem(**{**CHECKED, **options}), existing) == expected

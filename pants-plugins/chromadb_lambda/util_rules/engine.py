@@ -1,10 +1,15 @@
 """The Docker engine as the plugin sees it: the environment of docker processes, the run that keys
-every engine-changing process (see EngineRun), and the engine's image listing, once per run."""
+every engine-changing process (see EngineRun), the engine's image listing (once per run), and the image
+ids of given refs (asked for in every run)."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
+import socket
+import urllib.parse
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
@@ -13,7 +18,6 @@ from pants.engine.internals.session import RunId
 from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
-from pants.util.memo import memoized_property
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,25 @@ class EngineRun:
     engine state that comes back (A -> B -> A, e.g. an image deleted and the old tag restored) would
     replay a build whose image is gone.
 
-    Rules get the run from EngineImages, never from RunId directly: a rule that depends on RunId
-    fails its replay at once, which cancels the listing the replay had started, and the listing
-    then runs a second time.
+    Rules get the run from `Get(EngineRun, EngineRunRequest())` (or EngineImages), never from RunId
+    directly: a rule that depends on RunId fails its replay at once, which cancels the listing the
+    replay had started, and the listing then runs a second time. (this_run and ask_engine_socket
+    depend on RunId, and request nothing.) The run is not read from the listing, so that a step that
+    changes the engine does not list it: the first run after a build replays those steps, and would
+    list the engine again for nothing.
     """
 
     id: int
+
+
+@dataclass(frozen=True)
+class EngineRunRequest:
+    pass
+
+
+@rule
+async def this_run(_: EngineRunRequest, run_id: RunId) -> EngineRun:
+    return EngineRun(int(run_id))
 
 
 def run_scoped_process(process: Process, run: EngineRun) -> Process:
@@ -77,18 +94,6 @@ class EngineImages:
 
     refs: FrozenDict[str, str]
     run: EngineRun
-
-    @memoized_property
-    def repositories(self) -> FrozenDict[str, FrozenDict[str, str]]:
-        """The refs by repository (grouped once per listing)."""
-        return by_repository(self.refs)
-
-
-def by_repository(refs: Mapping[str, str]) -> FrozenDict[str, FrozenDict[str, str]]:
-    grouped: dict[str, dict[str, str]] = {}
-    for ref, image_id in refs.items():
-        grouped.setdefault(ref.rpartition(":")[0], {})[ref] = image_id
-    return FrozenDict((repository, FrozenDict(group)) for repository, group in grouped.items())
 
 
 def parse_image_listing(output: str) -> dict[str, str]:
@@ -122,27 +127,119 @@ async def list_engine_images(
 
 
 @dataclass(frozen=True)
-class RepositoryImagesRequest:
-    repository: str
+class HeldRefsRequest:
+    refs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class RepositoryImages:
-    """The engine's `repository:tag`s of one repository, with their image ids, from this run's listing.
+class HeldRefs:
+    """The image id of each of the requested `repository:tag`s the engine holds (a ref it does not
+    hold is absent), asked in this run: an id read here is one the engine holds now.
 
-    Unlike EngineImages, which carries the run, this is equal from one run to the next while the
-    engine's tags of this repository stay as they are: a rule that reads only this (the package of an
-    up-to-date image) is not run again on a no-op. A rule that changes the engine asks for
-    EngineImages as well (for the run), so it runs again in the next run, which finds its image.
+    Unlike EngineImages, which carries the run, this is equal from one run to the next while those refs
+    stay as they are: a rule that reads only this (the package of an up-to-date image) is not run again
+    on a no-op. A rule that changes the engine asks for EngineImages as well (for the run), so it runs
+    again in the next run, which finds its image. It asks the engine for these refs only: its cost does
+    not grow with the engine's other images.
     """
 
     refs: FrozenDict[str, str]
 
 
-@rule(desc="Reading the engine's tags of a repository")
-async def repository_images(request: RepositoryImagesRequest) -> RepositoryImages:
+class EngineQueryError(Exception):
+    """The engine's API answered an image inspect with an error other than "no such image"."""
+
+
+def engine_socket(env: Mapping[str, str]) -> str | None:
+    """The socket of a `unix://` DOCKER_HOST, which the plugin can ask directly; None: ask through the
+    docker CLI (a tcp or ssh host, TLS, or no DOCKER_HOST: the CLI's context decides the engine)."""
+    host = env.get("DOCKER_HOST", "")
+    return host[len("unix://") :] if host.startswith("unix://") and len(host) > len("unix://") else None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def image_inspect_path(ref: str) -> str:
+    """The Engine API path of `GET /images/{name}/json` (what `docker image inspect` asks)."""
+    return f"/images/{urllib.parse.quote(ref, safe='/:@')}/json"
+
+
+def held_image_id(status: int, body: bytes, ref: str) -> str | None:
+    """The image id of an image inspect answer; None for "no such image" (404) and for a ref the engine
+    cannot hold (400, e.g. "invalid reference format": the step that makes the image reports it)."""
+    if status in (400, 404):
+        return None
+    if status != 200:
+        raise EngineQueryError(f"The Docker engine answered {status} to an inspect of {ref}: {body[:200]!r}")
+    return str(json.loads(body)["Id"])
+
+
+def inspect_refs(socket_path: str, refs: Iterable[str], timeout: float = 60.0) -> dict[str, str]:
+    """The image id of each ref the engine at `socket_path` holds: one keep-alive connection, one
+    `GET /images/{ref}/json` a ref (about a millisecond each), no process."""
+    held = {}
+    connection = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        for ref in refs:
+            connection.request("GET", image_inspect_path(ref))
+            response = connection.getresponse()
+            image_id = held_image_id(response.status, response.read(), ref)
+            if image_id:
+                held[ref] = image_id
+    finally:
+        connection.close()
+    return held
+
+
+@dataclass(frozen=True)
+class SocketRefsRequest:
+    socket: str
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SocketRefs:
+    """HeldRefs as the engine's API answered them in this run; `refs` None: the socket did not answer."""
+
+    refs: FrozenDict[str, str] | None
+
+
+@rule
+async def ask_engine_socket(request: SocketRefsRequest, run_id: RunId) -> SocketRefs:
+    # `run_id`: asked again in every run; its value stays equal while the refs do (see HeldRefs). It
+    # requests nothing else, so a replay that finds the run changed cancels nothing (see EngineRun).
+    try:
+        return SocketRefs(FrozenDict(sorted(inspect_refs(request.socket, request.refs).items())))
+    except OSError:
+        return SocketRefs(None)
+
+
+@rule(desc="Asking the engine for image refs")
+async def held_refs(request: HeldRefsRequest, env: DockerEnvironment, docker: DockerBinary) -> HeldRefs:
+    # With a `unix://` DOCKER_HOST the engine's API is asked in-process: no docker process, no sandbox,
+    # nothing stored. Otherwise, or when the socket does not answer, this run's image listing (whose
+    # docker process then reports what is wrong with the engine).
+    path = engine_socket({**docker.extra_env, **env.env})
+    if path is not None:
+        asked = await Get(SocketRefs, SocketRefsRequest(path, request.refs))
+        if asked.refs is not None:
+            return HeldRefs(asked.refs)
     engine = await Get(EngineImages, EngineImagesRequest())
-    return RepositoryImages(engine.repositories.get(request.repository, FrozenDict()))
+    return HeldRefs(held_in_listing(engine.refs, request.refs))
+
+
+def held_in_listing(listing: Mapping[str, str], refs: Iterable[str]) -> FrozenDict[str, str]:
+    return FrozenDict(sorted((ref, listing[ref]) for ref in set(refs) if ref in listing))
 
 
 @rule

@@ -1,18 +1,39 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+
+import pytest
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
+from pants.engine.internals.session import RunId
 from pants.engine.process import ProcessCacheScope
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.util_rules.engine import (
+    DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
+    EngineQueryError,
     EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
+    EngineRunRequest,
+    HeldRefs,
+    HeldRefsRequest,
+    SocketRefs,
+    SocketRefsRequest,
     docker_process,
+    engine_socket,
+    held_image_id,
+    held_in_listing,
+    held_refs,
+    image_inspect_path,
+    inspect_refs,
     parse_image_listing,
-    repository_images,
     run_scoped_process,
+    this_run,
 )
 
 
@@ -42,30 +63,143 @@ LISTING = {
 }
 
 
-def test_engine_images_by_repository() -> None:
-    engine = EngineImages(FrozenDict(LISTING), EngineRun(1))
-    assert {repository: dict(refs) for repository, refs in engine.repositories.items()} == {
-        "r": {"r:ck-1": "sha256:a", "r:latest": "sha256:a"},
-        "reg:5000/r": {"reg:5000/r:latest": "sha256:b", "reg:5000/r:ck-1": "sha256:b"},
-        "r2": {"r2:latest": "sha256:c"},
-    }
+def test_engine_socket_only_for_a_unix_docker_host() -> None:
+    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock"}) == "/tmp/e/docker.sock"
+    # The CLI decides these: TLS and ssh hosts, and no DOCKER_HOST (the CLI's context names the engine).
+    assert engine_socket({"DOCKER_HOST": "tcp://127.0.0.1:2376"}) is None
+    assert engine_socket({"DOCKER_HOST": "ssh://me@host"}) is None
+    assert engine_socket({"DOCKER_HOST": "unix://"}) is None
+    assert engine_socket({}) is None
 
 
-def test_repository_images_are_equal_across_runs_whose_listings_agree() -> None:
-    """What an up-to-date package reads does not carry the run, so a no-op does not run it again."""
+def test_image_inspect_path_keeps_registry_ports_and_slashes() -> None:
+    assert image_inspect_path("reg:5000/acme/fn:ck-1") == "/images/reg:5000/acme/fn:ck-1/json"
+    assert image_inspect_path("fn:latest") == "/images/fn:latest/json"
+    assert image_inspect_path("fn:a b?") == "/images/fn:a%20b%3F/json"
 
-    def held(run: int, repository: str) -> RepositoryImages:
-        return run_rule_with_mocks(
-            repository_images,
-            rule_args=[RepositoryImagesRequest(repository)],
-            mock_gets=[
-                MockGet(
-                    output_type=EngineImages,
-                    input_types=(EngineImagesRequest,),
-                    mock=lambda _: EngineImages(FrozenDict(LISTING), EngineRun(run)),
-                )
-            ],
-        )
 
-    assert held(1, "r") == held(2, "r") == RepositoryImages(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
-    assert held(3, "absent") == RepositoryImages(FrozenDict())
+def test_held_image_id_of_an_inspect_answer() -> None:
+    assert held_image_id(200, b'{"Id": "sha256:abc", "RepoTags": ["fn:latest"]}', "fn:latest") == "sha256:abc"
+    assert held_image_id(404, b'{"message": "No such image: fn:latest"}', "fn:latest") is None
+    assert held_image_id(400, b'{"message": "invalid reference format"}', "Fn:latest") is None
+    with pytest.raises(EngineQueryError, match="answered 500 to an inspect of fn:latest"):
+        held_image_id(500, b'{"message": "boom"}', "fn:latest")
+
+
+class FakeEngine:
+    """An HTTP/1.1 server on a unix socket that answers image inspects from `images` (ref -> id) and
+    records the paths it was asked, all on one keep-alive connection or not."""
+
+    def __init__(self, images: dict[str, str]) -> None:
+        self.images = images
+        self.paths: list[str] = []
+        self.connections = 0
+        self.dir = tempfile.mkdtemp()
+        self.path = os.path.join(self.dir, "docker.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(4)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader:
+                while True:
+                    line = reader.readline()
+                    if not line:
+                        break
+                    path = line.split()[1].decode()
+                    while reader.readline() not in (b"\r\n", b""):
+                        pass
+                    self.paths.append(path)
+                    ref = path[len("/images/") : -len("/json")]
+                    if ref in self.images:
+                        status, body = "200 OK", json.dumps({"Id": self.images[ref]}).encode()
+                    else:
+                        status, body = "404 Not Found", json.dumps({"message": f"No such image: {ref}"}).encode()
+                    conn.sendall(
+                        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                    )
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_inspect_refs_asks_each_ref_on_one_connection() -> None:
+    engine = FakeEngine({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "other:latest": "sha256:o"})
+    try:
+        held = inspect_refs(engine.path, ["acme/fn:ck-1", "acme/fn:latest", "acme/fn:gone"])
+    finally:
+        engine.close()
+    assert held == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a"}
+    assert engine.paths == ["/images/acme/fn:ck-1/json", "/images/acme/fn:latest/json", "/images/acme/fn:gone/json"]
+    assert engine.connections == 1
+
+
+def test_inspect_refs_of_a_socket_nobody_listens_on_is_an_os_error() -> None:
+    with pytest.raises(OSError):
+        inspect_refs(os.path.join(tempfile.mkdtemp(), "absent.sock"), ["fn:latest"])
+
+
+LISTING = {"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r2:latest": "sha256:c"}
+
+
+def test_held_in_listing_keeps_only_the_asked_refs_it_holds() -> None:
+    assert dict(held_in_listing(LISTING, ["r:latest", "r:ck-1", "r:ck-9"])) == {"r:ck-1": "sha256:a", "r:latest": "sha256:a"}
+    assert dict(held_in_listing(LISTING, [])) == {}
+
+
+def ask(env: dict[str, str], socket_answer: SocketRefs | None, run: int = 1) -> tuple[HeldRefs, list]:
+    asked: list = []
+
+    def from_socket(request: SocketRefsRequest) -> SocketRefs:
+        asked.append(("socket", request))
+        assert socket_answer is not None, "the socket was asked"
+        return socket_answer
+
+    def listing(_: EngineImagesRequest) -> EngineImages:
+        asked.append(("listing", None))
+        return EngineImages(FrozenDict(LISTING), EngineRun(run))
+
+    held = run_rule_with_mocks(
+        held_refs,
+        rule_args=[
+            HeldRefsRequest(("r:ck-1", "r:latest", "r:v9")),
+            DockerEnvironment(FrozenDict(env)),
+            DockerBinary("/bin/docker", "sha"),
+        ],
+        mock_gets=[
+            MockGet(SocketRefs, (SocketRefsRequest,), from_socket),
+            MockGet(EngineImages, (EngineImagesRequest,), listing),
+        ],
+    )
+    return held, asked
+
+
+def test_held_refs_from_a_unix_socket_run_no_listing() -> None:
+    answer = SocketRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
+    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, answer)
+    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
+    assert asked == [("socket", SocketRefsRequest("/e/docker.sock", ("r:ck-1", "r:latest", "r:v9")))]
+
+
+def test_held_refs_fall_back_to_the_listing() -> None:
+    expected = HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
+    # A socket that does not answer: the listing's docker process reports what is wrong.
+    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, SocketRefs(None))
+    assert held == expected and [what for what, _ in asked] == ["socket", "listing"]
+    # Not a unix socket: the CLI decides the engine.
+    held, asked = ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=1)
+    assert held == expected and asked == [("listing", None)]
+    # Equal in another run whose listing agrees: what an up-to-date package reads does not carry the run.
+    assert ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=2)[0] == held
+
+
+def test_this_run_is_the_run_id() -> None:
+    assert run_rule_with_mocks(this_run, rule_args=[EngineRunRequest(), RunId(12)]) == EngineRun(12)

@@ -13,11 +13,10 @@ from pants.engine.rules import Get, collect_rules, rule
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
-    EngineImages,
-    EngineImagesRequest,
     EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
+    EngineRunRequest,
+    HeldRefs,
+    HeldRefsRequest,
 )
 from chromadb_lambda.util_rules.engine_locks import (
     EngineLockScript,
@@ -42,7 +41,7 @@ class ExistingImage:
 
     image_id: str | None
     # The run whose engine listing was read: set whenever this step (or a build after it) changes the
-    # engine; None when the image was up to date, which reads no run (see RepositoryImages).
+    # engine; None when the image was up to date, which reads no run (see HeldRefs).
     run: EngineRun | None = None
     # The registry ref it was pulled from.
     pulled_from: str | None = None
@@ -50,7 +49,12 @@ class ExistingImage:
     retagged: bool = False
 
 
-def up_to_date_image(held: RepositoryImages, names: ImageNames) -> str | None:
+def held_refs_request(names: ImageNames) -> HeldRefsRequest:
+    """The refs whose ids decide whether the image is up to date: its key tag and its own tags."""
+    return HeldRefsRequest(tuple(dict.fromkeys((names.key_ref, *names.refs))))
+
+
+def up_to_date_image(held: HeldRefs, names: ImageNames) -> str | None:
     """The image id the key tag names when every own tag points at it too."""
     image_id = held.refs.get(names.key_ref)
     return image_id if image_id and all(held.refs.get(ref) == image_id for ref in names.refs) else None
@@ -64,14 +68,14 @@ async def find_existing_image(
     subsystem: ChromadbLambdaSubsystem,
 ) -> ExistingImage:
     names = request.names
-    # The engine's listing, taken in this run: an image id read here is one the engine holds now.
-    held = await Get(RepositoryImages, RepositoryImagesRequest(names.repository))
+    # The engine asked in this run: an image id read here is one the engine holds now.
+    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
     image_id = up_to_date_image(held, names)
     if image_id:
         return ExistingImage(image_id)
     # From here on this run changes the engine: its processes are keyed by the run (see EngineRun).
-    # Up to date, the rule read only RepositoryImages, so a no-op does not run it again.
-    engine = await Get(EngineImages, EngineImagesRequest())
+    # Up to date, the rule read only HeldRefs, so a no-op does not run it again.
+    run = await Get(EngineRun, EngineRunRequest())
     if held.refs.get(names.key_ref):
         # The engine holds this exact content: no build, not even of the base. Only move the tags
         # that point elsewhere (e.g. `latest` after a checkout of another commit).
@@ -81,18 +85,18 @@ async def find_existing_image(
             script=script,
             docker=docker,
             env=docker_env.env,
-            run=engine.run,
+            run=run,
             key_ref=names.key_ref,
             refs=names.refs,
         )
         adopted = parse_locked_result((await Get(ProcessResult, Process, adopt)).stdout)
         if adopted.image_id:
-            return ExistingImage(adopted.image_id, run=engine.run, retagged=True)
+            return ExistingImage(adopted.image_id, run=run, retagged=True)
     if subsystem.pull_from_registries:
-        pulled = await Get(PulledImage, PublishedImageRequest(request.address, names, engine.run))
+        pulled = await Get(PulledImage, PublishedImageRequest(request.address, names, run))
         if pulled.image_id:
-            return ExistingImage(pulled.image_id, run=engine.run, pulled_from=pulled.source)
-    return ExistingImage(None, run=engine.run)
+            return ExistingImage(pulled.image_id, run=run, pulled_from=pulled.source)
+    return ExistingImage(None, run=run)
 
 
 def rules():

@@ -1,6 +1,7 @@
 """Each branch of the "is it already there" step: up to date, stale tags moved, pulled, not found."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from pants.engine.fs import EMPTY_DIGEST
@@ -10,14 +11,18 @@ from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, KEY_TAG, LAMBDA, NAMES, lambda_subsystem
 from chromadb_lambda.util_rules.engine import (
-    EngineImages,
-    EngineImagesRequest,
     EngineRun,
-    RepositoryImages,
-    RepositoryImagesRequest,
+    EngineRunRequest,
+    HeldRefs,
+    HeldRefsRequest,
 )
 from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLockScriptRequest
-from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest, find_existing_image
+from chromadb_lambda.util_rules.existing_image import (
+    ExistingImage,
+    ExistingImageRequest,
+    find_existing_image,
+    held_refs_request,
+)
 from chromadb_lambda.util_rules.pull import PublishedImageRequest, PulledImage
 
 KEY_REF = f"acme/fn:{KEY_TAG}"
@@ -37,41 +42,48 @@ def find(held: dict[str, str], *, pull: bool = False, pulled: PulledImage = Pull
         pull_requests.append(request)
         return pulled
 
-    engine_requested = []
+    run_requested = []
+    asked: list[HeldRefsRequest] = []
 
-    def engine(_: EngineImagesRequest) -> EngineImages:
-        engine_requested.append(True)
-        return EngineImages(FrozenDict(held), RUN)
+    def ask(request: HeldRefsRequest) -> HeldRefs:
+        asked.append(request)
+        return HeldRefs(FrozenDict((ref, held[ref]) for ref in request.refs if ref in held))
+
+    def this_run(_: EngineRunRequest) -> EngineRun:
+        run_requested.append(True)
+        return RUN
 
     result = run_rule_with_mocks(
         find_existing_image,
         rule_args=[ExistingImageRequest(LAMBDA, NAMES), DOCKER, DOCKER_ENV, lambda_subsystem(pull_from_registries=pull)],
         mock_gets=[
-            MockGet(RepositoryImages, (RepositoryImagesRequest,), lambda r: RepositoryImages(FrozenDict(held))),
-            MockGet(EngineImages, (EngineImagesRequest,), engine),
+            MockGet(HeldRefs, (HeldRefsRequest,), ask),
+            MockGet(EngineRun, (EngineRunRequest,), this_run),
             MockGet(EngineLockScript, (EngineLockScriptRequest,), lambda _: EngineLockScript(EMPTY_DIGEST)),
             MockGet(ProcessResult, (Process,), run),
             MockGet(PulledImage, (PublishedImageRequest,), pull_image),
         ],
     )
-    return result, processes, pull_requests, bool(engine_requested)
+    # The engine is asked for the image's key tag and own tags only.
+    assert asked == [HeldRefsRequest((KEY_REF, "acme/fn:latest"))]
+    return result, processes, pull_requests, bool(run_requested)
 
 
 def test_up_to_date_reads_no_run_and_runs_nothing() -> None:
-    result, processes, pulls, engine = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:a"}, pull=True)
+    result, processes, pulls, run = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:a"}, pull=True)
     assert result == ExistingImage("sha256:a")
-    assert processes == [] and pulls == [] and engine is False
+    assert processes == [] and pulls == [] and run is False
 
 
 def test_stale_tags_are_moved_to_the_key_tag_image() -> None:
-    result, processes, pulls, engine = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:old"}, pull=True)
+    result, processes, pulls, run = find({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:old"}, pull=True)
     assert result == ExistingImage("sha256:a", run=RUN, retagged=True)
     [adopt] = processes
     assert adopt.description == f"Tagging {KEY_REF} as acme/fn:latest"
     spec = json.loads(adopt.argv[2])
     assert (spec["key_ref"], spec["refs"], spec["make"]) == (KEY_REF, ["acme/fn:latest"], "build")
     assert adopt.env["__CHROMADB_LAMBDA_RUN"] == "7"
-    assert pulls == [] and engine is True
+    assert pulls == [] and run is True
 
 
 def test_pulled_from_a_registry_when_the_engine_lacks_it() -> None:
@@ -90,3 +102,9 @@ def test_registries_are_not_asked_without_pull_from_registries() -> None:
     result, _, pulls, _ = find({}, pull=False, pulled=PulledImage("sha256:p", "x"))
     assert result == ExistingImage(None, run=RUN) and pulls == []
 
+
+
+def test_held_refs_request_names_the_key_tag_then_the_own_tags_once() -> None:
+    assert held_refs_request(NAMES) == HeldRefsRequest((KEY_REF, "acme/fn:latest"))
+    names = dataclasses.replace(NAMES, refs=("acme/fn:latest", "acme/fn:v1", "acme/fn:latest"))
+    assert held_refs_request(names) == HeldRefsRequest((KEY_REF, "acme/fn:latest", "acme/fn:v1"))
