@@ -69,7 +69,6 @@ from chromadb_lambda.util_rules.checks import (
 from chromadb_lambda.util_rules.module_uses import (
     AmbiguousImportError,
     ModuleOwners,
-    ModuleResolution,
     ModuleUse,
     ambiguous_imports_message,
     module_uses,
