@@ -209,3 +209,21 @@ def fail_if_requested(what: str):
 def lambda_target(**fields) -> ChromadbLambdaTarget:
     """The `chromadb_lambda` at LAMBDA, `fields` added to its handler and base image."""
     return ChromadbLambdaTarget({"handler": "handler.py:handle", "base_image": "//base:base", **fields}, LAMBDA)
+
+
+def rule_requests(coroutine, answer, batches: list[tuple]) -> object:
+    """Runs a rule's coroutine, answering each `Get` with `answer(get)`, and returns its result.
+
+    Appends to `batches` the `Get`s it makes, one tuple per await: a `MultiGet` is one batch, what
+    the engine computes concurrently. An answer may raise to stop the rule once it asked enough.
+    """
+    value = None
+    while True:
+        try:
+            yielded = coroutine.send(value)
+        except StopIteration as stop:
+            return stop.value
+        gets = tuple(yielded) if isinstance(yielded, tuple) else (yielded,)
+        batches.append(gets)
+        answers = tuple(answer(get) for get in gets)
+        value = answers if isinstance(yielded, tuple) else answers[0]

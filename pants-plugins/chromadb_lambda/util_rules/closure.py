@@ -21,6 +21,8 @@ from pants.backend.python.util_rules.faas import (
     ResolvedPythonFaaSHandler,
     ResolvePythonFaaSHandlerRequest,
 )
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
 from pants.backend.python.util_rules.python_sources import (
     PythonSourceFiles,
     PythonSourceFilesRequest,
@@ -42,6 +44,7 @@ from pants.engine.target import (
     WrappedTarget,
     WrappedTargetRequest,
 )
+from pants.util.frozendict import FrozenDict
 from pants.util.strutil import softwrap
 
 from chromadb_lambda.util_rules.checks import (
@@ -66,13 +69,12 @@ from chromadb_lambda.util_rules.checks import (
 from chromadb_lambda.util_rules.module_uses import (
     AmbiguousImportError,
     ModuleOwners,
-    ModuleResolution,
     ModuleUse,
     ambiguous_imports_message,
     module_uses,
     resolve_module_uses,
 )
-from chromadb_lambda.util_rules.scan import scan_closure
+from chromadb_lambda.util_rules.scan import SourceScan, scan_closure
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, MissingThirdPartyBehavior
 from chromadb_lambda.target_types import (
     ChromadbLambdaBaseImageField,
@@ -122,7 +124,8 @@ class LambdaClosure:
         return sum(f.size for f in self.files)
 
 
-async def _resolve_base_image(target: Target) -> Target:
+async def resolve_base_image(target: Target) -> Target:
+    """The `docker_image` target a Lambda's `base_image` field names (an error naming the field otherwise)."""
     field = target[ChromadbLambdaBaseImageField]
     addresses = await Get(Addresses, UnparsedAddressInputs, base_image_address_input(field, target.address))
     wrapped = await Get(
@@ -192,20 +195,34 @@ async def _closure_roots(target: Target, base: Target) -> list[Address]:
 
 
 @dataclass(frozen=True)
-class _GrownClosure:
+class HandlerClosureRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class HandlerClosure:
+    """The handler's closure: the targets its roots reach, plus those star imports and literal
+    dynamic imports need (Pants infers no dependency on them), checked on the way."""
+
     closure: TransitiveTargets
+    roots: tuple[Address, ...]
     # Roots added for what Pants cannot see, with the place that needs each.
-    extra: dict[Address, ModuleUse]
-    report: dict
+    extra: FrozenDict[Address, ModuleUse]
+    scan: SourceScan
     handler_path: str | None
-    resolution: ModuleResolution
+    # Targets only `if TYPE_CHECKING:` imports resolve to.
+    type_checking_only: frozenset[Address]
 
 
-async def _grow_closure(
-    target: Target, roots: list[Address], handler: ResolvedPythonFaaSHandler, python_setup: PythonSetup
-) -> _GrownClosure:
-    """The closure of the roots, plus the modules star imports and literal dynamic imports need
-    (Pants infers no dependency on them), until nothing new comes in; checked on the way."""
+@rule(desc="Following the imports of a chromadb_lambda's handler")
+async def grow_handler_closure(request: HandlerClosureRequest, python_setup: PythonSetup) -> HandlerClosure:
+    """A rule of its own, so that `compute_lambda_closure` walks it while the base's closure is
+    resolved (see there)."""
+    wrapped = await Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>"))
+    target = wrapped.target
+    base = await resolve_base_image(target)
+    handler = await Get(ResolvedPythonFaaSHandler, ResolvePythonFaaSHandlerRequest(target[ChromadbLambdaHandlerField]))
+    roots = await _closure_roots(target, base)
     resolve = target[PythonResolveField].normalized_value(python_setup)
     extra: dict[Address, ModuleUse] = {}
     for _ in range(MAX_INFERENCE_ROUNDS):
@@ -221,7 +238,8 @@ async def _grow_closure(
         handler_path = handler_source_path(
             handler, unstripped.source_files.snapshot.files, unstripped.source_roots, unrooted
         )
-        report = await scan_closure(target.address, closure, unstripped, handler_path, python_setup)
+        scan = await scan_closure(target.address, closure, unstripped, handler_path, python_setup)
+        report = scan.parsed()
         check_syntax(target.address, handler_path, report)
         uses = module_uses(report)
         modules = sorted({u.module for u in uses})
@@ -235,18 +253,27 @@ async def _grow_closure(
             raise AmbiguousImportError(ambiguous_imports_message(target.address, resolution.ambiguous))
         new = {a: use for a, use in resolution.extra.items() if a not in extra}
         if not new:
-            return _GrownClosure(closure, extra, report, handler_path, resolution)
+            return HandlerClosure(
+                closure=closure,
+                roots=tuple(roots),
+                extra=FrozenDict(extra),
+                scan=scan,
+                handler_path=handler_path,
+                type_checking_only=resolution.type_checking_only,
+            )
         for address, use in new.items():
             logger.debug(f"{target.address}: {use.describe()}, so {address} is in its context")
         extra.update(new)
     raise UnresolvedClosureError(unresolved_closure_message(target.address, new))
 
 
-async def _check_requirements(target: Target, base: Target, grown: _GrownClosure, base_closure: TransitiveTargets, subsystem: ChromadbLambdaSubsystem) -> None:
+async def _check_requirements(
+    target: Target, base: Target, grown: HandlerClosure, base_closure: TransitiveTargets, subsystem: ChromadbLambdaSubsystem
+) -> None:
     """Third-party requirements the base lacks: an error (or a warning, by option), except those
     imported only under TYPE_CHECKING that no target declares."""
     missing = missing_requirements(grown.closure.closure, base_closure.closure)
-    excused = [a for a in missing if a in grown.resolution.type_checking_only]
+    excused = [a for a in missing if a in grown.type_checking_only]
     if excused:
         # Imported only under TYPE_CHECKING, unless a target also declares it: then it may be loaded
         # at run time in a way no import shows (a SQLAlchemy dialect, a plugin entry point).
@@ -294,23 +321,29 @@ async def compute_lambda_closure(
 ) -> LambdaClosure:
     wrapped = await Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>"))
     target = wrapped.target
-    base = await _resolve_base_image(target)
-    handler, base_closure = await MultiGet(
+    base = await resolve_base_image(target)
+    # The handler's closure is walked while the base's is resolved, and the interpreter the source
+    # scans run with (the repo's default constraints, those of nearly every closure) is found
+    # meanwhile: on a cold start that is a PEX process of seconds, which the base's closure (its
+    # Dockerfile parser is a PEX) and every scan wait for; requested only by the first scan, it
+    # would start when the walk ends.
+    handler, base_closure, grown, _ = await MultiGet(
         Get(ResolvedPythonFaaSHandler, ResolvePythonFaaSHandlerRequest(target[ChromadbLambdaHandlerField])),
         Get(TransitiveTargets, TransitiveTargetsRequest([base.address])),
+        Get(HandlerClosure, HandlerClosureRequest(target.address)),
+        Get(PythonExecutable, InterpreterConstraints, InterpreterConstraints(python_setup.interpreter_constraints)),
     )
-    roots = await _closure_roots(target, base)
-    grown = await _grow_closure(target, roots, handler, python_setup)
     await _check_requirements(target, base, grown, base_closure, subsystem)
-    check_handler_defined(target, handler, grown.handler_path, grown.report)
+    report = grown.scan.parsed()
+    check_handler_defined(target, handler, grown.handler_path, report)
     digest, files, provided = await _context_files(target, base, grown.closure, base_closure)
-    check_context(target.address, grown.report, ((f.path, f.size) for f in files), subsystem)
+    check_context(target.address, report, ((f.path, f.size) for f in files), subsystem)
     return LambdaClosure(
         address=target.address,
         handler_module=handler.module,
         handler_function=handler.func,
         base_address=base.address,
-        roots=tuple([*roots, *grown.extra]),
+        roots=(*grown.roots, *grown.extra),
         digest=digest,
         files=files,
         provided_by_base=provided,

@@ -5,13 +5,36 @@ import os
 from textwrap import dedent
 
 import pytest
-from pants.engine.addresses import Address
+from pants.backend.docker.target_types import DockerImageTarget
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.util_rules.faas import ResolvedPythonFaaSHandler
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.engine.addresses import Address, Addresses
 from pants.engine.internals.scheduler import ExecutionError
+from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest, WrappedTarget
+from pants.testutil.option_util import create_subsystem
 from pants.testutil.rule_runner import RuleRunner
 
 from chromadb_lambda.util_rules.checks import path_collisions, split_packages
-from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
-from chromadb_lambda.testutil import BASE_REPO, closure_rule_runner, lambda_build, set_options
+from chromadb_lambda.util_rules.closure import (
+    HandlerClosure,
+    HandlerClosureRequest,
+    LambdaClosure,
+    LambdaClosureRequest,
+    compute_lambda_closure,
+)
+from chromadb_lambda.testutil import (
+    BASE,
+    BASE_REPO,
+    LAMBDA,
+    closure_rule_runner,
+    lambda_build,
+    lambda_subsystem,
+    lambda_target,
+    rule_requests,
+    set_options,
+)
 
 
 @pytest.fixture
@@ -276,3 +299,32 @@ def test_file_names_with_spaces_and_non_ascii_characters_are_copied(rule_runner:
     )
     files = context_files(rule_runner, Address("functions/fn", target_name="fn"))
     assert {"fn/label schema é.json", f"fn/{long_dir}/données.json"} <= files
+
+
+
+class _Stop(Exception):
+    """Raised by a test's answer to stop a rule once it made the requests the test looks at."""
+
+
+def test_handler_closure_is_walked_while_the_base_closure_and_the_interpreter_are_found() -> None:
+    # On a cold start the base's closure waits for the Dockerfile parser, a PEX, so for the
+    # interpreter discovery (seconds): the handler's closure must not wait behind it, and the
+    # discovery (the scans need it too) must start at once, not when the first walk ends.
+    python_setup = create_subsystem(PythonSetup, interpreter_constraints=["CPython==3.11.*"])
+    targets = {LAMBDA: lambda_target(), BASE: DockerImageTarget({}, BASE)}
+
+    def answer(get):
+        if get.output_type is WrappedTarget:
+            return WrappedTarget(targets[get.inputs[0].address])
+        if get.output_type is Addresses:
+            return Addresses([BASE])
+        raise _Stop()
+
+    batches: list[tuple] = []
+    with pytest.raises(_Stop):
+        rule_requests(compute_lambda_closure(LambdaClosureRequest(LAMBDA), lambda_subsystem(), python_setup), answer, batches)
+    requested = {get.output_type: get.inputs[0] for get in batches[-1]}
+    assert set(requested) == {ResolvedPythonFaaSHandler, TransitiveTargets, HandlerClosure, PythonExecutable}
+    assert requested[TransitiveTargets] == TransitiveTargetsRequest([BASE])
+    assert requested[HandlerClosure] == HandlerClosureRequest(LAMBDA)
+    assert requested[PythonExecutable] == InterpreterConstraints(["CPython==3.11.*"])

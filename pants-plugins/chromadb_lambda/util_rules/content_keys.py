@@ -26,7 +26,7 @@ from pants.engine.target import Dependencies, DependenciesRequest, Targets, Wrap
 
 from chromadb_lambda.subsystem import ChromadbLambdaSubsystem
 from chromadb_lambda.target_types import ChromadbLambdaArchitectureField
-from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
+from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest, resolve_base_image
 from chromadb_lambda.util_rules.context import lambda_dockerfile
 
 # Bump when the meaning of a key changes (what the plugin puts into images), so old images rebuild.
@@ -160,11 +160,14 @@ class LambdaImageKey:
 async def compute_lambda_image_key(
     request: LambdaImageKeyRequest, subsystem: ChromadbLambdaSubsystem
 ) -> LambdaImageKey:
-    closure, wrapped = await MultiGet(
+    wrapped = await Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>"))
+    # The base's identity (it builds what the base COPYs, e.g. its PEX) while the closure is
+    # computed, not after it: every Lambda's key waits for it.
+    base_target = await resolve_base_image(wrapped.target)
+    closure, base = await MultiGet(
         Get(LambdaClosure, LambdaClosureRequest(request.address)),
-        Get(WrappedTarget, WrappedTargetRequest(request.address, description_of_origin="<infallible>")),
+        Get(BaseImageIdentity, BaseImageIdentityRequest(base_target.address)),
     )
-    base = await Get(BaseImageIdentity, BaseImageIdentityRequest(closure.base_address))
     key = lambda_content_key(
         dockerfile_template=dockerfile_template(closure, subsystem.task_root),
         context_fingerprint=closure.digest.fingerprint,

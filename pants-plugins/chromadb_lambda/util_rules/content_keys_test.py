@@ -1,6 +1,24 @@
 import hashlib
 
-from chromadb_lambda.util_rules.content_keys import BaseImageIdentity, key_ref, key_tag, lambda_content_key
+import pytest
+from pants.backend.docker.target_types import DockerImageTarget
+from pants.backend.python.target_types import PythonSourceTarget
+from pants.engine.addresses import Addresses
+from pants.engine.target import InvalidFieldException, Target, WrappedTarget
+
+from chromadb_lambda.testutil import BASE as BASE_ADDRESS
+from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, LAMBDA, lambda_subsystem, lambda_target, rule_requests
+from chromadb_lambda.util_rules.closure import LambdaClosure, LambdaClosureRequest
+from chromadb_lambda.util_rules.content_keys import (
+    BaseImageIdentity,
+    BaseImageIdentityRequest,
+    LambdaImageKeyRequest,
+    compute_lambda_image_key,
+    dockerfile_template,
+    key_ref,
+    key_tag,
+    lambda_content_key,
+)
 from chromadb_lambda.util_rules.context import generate_dockerfile
 
 BASE = BaseImageIdentity(context_fingerprint="a" * 64, dockerfile="base/Dockerfile", build_args=("X=1", "Y=2"))
@@ -72,3 +90,54 @@ def test_arm64_enters_the_key_and_x86_64_keeps_the_keys_made_before_the_field() 
     ).hexdigest()
     assert key() == key(architecture="x86_64") == before
     assert key(architecture="arm64") != before
+
+
+def lambda_key_answer(base_target: Target):
+    """Answers the requests of `compute_lambda_image_key` for LAMBDA, whose base is `base_target`."""
+    targets = {LAMBDA: lambda_target(), BASE_ADDRESS: base_target}
+    outputs = {Addresses: Addresses([BASE_ADDRESS]), LambdaClosure: CLOSURE, BaseImageIdentity: BASE_IDENTITY}
+
+    def answer(get):
+        if get.output_type is WrappedTarget:
+            return WrappedTarget(targets[get.inputs[0].address])
+        return outputs[get.output_type]
+
+    return answer
+
+
+def test_lambda_key_asks_for_the_base_identity_with_the_closure() -> None:
+    # Every Lambda's key waits for the base's identity, which builds what the base COPYs (its
+    # PEX): it is computed while the closures are, not after the first one.
+    batches: list[tuple] = []
+    key = rule_requests(
+        compute_lambda_image_key(LambdaImageKeyRequest(LAMBDA), lambda_subsystem()),
+        lambda_key_answer(DockerImageTarget({}, BASE_ADDRESS)),
+        batches,
+    )
+    assert [tuple(get.output_type for get in batch) for batch in batches] == [
+        (WrappedTarget,),
+        (Addresses,),
+        (WrappedTarget,),
+        (LambdaClosure, BaseImageIdentity),
+    ]
+    assert [get.inputs[0] for get in batches[-1]] == [LambdaClosureRequest(LAMBDA), BaseImageIdentityRequest(BASE_ADDRESS)]
+    assert key.closure == CLOSURE and key.base == BASE_IDENTITY
+    assert key.key == lambda_content_key(
+        dockerfile_template=dockerfile_template(CLOSURE, "/var/task"),
+        context_fingerprint=CLOSURE.digest.fingerprint,
+        base_key=BASE_IDENTITY.key,
+        builder="assembler",
+    )
+
+
+def test_lambda_key_of_a_base_that_is_no_docker_image_names_the_field() -> None:
+    # The identity of a base that is not a `docker_image` is never asked for: the error is the
+    # closure's, naming the target and the field.
+    batches: list[tuple] = []
+    with pytest.raises(InvalidFieldException, match=r"The `base_image` field in target lambdas/fn:fn must be the address of a `docker_image` target, but base:base is a `python_source`"):
+        rule_requests(
+            compute_lambda_image_key(LambdaImageKeyRequest(LAMBDA), lambda_subsystem()),
+            lambda_key_answer(PythonSourceTarget({"source": "base.py"}, BASE_ADDRESS)),
+            batches,
+        )
+    assert BaseImageIdentity not in {get.output_type for batch in batches for get in batch}

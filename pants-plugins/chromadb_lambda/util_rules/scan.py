@@ -106,8 +106,8 @@ async def scan_closure(
     unstripped: PythonSourceFiles,
     handler_path: str | None,
     python_setup: PythonSetup,
-) -> dict:
-    """The scan report of every Python file of the closure, by the Lambda's interpreter."""
+) -> SourceScan:
+    """The scan of every Python file of the closure, by the Lambda's interpreter."""
     entries = await Get(DigestEntries, Digest, unstripped.source_files.snapshot.digest)
     roots = unstripped.source_roots
     unrooted = frozenset(unstripped.source_files.unrooted_files)
@@ -119,11 +119,10 @@ async def scan_closure(
     constraints = InterpreterConstraints.create_from_targets(closure.closure, python_setup) or InterpreterConstraints(
         python_setup.interpreter_constraints
     )
-    scan = await Get(
+    return await Get(
         SourceScan,
         SourceScanRequest(files, constraints, handler_path or "", f"Reading the Python files of {address}"),
     )
-    return scan.parsed()
 
 
 def rules():
