@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -29,12 +30,19 @@ from pants.util.frozendict import FrozenDict
 from chromadb_lambda.scripts import chunk_import_check, import_check_script, script_source
 from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.engine_locks import ENGINE_LOCK, engine_lock_dir
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
 
 if TYPE_CHECKING:
     from chromadb_lambda.util_rules.assemble import AssembledMember
 
 BUNDLE = "import-check-bundle.tar"
+PROVER = "prover.py"
+CHUNK_IMPORT_CHECK = "chunk_import_check.py"
+ENGINE_API = "engine_api.py"
+_SCRIPTS = "__chromadb_lambda_prover"
+# A prover exits by itself once no check ran in it for this long (prover.py).
+PROVER_IDLE_SECONDS = 900
 # Container users the per-member check may run as: the container runs as root to extract the layers.
 _ROOT_USERS = ("", "root", "0", "0:0", "root:root")
 
@@ -83,24 +91,37 @@ def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], ti
 
 
 def chunk_check_process(
-    docker: DockerBinary, base_image_id: str, bundle: Digest, count: int, env: FrozenDict[str, str]
+    docker: DockerBinary,
+    base_image_id: str,
+    bundle: Digest,
+    count: int,
+    env: FrozenDict[str, str],
+    task_root: str,
+    scripts: Digest,
 ) -> Process:
-    driver = script_source(os.path.basename(chunk_import_check.__file__)).decode()
+    """prover.py: the check in the base's prover (a `docker exec`), or a fresh `docker run`."""
+    spec = {
+        "docker": docker.path,
+        "lock_dir": engine_lock_dir(),
+        "base_image_id": base_image_id,
+        "bundle": BUNDLE,
+        "driver": CHUNK_IMPORT_CHECK,
+        "task_root": task_root,
+        "idle_seconds": PROVER_IDLE_SECONDS,
+    }
     return Process(
-        # `docker run -i` reads the bundle from stdin (a Pants process has none: the shell redirects it).
-        argv=(
-            "/bin/sh",
-            "-c",
-            f'exec "$0" run -i --rm --pull never --network none --user 0 --entrypoint python3 "$1" -B -c "$2" < {BUNDLE}',
-            docker.path,
-            base_image_id,
-            driver,
-        ),
-        description=f"Importing {count} chromadb_lambda handlers in their images (one container of {base_image_id[:19]})",
+        argv=(sys.executable, f"{_SCRIPTS}/{PROVER}", json.dumps(spec, sort_keys=True)),
+        description=f"Importing {count} chromadb_lambda handlers in their images (a prover of {base_image_id[:19]})",
         input_digest=bundle,
         env={**docker.extra_env, **env},
-        immutable_input_digests=docker.extra_input_digests,
+        immutable_input_digests=FrozenDict({**(docker.extra_input_digests or {}), _SCRIPTS: scripts}),
         cache_scope=ProcessCacheScope.SUCCESSFUL,
+    )
+
+
+def prover_scripts() -> CreateDigest:
+    return CreateDigest(
+        [FileContent(name, script_source(name)) for name in (PROVER, CHUNK_IMPORT_CHECK, ENGINE_LOCK, ENGINE_API)]
     )
 
 
@@ -172,11 +193,14 @@ async def check_chunk_imports(
         )
         for b, c in zip(bases, base_configs)
     )
+    scripts = await Get(Digest, CreateDigest, prover_scripts())
     results = await MultiGet(
         Get(
             FallibleProcessResult,
             Process,
-            chunk_check_process(docker, b, digest, len(by_base[b]), docker_env.env),
+            chunk_check_process(
+                docker, b, digest, len(by_base[b]), docker_env.env, by_base[b][0].task_root, scripts
+            ),
         )
         for b, digest in zip(bases, bundles)
     )
