@@ -140,7 +140,7 @@ def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> No
     assert containers_started(good, start - 1, first_done + 1) == 0
     # One check container for the members the engine lacks (good, and neighbours whose checks failed
     # earlier, so they were never loaded); only good is loaded.
-    assert result.stderr.count("chromadb_lambda handlers in their images (one container of") == 2, result.stderr
+    assert result.stderr.count("chromadb_lambda handlers in their images (a prover of") == 2, result.stderr
     assert result.stderr.count("Completed: Loading") == 1, result.stderr
     assert "Completed: Loading 1 assembled chromadb_lambda images" in result.stderr, result.stderr[-3000:]
 
