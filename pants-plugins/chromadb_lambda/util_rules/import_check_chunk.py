@@ -1,15 +1,17 @@
-"""The import check of assembled Lambda images in ONE container of their base, before they are loaded.
+"""The import check of assembled Lambda images in a container of their base, before they are tagged.
 
-`docker run` of each image costs ~0.3 s of container start; the check itself ~0.02 s. Here one
-container of the base image (`docker run --rm --pull never --network none`) checks the members the
-assembler is about to load (only those the engine lacks), each in its own image's filesystem
+`docker run` of each image costs ~0.3 s of container start before its import. Here one container of
+the base image, its prover (scripts/prover.py: kept running between checks, reached by `docker
+exec`; a fresh `docker run --rm --network none` where it cannot be verified clean), checks the
+members the assembler is loading (only those the engine lacks), each in its own image's filesystem
 (chunk_import_check.py rebuilds it from the base and the member's layer tar, then puts the base back
 for the next member). It needs the base image and the layer bytes, not the loaded image: the chunk
-rule (chunk_images.py) loads only the members whose verdict does not fail the build. Why this is the
-same proof as running the image is in docs/architecture.md ("The import check of a chunk").
+rule (chunk_images.py) loads them untagged meanwhile and tags only the members whose verdict does not
+fail the build. Why this is the same proof as running the image is in docs/architecture.md ("The
+import check of a chunk", "The prover").
 
 The process is keyed by every checked member's image id, layer and config, and cached like any
-successful process: a member that fails again costs nothing; a handler edit checks that one member.
+successful process: a member that fails again costs no container; a handler edit checks that one member.
 """
 from __future__ import annotations
 
