@@ -138,11 +138,11 @@ def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> No
     # The assembler checks the missing members of a chunk in one container of their base before it
     # loads them (import_check_chunk.py): never a container of the Lambda image itself.
     assert containers_started(good, start - 1, first_done + 1) == 0
-    # One check container for the members the engine lacks (good, and neighbours whose checks failed
-    # earlier, so they were never loaded); only good is loaded.
-    assert result.stderr.count("chromadb_lambda handlers in their images (one container of") == 2, result.stderr
+    # One check for the members the engine lacks (good, and neighbours whose checks failed earlier, so
+    # they were never tagged), one untagged load of them; only good is tagged.
+    assert result.stderr.count("chromadb_lambda handlers in their images (a prover of") == 2, result.stderr
     assert result.stderr.count("Completed: Loading") == 1, result.stderr
-    assert "Completed: Loading 1 assembled chromadb_lambda images" in result.stderr, result.stderr[-3000:]
+    assert "Completed: Tagging 1 checked chromadb_lambda images" in result.stderr, result.stderr[-3000:]
 
     # Warm pantsd, and then no pantsd: the engine holds the image under its content-key tag, so it was
     # checked before it was loaded, and no check runs.
@@ -151,9 +151,9 @@ def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> No
     result, infos = package(repo, "package", "lambdas/good:good")
     assert result.exit_code == 0, result.stderr
     assert infos["good"]["import_check"] == "checked before load" and infos["good"]["image_id"] == good
-    # Nothing loaded. (A neighbour whose check failed is still missing, so it is checked again, alone:
-    # never good.)
-    assert "Loading" not in result.stderr and "Importing 2" not in result.stderr, result.stderr
+    # Nothing tagged. (A neighbour whose check failed is still missing, so it is checked again, alone,
+    # and loaded with no tag: never good.)
+    assert "Tagging 1" not in result.stderr and "Importing 2" not in result.stderr, result.stderr
     shutil.rmtree(repo / "dist", ignore_errors=True)
     cold = run_pants(repo, [*OPTIONS, "package", "lambdas/good:good"], pantsd=False)
     assert cold.exit_code == 0, cold.stderr

@@ -10,6 +10,12 @@ the layer changed is put back as the base had it (the task root from a pristine 
 metadata), so the next member starts from the base again. Assembled layers add files only: a
 whiteout (`.wh.` entry) or a path outside the task root and its parents is refused.
 
+In a prover (prover.py: a container of the base kept between checks, reached by `docker exec`) the
+run ends as it began: the pristine copy is removed and /tmp's metadata put back, so that the
+container's writable layer holds only the restored directories; and the driver refuses to start
+(DIRTY_EXIT, 4) when a process other than the container's first one runs (e.g. one an import left
+behind): prover.py then replaces the prover.
+
 Prints one line per member, `<MEMBER_MARKER> <json>` (`name`, `exit_code`, `stdout`, `stderr`), and
 exits TIMEOUT_EXIT (3) when a member's import timed out (a verdict that must not be cached), else 0.
 Standard library only, any Python 3 the base may have.
@@ -24,6 +30,7 @@ import tarfile
 
 MEMBER_MARKER = "CHROMADB_LAMBDA_CHUNK_MEMBER"
 TIMEOUT_EXIT = 3
+DIRTY_EXIT = 4
 PRISTINE = "/tmp/.chromadb-lambda-pristine-task-root"
 
 
@@ -117,21 +124,39 @@ def check_member(bundle, index, member, check_source):
     }
 
 
+def other_processes():
+    """Processes in this container besides its first one (1) and this one."""
+    ours = (1, os.getpid())
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours)
+
+
 def main():
+    others = other_processes()
+    if others:
+        sys.stderr.write("other processes run in this container: %s\n" % others)
+        sys.exit(DIRTY_EXIT)
     bundle = tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()))
     index = json.load(bundle.extractfile("index.json"))
     check_source = bundle.extractfile("check.py").read().decode()
+    tmp = os.lstat("/tmp")
     filesystem = Filesystem(index["task_root"])
     timed_out = False
-    for member in index["members"]:
-        try:
-            result = check_member(bundle, index, member, check_source)
-        finally:
-            filesystem.restore()
-        timed_out = timed_out or result["exit_code"] == TIMEOUT_EXIT
-        result["name"] = member["name"]
-        sys.stdout.write("%s %s\n" % (MEMBER_MARKER, json.dumps(result, sort_keys=True)))
-        sys.stdout.flush()
+    try:
+        for member in index["members"]:
+            try:
+                result = check_member(bundle, index, member, check_source)
+            finally:
+                filesystem.restore()
+            timed_out = timed_out or result["exit_code"] == TIMEOUT_EXIT
+            result["name"] = member["name"]
+            sys.stdout.write("%s %s\n" % (MEMBER_MARKER, json.dumps(result, sort_keys=True)))
+            sys.stdout.flush()
+    finally:
+        if os.path.lexists(filesystem.pristine):
+            shutil.rmtree(filesystem.pristine)
+        os.chown("/tmp", tmp.st_uid, tmp.st_gid)
+        os.chmod("/tmp", tmp.st_mode & 0o7777)
+        os.utime("/tmp", ns=(tmp.st_atime_ns, tmp.st_mtime_ns))
     sys.exit(TIMEOUT_EXIT if timed_out else 0)
 
 

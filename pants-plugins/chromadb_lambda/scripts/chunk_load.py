@@ -1,12 +1,20 @@
 """Loads one docker-archive holding several assembled Lambda images, under the locks of all their tags:
     chunk_load.py SPEC_JSON -- DOCKER_LOAD_ARGV...   -> prints {key_ref: {"image_id", "made", "error"}}
 SPEC_JSON: `docker` (the CLI), `lock_dir`, `images` (each `key_ref`, `refs`, `image_id`: the id the
-assembler computed). Runs beside engine_lock.py (same folder) and takes the same locks, so that a
-`docker build`, a pull or another load of any of these tags waits for it.
+assembler computed), `mode`. Runs beside engine_lock.py (same folder) and takes the same locks, so
+that a `docker build`, a pull or another load of any of these tags waits for it.
 
-The archive is loaded when some `key_ref` is missing. Then every image's refs are read back: a
-`key_ref` that names another image than computed is that member's error (the others are fine); its
-other refs are moved to it, as engine_lock.py does for one image.
+`mode` "load" (the default): the archive is loaded when some `key_ref` is missing. Then every
+image's refs are read back: a `key_ref` that names another image than computed is that member's
+error (the others are fine); its other refs are moved to it, as engine_lock.py does for one image.
+
+`mode` "untagged": the archive carries no tags; it is loaded with no lock (it moves no tag) while the
+import check runs, and each image id is read back (`{image_id: {"held": bool}}`). `mode` "tag": after
+the check, under the locks, each of `images` (the members that passed) gets its refs, as in "load",
+if the engine holds its id; each of `discard` (`key_ref`, `image_id`: the members that failed) is
+removed when nothing tags it (an untagged image another run tagged meanwhile is kept).
+
+The engine is asked through its API when it listens on a unix socket (engine_api.py), else the CLI.
 Standard library only: run with Pants' own interpreter.
 """
 from __future__ import annotations
@@ -18,8 +26,10 @@ import sys
 from typing import Any, Sequence
 
 try:  # Run as a script beside engine_lock.py (the process's sandbox).
+    from engine_api import TAGS_FORMAT, api_runner
     from engine_lock import DEFAULT_DOCKER_HOST, EngineLockError, held_locks, image_ids, move_refs
 except ImportError:  # Imported by the plugin's tests.
+    from chromadb_lambda.scripts.engine_api import TAGS_FORMAT, api_runner
     from chromadb_lambda.scripts.engine_lock import (
         DEFAULT_DOCKER_HOST,
         EngineLockError,
@@ -59,11 +69,60 @@ def load_images(spec: dict[str, Any], load_argv: Sequence[str], run=subprocess.r
     return results
 
 
+def load_untagged(spec: dict[str, Any], load_argv: Sequence[str], run=subprocess.run) -> dict[str, Any]:
+    """Loads the tag-less archive (no lock: no tag moves) and reads each image id back."""
+    code = run(list(load_argv), stdout=sys.stderr).returncode
+    if code != 0:
+        raise SystemExit(code)
+    ids = [image["image_id"] for image in spec["images"]]
+    found = image_ids(spec["docker"], ids, run)
+    return {image_id: {"held": found[image_id] == image_id} for image_id in ids}
+
+
+def tag_images(spec: dict[str, Any], run=subprocess.run) -> dict[str, Any]:
+    """Under the locks: the passing members' refs moved to their loaded ids; the failing members'
+    untagged images removed."""
+    docker, images, discard = spec["docker"], spec["images"], spec.get("discard", [])
+    every_ref = sorted({ref for image in images for ref in [*image["refs"], image["key_ref"]]} | {d["key_ref"] for d in discard})
+    docker_host = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    results: dict[str, Any] = {}
+    with held_locks(spec["lock_dir"], docker_host, every_ref):
+        held = image_ids(docker, [image["image_id"] for image in images], run) if images else {}
+        before = image_ids(docker, [image["key_ref"] for image in images], run) if images else {}
+        for image in images:
+            key_ref, expected = image["key_ref"], image["image_id"]
+            if before[key_ref] not in (None, expected):
+                # Another run tagged other bytes with this key meanwhile: as in `load_images`.
+                results[key_ref] = {"image_id": before[key_ref], "made": False,
+                                    "error": f"the engine reports the image {before[key_ref]} for {key_ref}"}
+                continue
+            if held[expected] != expected:
+                results[key_ref] = {"image_id": None, "made": False,
+                                    "error": f"the engine no longer holds the loaded image {expected}"}
+                continue
+            refs = list(dict.fromkeys([*image["refs"], key_ref]))
+            wrong = move_refs(docker, refs, expected, run)
+            error = f"{', '.join(wrong)} no longer point at {expected}" if wrong else None
+            results[key_ref] = {"image_id": expected, "made": before[key_ref] is None, "error": error}
+        for entry in discard:
+            tags = run([docker, "image", "inspect", "--format", TAGS_FORMAT, entry["image_id"]], capture_output=True, text=True)
+            if tags.returncode == 0 and json.loads(tags.stdout or "null") in (None, []):
+                run([docker, "rmi", entry["image_id"]], capture_output=True, text=True)
+    return results
+
+
 def main(argv: Sequence[str]) -> int:
     spec = json.loads(argv[0])
     load_argv = list(argv[2:]) if len(argv) > 1 and argv[1] == "--" else []
+    run = api_runner()
+    mode = spec.get("mode", "load")
     try:
-        results = load_images(spec, load_argv)
+        if mode == "untagged":
+            results = load_untagged(spec, load_argv, run)
+        elif mode == "tag":
+            results = tag_images(spec, run)
+        else:
+            results = load_images(spec, load_argv, run)
     except EngineLockError as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -146,9 +146,9 @@ def _layer_path(diff_id: str) -> str:
     return f"{diff_id.split(':', 1)[1]}/layer.tar"
 
 
-def chunk_archive(members: Sequence[AssembledMember]) -> bytes:
+def chunk_archive(members: Sequence[AssembledMember], tagged: bool = True) -> bytes:
     """ONE `docker save`-format archive of several images, each holding only its last layer, tagged
-    with every local ref. `manifest.json` lists every layer of each config's root filesystem, but the
+    with every local ref (untagged: no tag, the images are tagged after their check). `manifest.json` lists every layer of each config's root filesystem, but the
     base's layer files are left out: `docker load` reads a layer file only when the engine does not
     hold that layer's chain yet (moby image/tarexport/load.go), so the engine must hold the base."""
     files: dict[str, LayerFile] = {}
@@ -162,7 +162,7 @@ def chunk_archive(members: Sequence[AssembledMember]) -> bytes:
         files[config_name] = LayerFile(config_name, member.config)
         files[_layer_path(member.layer.diff_id)] = LayerFile(_layer_path(member.layer.diff_id), member.layer.tar)
         manifest.append(
-            {"Config": config_name, "RepoTags": sorted(set(member.refs)), "Layers": [_layer_path(d) for d in diff_ids]}
+            {"Config": config_name, "RepoTags": sorted(set(member.refs)) if tagged else [], "Layers": [_layer_path(d) for d in diff_ids]}
         )
     files["manifest.json"] = LayerFile("manifest.json", canonical_json(manifest))
     tar = tar_archive(files.values())

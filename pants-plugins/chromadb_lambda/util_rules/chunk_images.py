@@ -1,13 +1,15 @@
 """The images of a chunk of Lambdas (lambda_chunks.py) with the assembler: what the engine lacks is
 assembled, proven, and loaded with ONE `docker load` of ONE docker-archive.
 
-Prove, then load: with `[lambda-image].check_handler_import` on, the missing members' handlers are
-imported in one container of their base (import_check_chunk.py, classified by import_check.py)
-BEFORE the load, and the archive holds only the members whose verdict does not fail the build. A
-member whose check fails is never loaded nor tagged: the next run finds it missing and checks it
-again (the check process is cached on its inputs, so a repeated failure costs nothing). So an image
-the engine holds under its content-key tag was proven when it was loaded (HELD), and a member the
-engine holds needs no check in this run.
+Prove while loading, tag what passed: with `[lambda-image].check_handler_import` on, the missing
+members' handlers are imported in one container of their base (import_check_chunk.py, classified by
+import_check.py) WHILE their archive, which carries no tag, is loaded; then one process under the
+engine locks tags the members whose verdict does not fail the build and removes the failing
+members' untagged images. A member whose check fails is never tagged: the next run finds it missing
+and checks it again (the check process is cached on its inputs, so a repeated failure costs no
+container). So an image the engine holds under its content-key tag was proven before it was tagged
+(HELD), and a member the engine holds needs no check in this run. With the check off, the archive
+carries the tags and one load does it all.
 
 A member's failure is a value (ChunkImage.error), reported by that member's own package with its own
 address: a broken member never hides or fails the others' images. A narrow `pants package
@@ -24,7 +26,7 @@ from typing import Sequence
 
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
-from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest, FileContent
 from pants.engine.process import FallibleProcessResult, Process
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.frozendict import FrozenDict
@@ -45,6 +47,7 @@ from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesR
 
 CHUNK_ARCHIVE = "lambda-images.tar"
 CHUNK_LOAD = "chunk_load.py"
+ENGINE_API = "engine_api.py"
 _SCRIPTS = "__chromadb_lambda_chunk_load"
 
 
@@ -142,22 +145,46 @@ def chunk_load_process(
     scripts: Digest,
     env: FrozenDict[str, str],
     run: EngineRun,
+    mode: str = "load",
+    discard: Sequence[AssembledMember] = (),
 ) -> Process:
+    """chunk_load.py: `load` (tagged archive, under the locks), `untagged` (tag-less archive, no lock)
+    or `tag` (no archive: tag `members`, remove `discard`'s untagged images)."""
     spec = {
         "docker": docker.path,
         "lock_dir": engine_lock_dir(),
+        "mode": mode,
         "images": [{"key_ref": m.key_ref, "refs": list(m.refs), "image_id": m.image_id} for m in members],
+        "discard": [{"key_ref": m.key_ref, "image_id": m.image_id} for m in discard],
     }
-    load = docker_process(
-        docker, ("load", "--input", CHUNK_ARCHIVE), env, f"Loading {len(members)} assembled chromadb_lambda images"
-    )
+    description = {
+        "load": f"Loading {len(members)} assembled chromadb_lambda images",
+        "untagged": f"Loading {len(members)} assembled chromadb_lambda images (tagged once checked)",
+        "tag": f"Tagging {len(members)} checked chromadb_lambda images",
+    }[mode]
+    load = docker_process(docker, ("load", "--input", CHUNK_ARCHIVE), env, description)
     process = dataclasses.replace(
         load,
-        argv=(sys.executable, f"{_SCRIPTS}/{CHUNK_LOAD}", json.dumps(spec, sort_keys=True), "--", *load.argv),
+        argv=(
+            sys.executable,
+            f"{_SCRIPTS}/{CHUNK_LOAD}",
+            json.dumps(spec, sort_keys=True),
+            *(("--", *load.argv) if mode != "tag" else ()),
+        ),
         input_digest=archive,
         immutable_input_digests=FrozenDict({**load.immutable_input_digests, _SCRIPTS: scripts}),
     )
     return run_scoped_process(process, run)
+
+
+def chunk_scripts() -> CreateDigest:
+    return CreateDigest(
+        [
+            FileContent(CHUNK_LOAD, script_source(CHUNK_LOAD)),
+            FileContent(ENGINE_LOCK, script_source(ENGINE_LOCK)),
+            FileContent(ENGINE_API, script_source(ENGINE_API)),
+        ]
+    )
 
 
 def load_failure(members: Sequence[AssembledMember], result: FallibleProcessResult) -> str:
@@ -183,6 +210,43 @@ def loaded_images(members: Sequence[AssembledMember], stdout: bytes) -> dict[Add
             images[member.address] = ChunkImage(None, bool(entry.get("made")), f"{message} ({entry['error']})")
         else:
             images[member.address] = ChunkImage(entry["image_id"], bool(entry.get("made")))
+    return images
+
+
+async def prove_while_loading(
+    members: tuple[AssembledMember, ...], docker: DockerBinary, env: FrozenDict[str, str], run: EngineRun
+) -> dict[Address, ChunkImage]:
+    """The check and the tag-less load at once, then one locked process tags what passed."""
+    archive, scripts = await MultiGet(
+        Get(Digest, CreateDigest([FileContent(CHUNK_ARCHIVE, chunk_archive(members, tagged=False))])),
+        Get(Digest, CreateDigest, chunk_scripts()),
+    )
+    proof, loaded = await MultiGet(
+        Get(ChunkProof, ChunkProofRequest(members)),
+        Get(FallibleProcessResult, Process, chunk_load_process(docker, members, archive, scripts, env, run, "untagged")),
+    )
+    images: dict[Address, ChunkImage] = {}
+    failing = [m for m in members if proof.proofs.get(m.address, MemberProof(None)).error is not None]
+    for m in failing:
+        images[m.address] = ChunkImage(None, error=proof.proofs[m.address].error, check_failed=True)
+    passing = [m for m in members if m.address not in images]
+    if loaded.exit_code != 0:
+        failure = load_failure(members, loaded)
+        images.update((m.address, ChunkImage(None, error=failure)) for m in passing)
+        return images
+    tagged = await Get(
+        FallibleProcessResult,
+        Process,
+        chunk_load_process(docker, passing, EMPTY_DIGEST, scripts, env, run, "tag", discard=failing),
+    )
+    if tagged.exit_code != 0:
+        failure = load_failure(passing, tagged)
+        images.update((m.address, ChunkImage(None, error=failure)) for m in passing)
+        return images
+    for address, image in loaded_images(passing, tagged.stdout).items():
+        member_proof = proof.proofs.get(address)
+        verdict = member_proof.verdict if member_proof is not None and image.image_id else None
+        images[address] = dataclasses.replace(image, import_check=verdict)
     return images
 
 
@@ -216,27 +280,12 @@ async def chunk_images(
                 images[address] = ChunkImage(None, error=error)
             else:
                 loadable.append(result.member)
-        proofs: FrozenDict[Address, MemberProof] = FrozenDict()
         if loadable and subsystem.check_handler_import:
-            # Prove, then load: a member whose check fails the build is not in the archive.
-            proofs = (await Get(ChunkProof, ChunkProofRequest(tuple(loadable)))).proofs
-            for member in loadable:
-                proof = proofs.get(member.address)
-                if proof is not None and proof.error is not None:
-                    images[member.address] = ChunkImage(None, error=proof.error, check_failed=True)
-            loadable = [m for m in loadable if m.address not in images]
-        if loadable:
+            images.update(await prove_while_loading(tuple(loadable), docker, docker_env.env, run))
+        elif loadable:
             archive, scripts = await MultiGet(
                 Get(Digest, CreateDigest([FileContent(CHUNK_ARCHIVE, chunk_archive(loadable))])),
-                Get(
-                    Digest,
-                    CreateDigest(
-                        [
-                            FileContent(CHUNK_LOAD, script_source(CHUNK_LOAD)),
-                            FileContent(ENGINE_LOCK, script_source(ENGINE_LOCK)),
-                        ]
-                    ),
-                ),
+                Get(Digest, CreateDigest, chunk_scripts()),
             )
             result = await Get(
                 FallibleProcessResult,
@@ -247,10 +296,7 @@ async def chunk_images(
                 failure = load_failure(loadable, result)
                 images.update((m.address, ChunkImage(None, error=failure)) for m in loadable)
             else:
-                for address, image in loaded_images(loadable, result.stdout).items():
-                    proof = proofs.get(address)
-                    verdict = proof.verdict if proof is not None and image.image_id else None
-                    images[address] = dataclasses.replace(image, import_check=verdict)
+                images.update(loaded_images(loadable, result.stdout))
     return ChunkImages(FrozenDict((a, images[a]) for a in request.members))
 
 

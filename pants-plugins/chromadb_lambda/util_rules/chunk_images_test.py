@@ -75,16 +75,23 @@ def run_chunk(
     load_exit: int = 0,
     proofs: dict | None = None,
     check: bool = False,
+    tag_exit: int = 0,
 ):
-    """The chunk rule; returns its result, its load processes, the ChunkProofRequests it made, and
-    the archives it wrote (the members' key tags in each archive's manifest)."""
+    """The chunk rule; returns its result, its chunk_load.py processes, the ChunkProofRequests it made,
+    and the archives it wrote (each: the members' key tags in its manifest, and its images' ids).
+    chunk_load.py's `untagged` load reports every image held; its `load` and `tag` print `load_stdout`."""
     processes: list[Process] = []
     proof_requests: list[ChunkProofRequest] = []
-    archives: list[list[str]] = []
+    archives: list[tuple[list[str], list[str]]] = []
 
     def load(process: Process) -> FallibleProcessResult:
         processes.append(process)
-        return process_result(load_stdout, load_exit, stderr="Error processing tar file")
+        spec = json.loads(process.argv[2])
+        if spec["mode"] == "untagged":
+            held = {i["image_id"]: {"held": True} for i in spec["images"]}
+            return process_result(json.dumps(held), load_exit, stderr="Error processing tar file")
+        exit_code = tag_exit if spec["mode"] == "tag" else load_exit
+        return process_result(load_stdout, exit_code, stderr="Error processing tar file")
 
     def prove(request: ChunkProofRequest) -> ChunkProof:
         proof_requests.append(request)
@@ -95,7 +102,12 @@ def run_chunk(
             if file.path == "lambda-images.tar":
                 with tarfile.open(fileobj=io.BytesIO(file.content)) as tar:
                     manifest = json.load(tar.extractfile("manifest.json"))
-                archives.append(sorted(tag for m in manifest for tag in m["RepoTags"] if ":ck-" in tag))
+                archives.append(
+                    (
+                        sorted(tag for m in manifest for tag in m["RepoTags"] if ":ck-" in tag),
+                        sorted("sha256:" + m["Config"][: -len(".json")] for m in manifest),
+                    )
+                )
         return EMPTY_DIGEST
 
     result = run_rule_with_mocks(
@@ -112,6 +124,12 @@ def run_chunk(
     if not check:
         assert proof_requests == []
     return result, processes, proof_requests, archives
+
+
+def modes(processes: list[Process]) -> list[tuple[str, list[str], list[str]]]:
+    """Each chunk_load.py process: its mode, the key tags it loads or tags, the key tags it discards."""
+    specs = [json.loads(p.argv[2]) for p in processes]
+    return [(s["mode"], [i["key_ref"] for i in s["images"]], [d["key_ref"] for d in s["discard"]]) for s in specs]
 
 
 def test_all_present_loads_nothing() -> None:
@@ -133,7 +151,7 @@ def test_present_members_trigger_no_check_and_a_pulled_one_is_left_to_its_docker
     assert [result.images[a].import_check for a in (A, B, C)] == ["checked before load", "checked before load", None]
 
 
-def test_one_edited_member_is_checked_alone_then_loaded_alone() -> None:
+def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged() -> None:
     b = member(B, "x = 2\n")
     lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
                C: MemberLookup(ExistingImage("sha256:c"))}
@@ -142,11 +160,16 @@ def test_one_edited_member_is_checked_alone_then_loaded_alone() -> None:
         lookups, {B: AssembledMemberResult(b, None)}, json.dumps(report), proofs={B: MemberProof("passed")}, check=True
     )
     assert [[m.address for m in r.members] for r in proof_requests] == [[B]]
-    assert archives == [["acme/b:ck-b"]] and len(processes) == 1
+    # The archive carries no tag: nothing is tagged before the proof.
+    assert archives == [([], [b.image_id])]
+    assert modes(processes) == [("untagged", ["acme/b:ck-b"], []), ("tag", ["acme/b:ck-b"], [])]
+    assert processes[0].argv[-3:] == ("load", "--input", "lambda-images.tar")
+    assert "load" not in processes[1].argv[3:] and processes[1].input_digest == EMPTY_DIGEST
+    assert [p.env["__CHROMADB_LAMBDA_RUN"] for p in processes] == ["7", "7"]
     assert result.images[B] == ChunkImage(b.image_id, made=True, import_check="passed")
 
 
-def test_a_member_failing_its_check_is_not_in_the_load_archive() -> None:
+def test_a_member_failing_its_check_is_never_tagged_and_its_image_is_discarded() -> None:
     a, b, c = member(A, "x = 1\n"), member(B, "x = 2\n"), member(C, "x = 3\n")
     lookups = {address: MemberLookup(ExistingImage(None, run=RUN)) for address in (A, B, C)}
     report = {m.key_ref: {"image_id": m.image_id, "made": True, "error": None} for m in (a, c)}
@@ -155,27 +178,54 @@ def test_a_member_failing_its_check_is_not_in_the_load_archive() -> None:
         lookups,
         {m.address: AssembledMemberResult(m, None) for m in (a, b, c)},
         json.dumps(report),
-        # C was not checkable in its base's container: loaded, left to a `docker run` of its image.
+        # C was not checkable in its base's container: tagged, left to a `docker run` of its image.
         proofs={A: MemberProof("warning: KeyError: 'TABLE'"), B: MemberProof(None, failure)},
         check=True,
     )
     assert [[m.address for m in r.members] for r in proof_requests] == [[A, B, C]]
-    assert archives == [["acme/a:ck-a", "acme/c:ck-c"]] and len(processes) == 1
-    assert [i["key_ref"] for i in json.loads(processes[0].argv[2])["images"]] == ["acme/a:ck-a", "acme/c:ck-c"]
+    assert archives == [([], sorted([a.image_id, b.image_id, c.image_id]))]
+    assert modes(processes) == [
+        ("untagged", ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"], []),
+        ("tag", ["acme/a:ck-a", "acme/c:ck-c"], ["acme/b:ck-b"]),
+    ]
     assert result.images[A] == ChunkImage(a.image_id, made=True, import_check="warning: KeyError: 'TABLE'")
     assert result.images[B] == ChunkImage(None, error=failure, check_failed=True)
     assert result.images[C] == ChunkImage(c.image_id, made=True, import_check=None)
 
 
-def test_every_member_failing_its_check_loads_nothing() -> None:
+def test_every_member_failing_its_check_tags_nothing() -> None:
     b = member(B, "x = 2\n")
     lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
                C: MemberLookup(ExistingImage("sha256:c"))}
-    result, processes, _, archives = run_chunk(
-        lookups, {B: AssembledMemberResult(b, None)}, proofs={B: MemberProof(None, "lambdas/b:b fails")}, check=True
+    result, processes, _, _ = run_chunk(
+        lookups, {B: AssembledMemberResult(b, None)}, "{}", proofs={B: MemberProof(None, "lambdas/b:b fails")}, check=True
     )
-    assert (processes, archives) == ([], [])
+    assert modes(processes) == [("untagged", ["acme/b:ck-b"], []), ("tag", [], ["acme/b:ck-b"])]
     assert result.images[B] == ChunkImage(None, error="lambdas/b:b fails", check_failed=True)
+
+
+def test_a_failed_untagged_load_fails_the_passing_members_and_keeps_the_check_failures() -> None:
+    a, b = member(A, "x = 1\n"), member(B, "x = 2\n")
+    lookups = {A: MemberLookup(ExistingImage(None, run=RUN)), B: MemberLookup(ExistingImage(None, run=RUN)),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    result, processes, _, _ = run_chunk(
+        lookups, {A: AssembledMemberResult(a, None), B: AssembledMemberResult(b, None)}, load_exit=1,
+        proofs={A: MemberProof("passed"), B: MemberProof(None, "lambdas/b:b fails")}, check=True,
+    )
+    assert [m[0] for m in modes(processes)] == ["untagged"]
+    assert result.images[A].image_id is None
+    assert "`docker load` of the 2 images assembled for a chunk of Lambdas failed (exit code 1)" in str(result.images[A].error)
+    assert result.images[B] == ChunkImage(None, error="lambdas/b:b fails", check_failed=True)
+
+
+def test_a_failed_tagging_is_every_passing_member_error() -> None:
+    a = member(A, "x = 1\n")
+    lookups = {A: MemberLookup(ExistingImage(None, run=RUN)), B: MemberLookup(ExistingImage("sha256:b")),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    result, _, _, _ = run_chunk(
+        lookups, {A: AssembledMemberResult(a, None)}, proofs={A: MemberProof("passed")}, check=True, tag_exit=1
+    )
+    assert result.images[A].image_id is None and "failed (exit code 1)" in str(result.images[A].error)
 
 
 def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_error() -> None:
@@ -193,6 +243,7 @@ def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_e
         lookups, {B: AssembledMemberResult(b, None), C: AssembledMemberResult(c, None)}, json.dumps(report)
     )
     [process] = processes
+    assert modes(processes) == [("load", ["acme/b:ck-b", "acme/c:ck-c"], [])]
     assert process.argv[-3:] == ("/usr/bin/docker", "load", "--input", "lambda-images.tar")[-3:]
     spec = json.loads(process.argv[2])
     assert [i["key_ref"] for i in spec["images"]] == ["acme/b:ck-b", "acme/c:ck-c"]

@@ -8,10 +8,11 @@ can fix those: a build error naming the import's file and line and the `dependen
 from third-party ones (the base image lacks them) and from anything else the module raised at import
 (a warning: the context is complete, the handler needs its configuration).
 
-With the assembler, the check runs BEFORE the load, in one container of the base for the members
-the engine lacks (prove_members; chunk_images.py loads only those that do not fail the build): an
-image the engine holds under its content-key tag was proven then (chunk_images.HELD), and only an
-image pulled from a registry (or not checkable in its base's container) gets a `docker run` here.
+With the assembler, the check runs BEFORE the tagging (while the untagged images load), in the
+base's prover (a container of the base, scripts/prover.py) for the members the engine lacks
+(prove_members; chunk_images.py tags only those that do not fail the build): an image the engine
+holds under its content-key tag was proven then (chunk_images.HELD), and only an image pulled from a
+registry (or not checkable in its base's container) gets a `docker run` here.
 
 The `docker run` process is keyed by the image id and the handler and cached like any successful
 process (it always exits 0 and prints its verdict), so an image that was checked once is never run again.

@@ -1,20 +1,23 @@
-"""The import check of assembled Lambda images in ONE container of their base, before they are loaded.
+"""The import check of assembled Lambda images in a container of their base, before they are tagged.
 
-`docker run` of each image costs ~0.3 s of container start; the check itself ~0.02 s. Here one
-container of the base image (`docker run --rm --pull never --network none`) checks the members the
-assembler is about to load (only those the engine lacks), each in its own image's filesystem
+`docker run` of each image costs ~0.3 s of container start before its import. Here one container of
+the base image, its prover (scripts/prover.py: kept running between checks, reached by `docker
+exec`; a fresh `docker run --rm --network none` where it cannot be verified clean), checks the
+members the assembler is loading (only those the engine lacks), each in its own image's filesystem
 (chunk_import_check.py rebuilds it from the base and the member's layer tar, then puts the base back
 for the next member). It needs the base image and the layer bytes, not the loaded image: the chunk
-rule (chunk_images.py) loads only the members whose verdict does not fail the build. Why this is the
-same proof as running the image is in docs/architecture.md ("The import check of a chunk").
+rule (chunk_images.py) loads them untagged meanwhile and tags only the members whose verdict does not
+fail the build. Why this is the same proof as running the image is in docs/architecture.md ("The
+import check of a chunk", "The prover").
 
 The process is keyed by every checked member's image id, layer and config, and cached like any
-successful process: a member that fails again costs nothing; a handler edit checks that one member.
+successful process: a member that fails again costs no container; a handler edit checks that one member.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -29,12 +32,19 @@ from pants.util.frozendict import FrozenDict
 from chromadb_lambda.scripts import chunk_import_check, import_check_script, script_source
 from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest
 from chromadb_lambda.util_rules.engine import DockerEnvironment
+from chromadb_lambda.util_rules.engine_locks import ENGINE_LOCK, engine_lock_dir
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
 
 if TYPE_CHECKING:
     from chromadb_lambda.util_rules.assemble import AssembledMember
 
 BUNDLE = "import-check-bundle.tar"
+PROVER = "prover.py"
+CHUNK_IMPORT_CHECK = "chunk_import_check.py"
+ENGINE_API = "engine_api.py"
+_SCRIPTS = "__chromadb_lambda_prover"
+# A prover exits by itself once no check ran in it for this long (prover.py).
+PROVER_IDLE_SECONDS = 900
 # Container users the per-member check may run as: the container runs as root to extract the layers.
 _ROOT_USERS = ("", "root", "0", "0:0", "root:root")
 
@@ -83,24 +93,37 @@ def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], ti
 
 
 def chunk_check_process(
-    docker: DockerBinary, base_image_id: str, bundle: Digest, count: int, env: FrozenDict[str, str]
+    docker: DockerBinary,
+    base_image_id: str,
+    bundle: Digest,
+    count: int,
+    env: FrozenDict[str, str],
+    task_root: str,
+    scripts: Digest,
 ) -> Process:
-    driver = script_source(os.path.basename(chunk_import_check.__file__)).decode()
+    """prover.py: the check in the base's prover (a `docker exec`), or a fresh `docker run`."""
+    spec = {
+        "docker": docker.path,
+        "lock_dir": engine_lock_dir(),
+        "base_image_id": base_image_id,
+        "bundle": BUNDLE,
+        "driver": CHUNK_IMPORT_CHECK,
+        "task_root": task_root,
+        "idle_seconds": PROVER_IDLE_SECONDS,
+    }
     return Process(
-        # `docker run -i` reads the bundle from stdin (a Pants process has none: the shell redirects it).
-        argv=(
-            "/bin/sh",
-            "-c",
-            f'exec "$0" run -i --rm --pull never --network none --user 0 --entrypoint python3 "$1" -B -c "$2" < {BUNDLE}',
-            docker.path,
-            base_image_id,
-            driver,
-        ),
-        description=f"Importing {count} chromadb_lambda handlers in their images (one container of {base_image_id[:19]})",
+        argv=(sys.executable, f"{_SCRIPTS}/{PROVER}", json.dumps(spec, sort_keys=True)),
+        description=f"Importing {count} chromadb_lambda handlers in their images (a prover of {base_image_id[:19]})",
         input_digest=bundle,
         env={**docker.extra_env, **env},
-        immutable_input_digests=docker.extra_input_digests,
+        immutable_input_digests=FrozenDict({**(docker.extra_input_digests or {}), _SCRIPTS: scripts}),
         cache_scope=ProcessCacheScope.SUCCESSFUL,
+    )
+
+
+def prover_scripts() -> CreateDigest:
+    return CreateDigest(
+        [FileContent(name, script_source(name)) for name in (PROVER, CHUNK_IMPORT_CHECK, ENGINE_LOCK, ENGINE_API)]
     )
 
 
@@ -172,11 +195,14 @@ async def check_chunk_imports(
         )
         for b, c in zip(bases, base_configs)
     )
+    scripts = await Get(Digest, CreateDigest, prover_scripts())
     results = await MultiGet(
         Get(
             FallibleProcessResult,
             Process,
-            chunk_check_process(docker, b, digest, len(by_base[b]), docker_env.env),
+            chunk_check_process(
+                docker, b, digest, len(by_base[b]), docker_env.env, by_base[b][0].task_root, scripts
+            ),
         )
         for b, digest in zip(bases, bundles)
     )

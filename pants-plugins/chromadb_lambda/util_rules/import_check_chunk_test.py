@@ -59,9 +59,10 @@ def run_checks(members: tuple, container_stdout: str):
     indexes: list[dict] = []
 
     def create(request: CreateDigest) -> Digest:
-        [file] = request
-        with tarfile.open(fileobj=io.BytesIO(file.content)) as tar:
-            indexes.append(json.load(tar.extractfile("index.json")))
+        for file in request:
+            if file.path == "import-check-bundle.tar":
+                with tarfile.open(fileobj=io.BytesIO(file.content)) as tar:
+                    indexes.append(json.load(tar.extractfile("index.json")))
         return EMPTY_DIGEST
 
     def run(process: Process) -> FallibleProcessResult:
@@ -85,7 +86,7 @@ def test_one_edited_member_is_one_container_with_a_bundle_of_one_member() -> Non
     ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n'
     stdout = f'{MARK} {json.dumps({"name": "0", "exit_code": 0, "stdout": ok, "stderr": ""})}\n'
     result, processes, indexes = run_checks((b,), stdout)
-    assert len(processes) == 1 and processes[0].argv[4] == "sha256:base"
+    assert len(processes) == 1 and json.loads(processes[0].argv[2])["base_image_id"] == "sha256:base"
     assert processes[0].description.startswith("Importing 1 chromadb_lambda handlers")
     assert [[m["name"] for m in index["members"]] for index in indexes] == [["0"]]
     assert result == ChunkImportCheck(FrozenDict({B: MemberCheckOutput(b.image_id, 0, ok.encode(), b"")}))
@@ -120,11 +121,20 @@ def test_bundle_holds_each_member_layer_bytes_env_and_workdir() -> None:
     assert check_bundle([a, b], ["PATH=/usr/bin"], 60) == bundle
 
 
-def test_one_container_of_the_base_no_network_cached_by_its_bundle() -> None:
-    process = chunk_check_process(DOCKER, "sha256:base", EMPTY_DIGEST, 2, DOCKER_ENV.env)
-    assert process.argv[0:2] == ("/bin/sh", "-c")
-    assert 'run -i --rm --pull never --network none --user 0 --entrypoint python3 "$1"' in process.argv[2]
-    assert process.argv[3:5] == ("/usr/bin/docker", "sha256:base")
+def test_the_check_runs_prover_py_for_the_base_cached_by_its_bundle() -> None:
+    process = chunk_check_process(DOCKER, "sha256:base", EMPTY_DIGEST, 2, DOCKER_ENV.env, "/var/task", EMPTY_DIGEST)
+    assert process.argv[1] == "__chromadb_lambda_prover/prover.py"
+    assert json.loads(process.argv[2]) == {
+        "docker": "/usr/bin/docker",
+        "lock_dir": json.loads(process.argv[2])["lock_dir"],
+        "base_image_id": "sha256:base",
+        "bundle": "import-check-bundle.tar",
+        "driver": "chunk_import_check.py",
+        "task_root": "/var/task",
+        "idle_seconds": 900,
+    }
+    assert json.loads(process.argv[2])["lock_dir"].endswith("chromadb-lambda-engine-locks")
+    assert "__chromadb_lambda_prover" in process.immutable_input_digests
     assert process.cache_scope == ProcessCacheScope.SUCCESSFUL
     assert process.env["DOCKER_HOST"] == "unix:///engine.sock"
 

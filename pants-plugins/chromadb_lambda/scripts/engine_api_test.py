@@ -1,0 +1,122 @@
+"""engine_api.py against a small fake engine on a unix socket: the CLI's output and exit codes."""
+from __future__ import annotations
+
+import io
+import json
+import socketserver
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chromadb_lambda.scripts.engine_api import api_runner, engine_socket, split_ref
+
+
+def test_split_ref() -> None:
+    assert split_ref("acme/a:ck-1") == ("acme/a", "ck-1")
+    assert split_ref("127.0.0.1:5000/acme/a:latest") == ("127.0.0.1:5000/acme/a", "latest")
+    assert split_ref("127.0.0.1:5000/acme/a") == ("127.0.0.1:5000/acme/a", "latest")
+
+
+def test_only_a_plain_unix_socket_engine_is_asked_directly() -> None:
+    assert engine_socket({}) == "/var/run/docker.sock"
+    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock"}) == "/tmp/e/docker.sock"
+    assert engine_socket({"DOCKER_HOST": "tcp://127.0.0.1:2375"}) is None
+    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock", "DOCKER_CONTEXT": "other"}) is None
+    assert engine_socket({"DOCKER_TLS_VERIFY": "1"}) is None
+
+
+class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.tags: dict[str, str] = {"acme/a:ck-1": "sha256:aaa"}
+        self.requests: list[str] = []
+        self.loaded: list[bytes] = []
+        super().__init__(path, Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeEngine
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def reply(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.server.requests.append(f"GET {self.path}")
+        ref = self.path[len("/images/") : -len("/json")]
+        image_id = self.server.tags.get(ref) or (ref if ref in self.server.tags.values() else None)
+        if image_id is None:
+            self.reply(404, {"message": f"No such image: {ref}"})
+        else:
+            self.reply(200, {"Id": image_id, "RepoTags": sorted(t for t, i in self.server.tags.items() if i == image_id)})
+
+    def do_POST(self) -> None:
+        self.server.requests.append(f"POST {self.path}")
+        if self.path.startswith("/images/load"):
+            self.server.loaded.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"stream":"Loaded image ID: sha256:bbb\\n"}\r\n')
+            return
+        image_id = self.path.split("/")[2]
+        query = parse_qs(urlsplit(self.path).query)
+        self.server.tags[f"{query['repo'][0]}:{query['tag'][0]}"] = image_id
+        self.reply(201, {})
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[FakeEngine]:
+    server = FakeEngine(str(tmp_path / "docker.sock"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def no_cli(argv, **kwargs):
+    raise AssertionError(f"the CLI ran: {argv}")
+
+
+def test_inspect_tag_and_load_are_served_with_the_cli_output(engine: FakeEngine, tmp_path: Path) -> None:
+    run = api_runner({"DOCKER_HOST": f"unix://{engine.server_address}"}, fallback=no_cli)
+    found = run(["docker", "image", "inspect", "--format", "{{.Id}}", "acme/a:ck-1"], capture_output=True, text=True)
+    assert (found.returncode, found.stdout, found.stderr) == (0, "sha256:aaa\n", "")
+    missing = run(["docker", "image", "inspect", "--format", "{{.Id}}", "acme/a:ck-1", "acme/b:x"], capture_output=True, text=True)
+    assert (missing.returncode, missing.stdout, missing.stderr) == (1, "sha256:aaa\n", "Error: No such image: acme/b:x\n")
+    tagged = run(["docker", "tag", "sha256:aaa", "127.0.0.1:5000/acme/a:latest"], capture_output=True, text=True)
+    assert tagged.returncode == 0 and engine.tags["127.0.0.1:5000/acme/a:latest"] == "sha256:aaa"
+    tags = run(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", "sha256:aaa"], capture_output=True, text=True)
+    assert json.loads(tags.stdout) == ["127.0.0.1:5000/acme/a:latest", "acme/a:ck-1"]
+    archive = tmp_path / "images.tar"
+    archive.write_bytes(b"tar bytes")
+    out = io.StringIO()
+    loaded = run(["docker", "load", "--input", str(archive)], stdout=out)
+    assert (loaded.returncode, out.getvalue(), engine.loaded) == (0, "Loaded image ID: sha256:bbb\n", [b"tar bytes"])
+    assert engine.requests[-1] == "POST /images/load?quiet=1"
+
+
+def test_other_calls_and_an_absent_socket_go_to_the_cli(tmp_path: Path) -> None:
+    calls = []
+
+    def cli(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "sha256:ccc\n", "")
+
+    run = api_runner({"DOCKER_HOST": f"unix://{tmp_path}/absent.sock"}, fallback=cli)
+    assert run(["docker", "image", "inspect", "--format", "{{.Id}}", "acme/c:1"], capture_output=True, text=True).stdout == "sha256:ccc\n"
+    run(["docker", "build", "."])
+    assert calls == [["docker", "image", "inspect", "--format", "{{.Id}}", "acme/c:1"], ["docker", "build", "."]]
+    assert api_runner({"DOCKER_HOST": "tcp://127.0.0.1:2375"}, fallback=cli) is cli

@@ -1,0 +1,183 @@
+"""Runs chunk_import_check.py (the import check of a chunk) in a prover: a container of the base image
+kept running between checks, so that a check costs a `docker exec` (~0.1 s) instead of a `docker run`
+(~0.25-0.4 s). `prover.py SPEC_JSON`, the bundle file in the working directory; prints the driver's
+output and exits with its code.
+
+SPEC_JSON: `docker` (the CLI), `lock_dir`, `base_image_id`, `bundle` (file name), `driver` (the
+driver's file, beside this one), `task_root`, `idle_seconds`.
+
+One prover per engine and base image: named by both (`chromadb-lambda-prover-<hash>`), labelled
+`chromadb-lambda.prover=<base image id>`, started on first need with `docker run -d --rm --network
+none --pull never --user 0`; its first process exits, and the container with it, once no other
+process has run in it for `idle_seconds`. Its checks are serialized by a file lock (engine_lock.py's
+lock folder). Before each check, under the lock, the prover must be exactly its base again:
+  - its writable layer (the overlay2 upper directory, read on this machine) may hold only the
+    directories the driver restores (the task root, its parents, /tmp), empty, and no file;
+  - the driver refuses to start (DIRTY_EXIT) when a process other than the prover's first one runs.
+A prover that fails either is removed and a new one started; when the engine is not a local unix
+socket, or its storage is not overlay2 readable here, each check runs in a fresh `docker run`, as
+before. A prover that vanished (idle exit, `docker rm -f`, an engine restart) is started again.
+Standard library only: run with Pants' own interpreter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Sequence
+
+try:  # Run as a script beside engine_lock.py and engine_api.py (the process's sandbox).
+    from engine_api import EngineApi, engine_socket
+    from engine_lock import DEFAULT_DOCKER_HOST, held_locks
+except ImportError:  # Imported by the plugin's tests.
+    from chromadb_lambda.scripts.engine_api import EngineApi, engine_socket
+    from chromadb_lambda.scripts.engine_lock import DEFAULT_DOCKER_HOST, held_locks
+
+LABEL = "chromadb-lambda.prover"
+# chunk_import_check.py's exit code when another process runs in the prover: not a verdict.
+DIRTY_EXIT = 4
+# The prover's first process: exits when no other process ran in the container for argv[1] seconds.
+IDLE_LOOP = """
+import os, sys, time
+idle, last = float(sys.argv[1]), time.monotonic()
+while True:
+    time.sleep(1)
+    if any(p.isdigit() and p != "1" for p in os.listdir("/proc")):
+        last = time.monotonic()
+    elif time.monotonic() - last > idle:
+        break
+"""
+
+
+def prover_name(docker_host: str, base_image_id: str) -> str:
+    return "chromadb-lambda-prover-" + hashlib.sha256(f"{docker_host}\n{base_image_id}".encode()).hexdigest()[:16]
+
+
+def allowed_dirs(task_root: str) -> set[str]:
+    """The writable layer's directories a clean prover may hold (relative): those the driver restores."""
+    parts = task_root.strip("/").split("/")
+    return {"/".join(parts[:i]) for i in range(1, len(parts) + 1)} | {"tmp"}
+
+
+def upper_problem(upper: str, task_root: str) -> str | None:
+    """Why the prover's writable layer is not its base again, or None."""
+    allowed = allowed_dirs(task_root)
+    if not os.path.isdir(upper):
+        return f"its writable layer {upper} cannot be read here"
+    for root, dirs, files in os.walk(upper):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, upper)
+            if relative not in allowed or os.path.islink(path) or not os.path.isdir(path):
+                return f"it holds {relative!r}"
+    return None
+
+
+class Prover:
+    def __init__(self, spec: dict[str, Any], api: EngineApi, docker_host: str, run=subprocess.run) -> None:
+        self.spec, self.api, self.run = spec, api, run
+        self.docker = spec["docker"]
+        self.name = prover_name(docker_host, spec["base_image_id"])
+
+    def upper(self) -> str | None:
+        """The running prover's writable layer, or None when there is no running prover of the base."""
+        status, body = self.api.request("GET", f"/containers/{self.name}/json")
+        if status == 404:
+            return None
+        if status != 200:
+            raise OSError(f"GET /containers/{self.name}/json: HTTP {status}")
+        info = json.loads(body)
+        if not (info.get("State") or {}).get("Running") or info.get("Image") != self.spec["base_image_id"]:
+            self.remove()
+            return None
+        graph = info.get("GraphDriver") or {}
+        return (graph.get("Data") or {}).get("UpperDir") if graph.get("Name") == "overlay2" else ""
+
+    def remove(self) -> None:
+        self.run([self.docker, "rm", "-f", self.name], capture_output=True)
+
+    def start(self) -> None:
+        argv = [
+            self.docker, "run", "-d", "--rm", "--name", self.name, "--label", f"{LABEL}={self.spec['base_image_id']}",
+            "--network", "none", "--pull", "never", "--user", "0", "--entrypoint", "python3",
+            self.spec["base_image_id"], "-B", "-c", IDLE_LOOP, str(self.spec["idle_seconds"]),
+        ]
+        started = self.run(argv, capture_output=True)
+        if started.returncode != 0:
+            self.remove()  # a prover of that name that was exiting: once more
+            started = self.run(argv, capture_output=True)
+        if started.returncode != 0:
+            raise OSError(started.stderr.decode(errors="replace").strip())
+
+    def ready(self) -> bool:
+        """A running prover whose writable layer is clean (started or restarted as needed); False when
+        this engine's provers cannot be verified here (use a fresh container)."""
+        for _ in range(3):  # at most: replace a dirty prover, then start one
+            upper = self.upper()
+            if upper is None:
+                self.start()
+                continue
+            if not upper:
+                self.remove()
+                return False
+            problem = upper_problem(upper, self.spec["task_root"])
+            if problem is None:
+                return True
+            print(f"Replacing the prover {self.name}: {problem}.", file=sys.stderr)
+            self.remove()
+        return False
+
+    def check(self, driver: str, bundle: bytes) -> subprocess.CompletedProcess:
+        argv = [self.docker, "exec", "-i", "--user", "0", self.name, "python3", "-B", "-c", driver]
+        return self.run(argv, input=bundle, capture_output=True)
+
+
+def fresh_check(spec: dict[str, Any], driver: str, bundle: bytes, run=subprocess.run) -> subprocess.CompletedProcess:
+    argv = [
+        spec["docker"], "run", "-i", "--rm", "--pull", "never", "--network", "none", "--user", "0",
+        "--entrypoint", "python3", spec["base_image_id"], "-B", "-c", driver,
+    ]
+    return run(argv, input=bundle, capture_output=True)
+
+
+def prove(spec: dict[str, Any], driver: str, bundle: bytes, environ: dict[str, str], run=subprocess.run) -> subprocess.CompletedProcess:
+    socket_path = engine_socket(environ)
+    if socket_path is None:
+        return fresh_check(spec, driver, bundle, run)
+    docker_host = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    prover = Prover(spec, EngineApi(socket_path), docker_host, run)
+    with held_locks(spec["lock_dir"], docker_host, [prover.name]):
+        for _ in range(2):
+            if not prover.ready():
+                return fresh_check(spec, driver, bundle, run)
+            done = prover.check(driver, bundle)
+            if done.returncode == DIRTY_EXIT:
+                sys.stderr.write(done.stderr.decode(errors="replace"))
+                prover.remove()
+                continue
+            if done.returncode not in (0, 3) and prover.upper() is None:
+                continue  # the prover went away during the check (its idle exit, a removal): again
+            return done
+        return fresh_check(spec, driver, bundle, run)
+
+
+def main(argv: Sequence[str]) -> int:
+    spec = json.loads(argv[0])
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), spec["driver"])) as f:
+        driver = f.read()
+    with open(spec["bundle"], "rb") as f:
+        bundle = f.read()
+    try:
+        done = prove(spec, driver, bundle, dict(os.environ))
+    except OSError as e:
+        print(f"The import check's prover failed ({e}); checking in a fresh container.", file=sys.stderr)
+        done = fresh_check(spec, driver, bundle)
+    sys.stdout.buffer.write(done.stdout)
+    sys.stderr.buffer.write(done.stderr)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

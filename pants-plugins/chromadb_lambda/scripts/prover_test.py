@@ -1,0 +1,125 @@
+"""prover.py: when a prover is reused, replaced or bypassed, against a fake engine and `docker`."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chromadb_lambda.scripts import prover
+from chromadb_lambda.scripts.prover import DIRTY_EXIT, allowed_dirs, prove, prover_name, upper_problem
+
+BASE = "sha256:base"
+
+
+def test_the_name_is_per_engine_and_base() -> None:
+    assert prover_name("unix:///a.sock", BASE) == prover_name("unix:///a.sock", BASE)
+    assert prover_name("unix:///a.sock", BASE) != prover_name("unix:///b.sock", BASE)
+    assert prover_name("unix:///a.sock", BASE) != prover_name("unix:///a.sock", "sha256:other")
+    assert prover_name("unix:///a.sock", BASE).startswith("chromadb-lambda-prover-")
+
+
+def test_a_clean_writable_layer_holds_only_the_restored_directories(tmp_path: Path) -> None:
+    assert allowed_dirs("/var/task") == {"var", "var/task", "tmp"}
+    for d in ("tmp", "var/task"):
+        (tmp_path / d).mkdir(parents=True)
+    assert upper_problem(str(tmp_path), "/var/task") is None
+    (tmp_path / "tmp" / "left-by-an-import").write_text("x")
+    assert upper_problem(str(tmp_path), "/var/task") == "it holds 'tmp/left-by-an-import'"
+    (tmp_path / "tmp" / "left-by-an-import").unlink()
+    (tmp_path / "var" / "task" / "handler.py").write_text("x")
+    assert upper_problem(str(tmp_path), "/var/task") == "it holds 'var/task/handler.py'"
+    (tmp_path / "var" / "task" / "handler.py").unlink()
+    (tmp_path / "opt").mkdir()
+    assert upper_problem(str(tmp_path), "/var/task") == "it holds 'opt'"
+    assert upper_problem(str(tmp_path / "absent"), "/var/task").endswith("cannot be read here")
+
+
+class FakeDocker:
+    """The engine's containers (name -> upper dir) behind a fake API and a fake `docker` CLI."""
+
+    def __init__(self, tmp_path: Path, exec_codes: list[int]) -> None:
+        self.tmp_path, self.exec_codes = tmp_path, list(exec_codes)
+        self.containers: dict[str, str] = {}
+        self.commands: list[str] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        name = path.split("/")[2]
+        if name not in self.containers:
+            return 404, b"{}"
+        info = {"State": {"Running": True}, "Image": BASE,
+                "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": self.containers[name]}}}
+        return 200, json.dumps(info).encode()
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        self.commands.append(argv[1])
+        if argv[1] == "run" and "-d" in argv:
+            name = argv[argv.index("--name") + 1]
+            upper = self.tmp_path / f"upper{len(self.commands)}"
+            (upper / "tmp").mkdir(parents=True)
+            self.containers[name] = str(upper)
+            return subprocess.CompletedProcess(argv, 0, b"id\n", b"")
+        if argv[1] == "rm":
+            self.containers.pop(argv[-1], None)
+            return subprocess.CompletedProcess(argv, 0, b"", b"")
+        if argv[1] == "exec":
+            code = self.exec_codes.pop(0)
+            return subprocess.CompletedProcess(argv, code, f"exec {code}".encode(), b"")
+        if argv[1] == "run":
+            return subprocess.CompletedProcess(argv, 0, b"fresh", b"")
+        raise AssertionError(argv)
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> dict[str, Any]:
+    return {"docker": "docker", "lock_dir": str(tmp_path / "locks"), "base_image_id": BASE, "bundle": "b.tar",
+            "driver": "chunk_import_check.py", "task_root": "/var/task", "idle_seconds": 900}
+
+
+def run_prove(spec: dict[str, Any], fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, environ=None):
+    monkeypatch.setattr(prover, "EngineApi", lambda path: fake)
+    return prove(spec, "driver", b"bundle", environ or {"DOCKER_HOST": "unix:///e.sock"}, fake)
+
+
+def test_started_on_first_need_then_reused(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [0, 0])
+    assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
+    assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
+    assert fake.commands == ["run", "exec", "exec"]
+
+
+def test_a_prover_holding_a_file_is_replaced_before_the_check(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [0, 0])
+    run_prove(spec, fake, monkeypatch)
+    [upper] = fake.containers.values()
+    (Path(upper) / "tmp" / "cache.db").write_text("left by an import")
+    run_prove(spec, fake, monkeypatch)
+    assert fake.commands == ["run", "exec", "rm", "run", "exec"]
+
+
+def test_a_prover_killed_meanwhile_is_started_again(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [0, 0])
+    run_prove(spec, fake, monkeypatch)
+    fake.containers.clear()
+    assert run_prove(spec, fake, monkeypatch).returncode == 0
+    assert fake.commands == ["run", "exec", "run", "exec"]
+
+
+def test_a_process_left_running_in_the_prover_replaces_it(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [DIRTY_EXIT, 0])
+    assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
+    assert fake.commands == ["run", "exec", "rm", "run", "exec"]
+
+
+def test_a_failing_check_is_the_driver_result_not_a_retry(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [1])
+    assert run_prove(spec, fake, monkeypatch).returncode == 1
+    assert fake.commands == ["run", "exec"]
+
+
+def test_an_engine_not_on_a_local_socket_gets_a_fresh_container(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [])
+    assert run_prove(spec, fake, monkeypatch, {"DOCKER_HOST": "tcp://10.0.0.1:2375"}).stdout == b"fresh"
+    assert fake.commands == ["run"]
