@@ -1,13 +1,12 @@
-"""The few `docker` CLI calls of chunk_load.py and engine_lock.py served by the engine's HTTP API over
-its unix socket, with the CLI's exit codes and output: `image inspect --format {{.Id}} REF...`,
-`image inspect --format {{json .RepoTags}} REF`, `tag ID REF`, `load --input FILE` and `rmi ID`.
+"""The Docker engine's HTTP API over its unix socket: the plugin's in-process image inspects
+(util_rules/engine.py), and the few `docker` CLI calls of chunk_load.py and prover.py served with the
+CLI's exit codes and output: `image inspect --format {{.Id}} REF...`, `image inspect --format {{json
+.RepoTags}} REF`, `tag ID REF`, `load --input FILE` and `rmi ID`.
 
-Each CLI call starts a Go program that reads its config and negotiates the API version before
-its one request (~0.03-0.08 s on a busy 2-core machine); a request on the socket takes a few ms. Only
-an engine behind a unix socket (DOCKER_HOST `unix://...`, or unset: the default socket) with no
-`DOCKER_CONTEXT` is asked this way; any other call, and any other engine, runs the CLI itself
-(`api_runner` returns `subprocess.run`).
-Standard library only: run with Pants' own interpreter.
+Each CLI call starts a Go program that reads its config and negotiates the API version before its one
+request (~0.03-0.08 s on a busy 2-core machine); a request on the socket takes a few ms. Only an engine
+named by a `unix://` DOCKER_HOST is asked this way; any other call, and any other engine, runs the CLI
+itself (`api_runner` returns `subprocess.run`). Standard library only: run with Pants' own interpreter.
 """
 from __future__ import annotations
 
@@ -17,15 +16,16 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
 ID_FORMAT = "{{.Id}}"
 TAGS_FORMAT = "{{json .RepoTags}}"
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over the engine's unix socket (keep-alive: one connection serves several requests)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
@@ -36,12 +36,17 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def engine_socket(environ: dict[str, str]) -> str | None:
-    """The engine's unix socket when this module may ask it directly, else None (use the CLI)."""
-    if environ.get("DOCKER_CONTEXT") or environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_API_VERSION"):
-        return None
-    host = environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    return host[len("unix://") :] if host.startswith("unix://") else None
+def engine_socket(environ: Mapping[str, str]) -> str | None:
+    """The socket of a `unix://` DOCKER_HOST, which may be asked directly: the docker CLI talks to the
+    engine DOCKER_HOST names, whatever its context. None (ask through the CLI): a tcp or ssh host, or no
+    DOCKER_HOST, where the CLI's current context (in its config) decides the engine."""
+    host = environ.get("DOCKER_HOST", "")
+    return host[len("unix://") :] if host.startswith("unix://") and len(host) > len("unix://") else None
+
+
+def image_inspect_path(ref: str) -> str:
+    """The Engine API path of `GET /images/{name}/json` (what `docker image inspect` asks)."""
+    return f"/images/{quote(ref, safe='/:@')}/json"
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -58,7 +63,7 @@ class EngineApi:
         self.socket_path, self.timeout = socket_path, timeout
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        connection = _UnixConnection(self.socket_path, self.timeout)
+        connection = UnixConnection(self.socket_path, self.timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -67,7 +72,7 @@ class EngineApi:
             connection.close()
 
     def image(self, ref: str) -> dict[str, Any] | None:
-        status, body = self.request("GET", f"/images/{quote(ref, safe='/:@')}/json")
+        status, body = self.request("GET", image_inspect_path(ref))
         if status == 404:
             return None
         if status != 200:

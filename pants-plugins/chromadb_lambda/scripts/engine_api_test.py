@@ -23,11 +23,15 @@ def test_split_ref() -> None:
 
 
 def test_only_a_plain_unix_socket_engine_is_asked_directly() -> None:
-    assert engine_socket({}) == "/var/run/docker.sock"
     assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock"}) == "/tmp/e/docker.sock"
+    # DOCKER_HOST wins over a context for the CLI too: the same engine.
+    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock", "DOCKER_CONTEXT": "other"}) == "/tmp/e/docker.sock"
     assert engine_socket({"DOCKER_HOST": "tcp://127.0.0.1:2375"}) is None
-    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock", "DOCKER_CONTEXT": "other"}) is None
-    assert engine_socket({"DOCKER_TLS_VERIFY": "1"}) is None
+    assert engine_socket({"DOCKER_HOST": "ssh://me@host"}) is None
+    assert engine_socket({"DOCKER_HOST": "unix://"}) is None
+    # No DOCKER_HOST: the CLI's current context (its config) decides the engine.
+    assert engine_socket({}) is None
+    assert engine_socket({"DOCKER_CONTEXT": "colima"}) is None
 
 
 class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

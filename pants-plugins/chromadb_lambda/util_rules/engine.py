@@ -4,10 +4,7 @@ ids of given refs (asked for in every run)."""
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
-import socket
-import urllib.parse
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -18,6 +15,8 @@ from pants.engine.internals.session import RunId
 from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
+
+from chromadb_lambda.scripts.engine_api import UnixConnection, engine_socket, image_inspect_path
 
 
 @dataclass(frozen=True)
@@ -150,30 +149,6 @@ class EngineQueryError(Exception):
     """The engine's API answered an image inspect with an error other than "no such image"."""
 
 
-def engine_socket(env: Mapping[str, str]) -> str | None:
-    """The socket of a `unix://` DOCKER_HOST, which the plugin can ask directly; None: ask through the
-    docker CLI (a tcp or ssh host, TLS, or no DOCKER_HOST: the CLI's context decides the engine)."""
-    host = env.get("DOCKER_HOST", "")
-    return host[len("unix://") :] if host.startswith("unix://") and len(host) > len("unix://") else None
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def image_inspect_path(ref: str) -> str:
-    """The Engine API path of `GET /images/{name}/json` (what `docker image inspect` asks)."""
-    return f"/images/{urllib.parse.quote(ref, safe='/:@')}/json"
-
-
 def held_image_id(status: int, body: bytes, ref: str) -> str | None:
     """The image id of an image inspect answer; None for "no such image" (404) and for a ref the engine
     cannot hold (400, e.g. "invalid reference format": the step that makes the image reports it)."""
@@ -188,7 +163,7 @@ def inspect_refs(socket_path: str, refs: Iterable[str], timeout: float = 60.0) -
     """The image id of each ref the engine at `socket_path` holds: one keep-alive connection, one
     `GET /images/{ref}/json` a ref (about a millisecond each), no process."""
     held = {}
-    connection = _UnixHTTPConnection(socket_path, timeout)
+    connection = UnixConnection(socket_path, timeout)
     try:
         for ref in refs:
             connection.request("GET", image_inspect_path(ref))

@@ -25,7 +25,6 @@ from chromadb_lambda.util_rules.engine import (
     SocketRefs,
     SocketRefsRequest,
     docker_process,
-    engine_socket,
     held_image_id,
     held_in_listing,
     held_refs,
@@ -61,15 +60,6 @@ LISTING = {
     "reg:5000/r:ck-1": "sha256:b",
     "r2:latest": "sha256:c",
 }
-
-
-def test_engine_socket_only_for_a_unix_docker_host() -> None:
-    assert engine_socket({"DOCKER_HOST": "unix:///tmp/e/docker.sock"}) == "/tmp/e/docker.sock"
-    # The CLI decides these: TLS and ssh hosts, and no DOCKER_HOST (the CLI's context names the engine).
-    assert engine_socket({"DOCKER_HOST": "tcp://127.0.0.1:2376"}) is None
-    assert engine_socket({"DOCKER_HOST": "ssh://me@host"}) is None
-    assert engine_socket({"DOCKER_HOST": "unix://"}) is None
-    assert engine_socket({}) is None
 
 
 def test_image_inspect_path_keeps_registry_ports_and_slashes() -> None:
