@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import docker, read_docker_infos, remove_repository_images, run_pants, scratch_repo, stop_pantsd
+from e2e.harness import PLUGIN_PACKAGE, docker, read_docker_infos, remove_repository_images, run_pants, scratch_repo, stop_pantsd
 
 REPOSITORY = f"chromadb-lambda-chunk-{uuid.uuid4().hex[:8]}"
 OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
@@ -37,11 +37,7 @@ def lambda_files(name: str, body: str) -> dict[str, str]:
 
 
 FILES = {
-    "src/pkg/BUILD": "python_sources()\n",
-    "src/pkg/__init__.py": "",
-    "src/pkg/plugins/BUILD": "python_sources()\n",
-    "src/pkg/plugins/__init__.py": "",
-    "src/pkg/plugins/alpha.py": 'NAME = "alpha"\n',
+    **PLUGIN_PACKAGE,
     **lambda_files("alpha_fn", f'RUN = "{RUN}"\n\n\ndef handle(event, context):\n    return "alpha " + RUN\n'),
     **lambda_files("beta_fn", f'RUN = "{RUN}"\n\n\ndef handle(event, context):\n    return "beta " + RUN\n'),
     **lambda_files(

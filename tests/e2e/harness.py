@@ -40,6 +40,17 @@ def copy_repo(source: Path, dest: Path) -> Path:
     return dest
 
 
+# A first-party package whose module a Lambda imports only by a name built at run time (importlib):
+# what dependency inference cannot see (chunk_e2e, import_check_e2e, prover_e2e).
+PLUGIN_PACKAGE = {
+    "src/pkg/BUILD": "python_sources()\n",
+    "src/pkg/__init__.py": "",
+    "src/pkg/plugins/BUILD": "python_sources()\n",
+    "src/pkg/plugins/__init__.py": "",
+    "src/pkg/plugins/alpha.py": 'NAME = "alpha"\n',
+}
+
+
 def scratch_repo(source: Path, dest: Path, files: Mapping[str, str]) -> Path:
     """A scratch copy of the repo with `files` (repo path -> text) written over it."""
     root = copy_repo(source, dest)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import docker, read_docker_infos, remove_repository_images, run_pants, scratch_repo, stop_pantsd
+from e2e.harness import PLUGIN_PACKAGE, docker, read_docker_infos, remove_repository_images, run_pants, scratch_repo, stop_pantsd
 
 REPOSITORY = f"chromadb-lambda-prover-{uuid.uuid4().hex[:8]}"
 OPTIONS = (f"--docker-default-repository={REPOSITORY}/{{name}}",)
@@ -22,11 +22,7 @@ BASE = 'base_image="//base:lambda-base"'
 DYN_ERROR = "The image of lambdas/dyn:dyn does not import its handler `dyn.handler.handle`: the first-party module"
 
 FILES = {
-    "src/pkg/BUILD": "python_sources()\n",
-    "src/pkg/__init__.py": "",
-    "src/pkg/plugins/BUILD": "python_sources()\n",
-    "src/pkg/plugins/__init__.py": "",
-    "src/pkg/plugins/alpha.py": 'NAME = "alpha"\n',
+    **PLUGIN_PACKAGE,
     "lambdas/dyn/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="dyn", handler="handler.py:handle", {BASE})\n',
     "lambdas/dyn/__init__.py": "",
     "lambdas/dyn/handler.py": (
