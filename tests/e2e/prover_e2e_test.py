@@ -7,6 +7,8 @@ import fails in its image. Real Pants with pantsd, the real engine: the prover i
 """
 from __future__ import annotations
 
+import hashlib
+
 import shutil
 import uuid
 from pathlib import Path
@@ -67,8 +69,14 @@ def base_id(repo: Path) -> str:
 
 
 def provers(base: str) -> list[str]:
-    """The ids of the running provers of `base` on this engine."""
-    out = docker("ps", "--no-trunc", "--filter", f"label=chromadb-lambda.prover={base}", "--format", "{{.ID}}").stdout
+    """The ids of the running provers of `base` on this engine: labelled with it and named by it
+    (`chromadb-lambda-prover-` + the first 16 hex digits of sha256 of the base id), so that a prover an
+    older checkout named otherwise is not counted."""
+    name = "chromadb-lambda-prover-" + hashlib.sha256(base.encode()).hexdigest()[:16]
+    out = docker(
+        "ps", "--no-trunc", "--filter", f"label=chromadb-lambda.prover={base}", "--filter", f"name=^/?{name}$",
+        "--format", "{{.ID}}",
+    ).stdout
     return out.split()
 
 

@@ -135,6 +135,7 @@ def test_second_runner_reuses_the_remote_cache_and_published_images(
         if results_dir:
             report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             report["cpus"] = os.cpu_count()
+            Path(results_dir).mkdir(parents=True, exist_ok=True)
             (Path(results_dir) / "two-runners.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
     assert sorted(infos_a) == sorted(infos_b) == sorted(ALL)

@@ -8,7 +8,8 @@ removes what another target uses. In a pruned repository, an image is stale when
 it and no current key's ref points at it; its tags in that repository go (then Docker deletes it),
 except for the `--keep` most recently tagged stale images of each repository. Nothing outside those
 repositories is touched, and nothing is forced (`docker image rm` without `--force`: an image a
-container uses stays, and is reported).
+container uses stays, and is reported), except the import check's provers (scripts/prover.py): a
+removed image's prover, an idle container of it kept only to check handlers, is removed first.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pants.util.frozendict import FrozenDict
 from pants.util.strutil import help_text, pluralize, softwrap
 
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet
+from chromadb_lambda.scripts.prover import LABEL as PROVER_LABEL
 from chromadb_lambda.util_rules.content_keys import KEY_TAG_PREFIX, LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
@@ -148,6 +150,14 @@ def plan_lines(plan: PrunePlan, dry_run: bool, keep: int) -> list[str]:
     return lines
 
 
+def provers_of(output: str, image_ids: Iterable[str]) -> list[str]:
+    """The containers of `docker ps --format '{{.ID}} {{.Label "<PROVER_LABEL>"}}'` that are provers of
+    the given images."""
+    wanted = set(image_ids)
+    lines = (line.split() for line in output.splitlines())
+    return [fields[0] for fields in lines if len(fields) == 2 and fields[1] in wanted]
+
+
 @dataclass(frozen=True)
 class PruneCandidatesRequest:
     selected: frozenset[Address]
@@ -212,6 +222,34 @@ async def lambda_prune(
         )
         return LambdaPruneGoal(exit_code=0)
 
+    # The import check's provers of these images (idle containers of a base) would keep them.
+    listed = await Get(
+        ProcessResult,
+        Process,
+        run_scoped_process(
+            docker_process(
+                docker,
+                ("ps", "--all", "--no-trunc", "--filter", f"label={PROVER_LABEL}", "--format",
+                 f'{{{{.ID}}}} {{{{.Label "{PROVER_LABEL}"}}}}'),
+                docker_env.env,
+                "Finding the import check's provers",
+            ),
+            run,
+        ),
+    )
+    provers = provers_of(listed.stdout.decode(), (image.image_id for image in plan.remove))
+    if provers:
+        await Get(
+            ProcessResult,
+            Process,
+            run_scoped_process(
+                docker_process(
+                    docker, ("rm", "--force", *provers), docker_env.env,
+                    f"Removing {pluralize(len(provers), 'import check prover')} of the images to remove",
+                ),
+                run,
+            ),
+        )
     results = await MultiGet(
         Get(
             FallibleProcessResult,

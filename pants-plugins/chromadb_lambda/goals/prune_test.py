@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from chromadb_lambda.goals.prune import PrunePlan, StaleImage, parse_tag_times, plan_lines, prune_plan, stale_images
+from chromadb_lambda.goals.prune import PrunePlan, StaleImage, parse_tag_times, plan_lines, provers_of, prune_plan, stale_images
 
 OLD = "sha256:" + "1" * 64
 OLDER = "sha256:" + "2" * 64
@@ -73,3 +73,14 @@ def test_plan_lines() -> None:
         "repository (`--lambda-prune-keep`)",
     ]
     assert plan_lines(plan, dry_run=False, keep=1)[0] == f"Removing r/a:ck-old (image {OLD[:19]})"
+
+
+def test_provers_of_the_images_to_remove() -> None:
+    output = (
+        "c1 sha256:old-base\n"
+        "c2 sha256:current-base\n"
+        "c3 sha256:old-base\n"
+        "c4\n"
+    )
+    assert provers_of(output, ["sha256:old-base", "sha256:lambda"]) == ["c1", "c3"]
+    assert provers_of(output, []) == []

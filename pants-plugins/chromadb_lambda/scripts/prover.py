@@ -6,7 +6,7 @@ output and exits with its code.
 SPEC_JSON: `docker` (the CLI), `lock_dir`, `base_image_id`, `bundle` (file name), `driver` (the
 driver's file, beside this one), `task_root`, `idle_seconds`.
 
-One prover per engine and base image: named by both (`chromadb-lambda-prover-<hash>`), labelled
+One prover per engine and base image: named by the base (`chromadb-lambda-prover-<hash>`), labelled
 `chromadb-lambda.prover=<base image id>`, started on first need with `docker run -d --rm --network
 none --pull never --user 0`; its first process exits, and the container with it, once no other
 process has run in it for `idle_seconds`. Its checks are serialized by a file lock (engine_lock.py's
@@ -51,8 +51,10 @@ while True:
 """
 
 
-def prover_name(docker_host: str, base_image_id: str) -> str:
-    return "chromadb-lambda-prover-" + hashlib.sha256(f"{docker_host}\n{base_image_id}".encode()).hexdigest()[:16]
+def prover_name(base_image_id: str) -> str:
+    """One name per base image: a container name is unique within its engine, so runs that address the
+    same engine in different ways (socket paths, links) still share one prover."""
+    return "chromadb-lambda-prover-" + hashlib.sha256(base_image_id.encode()).hexdigest()[:16]
 
 
 def allowed_dirs(task_root: str) -> set[str]:
@@ -76,10 +78,10 @@ def upper_problem(upper: str, task_root: str) -> str | None:
 
 
 class Prover:
-    def __init__(self, spec: dict[str, Any], api: EngineApi, docker_host: str, run=subprocess.run) -> None:
+    def __init__(self, spec: dict[str, Any], api: EngineApi, run=subprocess.run) -> None:
         self.spec, self.api, self.run = spec, api, run
         self.docker = spec["docker"]
-        self.name = prover_name(docker_host, spec["base_image_id"])
+        self.name = prover_name(spec["base_image_id"])
 
     def upper(self) -> str | None:
         """The running prover's writable layer, or None when there is no running prover of the base."""
@@ -147,7 +149,7 @@ def prove(spec: dict[str, Any], driver: str, bundle: bytes, environ: dict[str, s
     if socket_path is None:
         return fresh_check(spec, driver, bundle, run)
     docker_host = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
-    prover = Prover(spec, EngineApi(socket_path), docker_host, run)
+    prover = Prover(spec, EngineApi(socket_path), run)
     with held_locks(spec["lock_dir"], docker_host, [prover.name]):
         for _ in range(2):
             if not prover.ready():
