@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import boto3
 import pytest
@@ -282,37 +282,37 @@ def refusal(address: str, refused: str) -> str:
     )
 
 
-def test_publish_refuses_a_function_of_another_architecture_before_the_push(world: dict) -> None:
-    create_function(world, "submit-batch-arm", architecture="arm64")
-    set_fields(world["root"], "submit_batch", '    functions=["submit-batch-arm"],\n')
-    address = "lambdas/submit_batch:submit_batch"
+def refused_before_the_push(world: dict, command: Callable[..., PantsResult], address: str) -> PantsResult:
+    """Runs `command` on `address`, which must fail having pushed nothing: no manifest of any
+    repository (the base's included), the repository never made, the deploy manifest the same file,
+    byte for byte."""
     registry = world["registry"]
     manifest = world["root"] / MANIFEST
     manifest_before, puts_before = manifest.read_bytes(), registry.manifest_puts()
-    result = publish(world, address)
+    result = command(world, address)
     assert result.exit_code != 0
-    assert refusal(address, "is not published") in result.stderr
-    assert f"✕ {registry.address}/{REPOSITORY}/submit_batch:latest failed for (refused before the push: see above)." in result.stderr
-    # Nothing pushed (no manifest of any repository, the base's included), the repository was never
-    # made, and the deploy manifest is the same file, byte for byte.
     assert registry.manifest_puts() == puts_before
     assert registry_tags(registry, "submit_batch") is None
     assert f"{REPOSITORY}/submit_batch" not in registry_catalog(registry)
     assert manifest.read_bytes() == manifest_before
+    return result
+
+
+def test_publish_refuses_a_function_of_another_architecture_before_the_push(world: dict) -> None:
+    create_function(world, "submit-batch-arm", architecture="arm64")
+    set_fields(world["root"], "submit_batch", '    functions=["submit-batch-arm"],\n')
+    address = "lambdas/submit_batch:submit_batch"
+    result = refused_before_the_push(world, publish, address)
+    assert refusal(address, "is not published") in result.stderr
+    registry = world["registry"]
+    assert f"✕ {registry.address}/{REPOSITORY}/submit_batch:latest failed for (refused before the push: see above)." in result.stderr
 
 
 def test_deploy_refuses_it_before_the_push_too(world: dict) -> None:
     address = "lambdas/submit_batch:submit_batch"
-    registry = world["registry"]
-    manifest = world["root"] / MANIFEST
-    manifest_before, puts_before = manifest.read_bytes(), registry.manifest_puts()
-    result = deploy(world, address)
-    assert result.exit_code != 0
+    result = refused_before_the_push(world, deploy, address)
     assert refusal(address, "is neither published nor deployed") in result.stderr
     assert f"✕ {address} failed for submit-batch-arm (refused before the push: see above)" in result.stderr
-    assert registry.manifest_puts() == puts_before
-    assert registry_tags(registry, "submit_batch") is None
-    assert manifest.read_bytes() == manifest_before
     assert image_uri(world, "submit-batch-arm") == PLACEHOLDER
 
 
