@@ -98,7 +98,8 @@ def create_function(world: dict, name: str, architecture: str = "x86_64") -> Non
     )
 
 
-def deploy(world: dict, *targets: str, extra: tuple[str, ...] = ()) -> PantsResult:
+def pants_goal(world: dict, goal: str, targets: tuple[str, ...], extra: tuple[str, ...] = ()) -> PantsResult:
+    """`goal` of `targets` against the test's registry (standing in for ECR) and moto's AWS API."""
     registries = {"ecr": {"address": world["registry"].address, "default": True}}
     return run_pants(
         world["root"],
@@ -107,28 +108,20 @@ def deploy(world: dict, *targets: str, extra: tuple[str, ...] = ()) -> PantsResu
             "--lambda-image-ecr-registries=['@ecr']",
             f"--docker-default-repository={REPOSITORY}/{{name}}",
             *extra,
-            "experimental-deploy",
-            *(targets or TARGETS),
-        ],
-        env=world["aws_env"],
-        pantsd=True,
-    )
-
-
-def publish(world: dict, *targets: str) -> PantsResult:
-    registries = {"ecr": {"address": world["registry"].address, "default": True}}
-    return run_pants(
-        world["root"],
-        [
-            f"--docker-registries={registries!r}",
-            "--lambda-image-ecr-registries=['@ecr']",
-            f"--docker-default-repository={REPOSITORY}/{{name}}",
-            "publish",
+            goal,
             *targets,
         ],
         env=world["aws_env"],
         pantsd=True,
     )
+
+
+def deploy(world: dict, *targets: str, extra: tuple[str, ...] = ()) -> PantsResult:
+    return pants_goal(world, "experimental-deploy", targets or TARGETS, extra)
+
+
+def publish(world: dict, *targets: str) -> PantsResult:
+    return pants_goal(world, "publish", targets)
 
 
 def registry_get(registry: Registry, path: str) -> dict | None:
