@@ -3,12 +3,14 @@ Python 3.10+ syntax is covered end to end, where the Lambda's 3.11 runs the scri
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from chromadb_lambda.scripts import source_scan
 from chromadb_lambda.scripts.source_scan import resolve_relative, scan_file, top_level_bindings
+from chromadb_lambda.util_rules.scan import scan_argv
 
 
 def scan(source: str, module: str = "pkg.mod", path: str = "src/pkg/mod.py") -> dict:
@@ -114,13 +116,15 @@ def test_handler_bindings_in_conditional_blocks_and_star_imports_are_left_to_the
 
 
 def test_the_script_reports_json(tmp_path: Path) -> None:
+    """Run as the scan process runs it: its argv (`-I -S`: no site, standard library only) in a
+    sandbox holding the script, the spec and the files."""
     (tmp_path / "src/pkg").mkdir(parents=True)
     (tmp_path / "src/pkg/handler.py").write_text("def handle(event, context):\n    return 1\n")
     spec = {"files": [{"path": "src/pkg/handler.py", "module": "pkg.handler"}], "handler": {"path": "src/pkg/handler.py"}}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    out = subprocess.run(
-        [sys.executable, "-I", source_scan.__file__, "spec.json"], cwd=tmp_path, check=True, capture_output=True, text=True
-    ).stdout
+    argv = scan_argv(sys.executable)
+    shutil.copy(source_scan.__file__, tmp_path / argv[-2])
+    (tmp_path / argv[-1]).write_text(json.dumps(spec))
+    out = subprocess.run(argv, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     report = json.loads(out)
     assert report["handler_bindings"] == {"handle": "function"}
     assert report["files"][0]["module"] == "pkg.handler" and report["files"][0]["imports"] == []

@@ -28,6 +28,15 @@ from chromadb_lambda.util_rules.checks import stripped_path
 # Read as data and run by the Lambda's interpreter; imported so that Pants and the wheel ship it.
 SOURCE_SCAN = os.path.basename(source_scan.__file__)
 _SPEC = "__chromadb_lambda_scan_spec.json"
+# `-I`: nothing from the environment or the user's site reaches the scan. `-S`: no `site` import
+# either; the script needs the standard library only, and skipping `site` saves about a third of
+# each scan's start (22 of 54 ms measured on 3.11), on the critical path of every edit.
+SCAN_INTERPRETER_FLAGS = ("-I", "-S")
+
+
+def scan_argv(python: str) -> tuple[str, ...]:
+    """How the scan process runs `source_scan.py` (the spec file sits beside it in the sandbox)."""
+    return (python, *SCAN_INTERPRETER_FLAGS, SOURCE_SCAN, _SPEC)
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ async def scan_python_sources(request: SourceScanRequest) -> SourceScan:
     result = await Get(
         ProcessResult,
         Process(
-            argv=(python.path, "-I", SOURCE_SCAN, _SPEC),
+            argv=scan_argv(python.path),
             input_digest=inputs,
             append_only_caches=python.append_only_caches,
             immutable_input_digests=python.immutable_input_digests,
@@ -89,7 +98,6 @@ async def scan_python_sources(request: SourceScanRequest) -> SourceScan:
         ),
     )
     return SourceScan(result.stdout.decode())
-
 
 
 def module_name(stripped: str) -> str:
