@@ -165,17 +165,22 @@ def prove(spec: dict[str, Any], driver: str, bundle: bytes, environ: dict[str, s
         return fresh_check(spec, driver, bundle, run)
 
 
-def main(argv: Sequence[str]) -> int:
-    spec = json.loads(argv[0])
+def run_check(spec: dict[str, Any], environ: dict[str, str]) -> subprocess.CompletedProcess:
+    """The check of `spec["bundle"]` (a file) in the base's prover, or in a fresh container when the
+    prover fails; the driver's file is beside this one (chunk_load.py's `prove` mode calls this too)."""
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), spec["driver"])) as f:
         driver = f.read()
     with open(spec["bundle"], "rb") as f:
         bundle = f.read()
     try:
-        done = prove(spec, driver, bundle, dict(os.environ))
+        return prove(spec, driver, bundle, environ)
     except OSError as e:
         print(f"The import check's prover failed ({e}); checking in a fresh container.", file=sys.stderr)
-        done = fresh_check(spec, driver, bundle)
+        return fresh_check(spec, driver, bundle)
+
+
+def main(argv: Sequence[str]) -> int:
+    done = run_check(json.loads(argv[0]), dict(os.environ))
     sys.stdout.buffer.write(done.stdout)
     sys.stderr.buffer.write(done.stderr)
     return done.returncode
