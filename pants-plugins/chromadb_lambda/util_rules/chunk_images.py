@@ -172,7 +172,7 @@ def chunk_load_process(
     }
     description = {
         "load": f"Loading {len(members)} assembled chromadb_lambda images",
-        "prove": f"Loading {len(members)} assembled chromadb_lambda images while their handlers are imported",
+        "prove": prove_description(len(members), checks),
         "tag": f"Tagging {len(members)} checked chromadb_lambda images",
     }[mode]
     load = docker_process(docker, ("load", "--input", CHUNK_ARCHIVE), env, description)
@@ -188,6 +188,17 @@ def chunk_load_process(
         immutable_input_digests=FrozenDict({**load.immutable_input_digests, _SCRIPTS: scripts}),
     )
     return run_scoped_process(process, run)
+
+
+def prove_description(count: int, checks: Sequence[dict]) -> str:
+    checked = sum(len(c["members"]) for c in checks)
+    if not checked:
+        return f"Loading {count} assembled chromadb_lambda images (none checkable in a container of its base)"
+    bases = ", ".join(c["base_image_id"][:19] for c in checks)
+    return (
+        f"Importing {checked} chromadb_lambda handlers in their images (a prover of {bases}) "
+        f"while loading {count} assembled images, then tagging those that pass"
+    )
 
 
 def chunk_scripts() -> CreateDigest:

@@ -207,6 +207,10 @@ def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged
         ("sha256:base", "import-check-bundle-0.tar", ["acme/b:ck-b"])
     ]
     assert processes[0].argv[-3:] == ("load", "--input", "lambda-images.tar")
+    assert processes[0].description == (
+        "Importing 1 chromadb_lambda handlers in their images (a prover of sha256:base) while loading 1 "
+        "assembled images, then tagging those that pass"
+    )
     assert [p.env["__CHROMADB_LAMBDA_RUN"] for p in processes] == ["7"]
     assert result.images[B] == ChunkImage(b.image_id, made=True, import_check="passed")
 
