@@ -42,6 +42,8 @@ BUNDLE = "import-check-bundle.tar"
 PROVER = "prover.py"
 CHUNK_IMPORT_CHECK = "chunk_import_check.py"
 ENGINE_API = "engine_api.py"
+# The prover's warm interpreter (scripts/zygote.py), run by chunk_import_check.py.
+ZYGOTE = "zygote.py"
 _SCRIPTS = "__chromadb_lambda_prover"
 # The import's own time limit, seconds (import_check_script.py's alarm).
 IMPORT_TIMEOUT = 60
@@ -72,7 +74,10 @@ def checkable(member: AssembledMember) -> bool:
 
 def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], timeout: int) -> bytes:
     """The tar chunk_import_check.py reads on stdin (deterministic: the process is cached by it)."""
-    files = [LayerFile("check.py", script_source(os.path.basename(import_check_script.__file__)))]
+    files = [
+        LayerFile("check.py", script_source(os.path.basename(import_check_script.__file__))),
+        LayerFile("zygote.py", script_source(ZYGOTE)),
+    ]
     entries = []
     for i, member in enumerate(members):
         assert member.layer is not None
@@ -89,7 +94,13 @@ def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], ti
                 "function": member.function,
             }
         )
-    index = {"task_root": members[0].task_root, "timeout": timeout, "base_env": list(base_env), "members": entries}
+    index = {
+        "task_root": members[0].task_root,
+        "timeout": timeout,
+        "base_env": list(base_env),
+        "members": entries,
+        "zygote": True,
+    }
     files.append(LayerFile("index.json", json.dumps(index, sort_keys=True).encode()))
     return tar_archive(files)
 
