@@ -105,14 +105,17 @@ def test_a_broken_member_fails_alone_and_the_chunk_is_loaded_and_checked_once(re
     # be in its log: the count of this run's loads and check containers is Pants' own log of processes.
     assert not set(created) & set(ids.values()), created
     CHECK_CONTAINERS.extend(created)
-    # The nine Lambdas are one chunk (lambda_chunks.py): one check container of the nine, then one
-    # load of the eight that passed.
-    assert result.stderr.count("Completed: Importing 9 chromadb_lambda handlers in their images (a prover of") == 1
+    # The nine Lambdas are one chunk (lambda_chunks.py): ONE process checks the nine in their base's
+    # prover while it loads the nine with no tag, then tags the eight whose verdict is `ok`.
+    assert result.stderr.count(
+        "Completed: Importing 9 chromadb_lambda handlers in their images (a prover of"
+    ) == 1, result.stderr
+    assert result.stderr.count("while loading 9 assembled images, then tagging those that pass") == 2  # start, end
     assert result.stderr.count("Completed: Importing") == 1
-    # The nine are loaded with no tag while they are checked; the eight that passed are tagged.
-    assert result.stderr.count("Completed: Loading 9 assembled chromadb_lambda images") == 1, result.stderr
-    assert result.stderr.count("Completed: Loading") == 1
-    assert result.stderr.count("Completed: Tagging 8 checked chromadb_lambda images") == 1, result.stderr
+    assert result.stderr.count("Completed: Loading") == 0
+    # The broken member's untagged image is removed by a second process, which tags nothing.
+    assert result.stderr.count("Completed: Tagging 0 checked chromadb_lambda images") == 1, result.stderr
+    assert result.stderr.count("Completed: Tagging") == 1
     assert invoke(f"{REPOSITORY}/alpha_fn:latest", "alpha_fn.handler") == f"alpha {RUN}"
     assert invoke(f"{REPOSITORY}/beta_fn:latest", "beta_fn.handler") == f"beta {RUN}"
 
@@ -128,8 +131,11 @@ def test_the_broken_member_is_checked_again_and_fails_again_and_is_still_not_loa
         assert result.exit_code != 0
         assert message in result.stderr, result.stderr
         # Only the broken member was missing: nothing else is checked; its image, loaded with no tag
-        # while it was checked, gets none.
-        assert "Completed: Loading 1 assembled chromadb_lambda images" in result.stderr, result.stderr
+        # while it was checked, gets none (and is removed by the second process).
+        assert (
+            "Completed: Importing 1 chromadb_lambda handlers in their images (a prover of"
+        ) in result.stderr, result.stderr
+        assert "while loading 1 assembled images, then tagging those that pass" in result.stderr
         assert "Completed: Tagging 0 checked chromadb_lambda images" in result.stderr, result.stderr
         assert "Completed: Importing 9" not in result.stderr
         assert docker("image", "ls", "--quiet", f"{REPOSITORY}/broken", check=False).stdout.strip() == ""

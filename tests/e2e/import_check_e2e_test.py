@@ -134,11 +134,14 @@ def test_good_handler_passes_once_then_no_op_runs_no_container(repo: Path) -> No
     # The assembler checks the missing members of a chunk in one container of their base before it
     # loads them (import_check_chunk.py): never a container of the Lambda image itself.
     assert containers_started(good, start - 1, first_done + 1) == 0
-    # One check for the members the engine lacks (good, and neighbours whose checks failed earlier, so
-    # they were never tagged), one untagged load of them; only good is tagged.
+    # ONE process for the members the engine lacks (good, and neighbours whose checks failed earlier, so
+    # they were never tagged): their check while their untagged load runs, then good (`ok`) is tagged;
+    # a second one tags nothing and removes the failing neighbours' untagged images.
     assert result.stderr.count("chromadb_lambda handlers in their images (a prover of") == 2, result.stderr
-    assert result.stderr.count("Completed: Loading") == 1, result.stderr
-    assert "Completed: Tagging 1 checked chromadb_lambda images" in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count("assembled images, then tagging those that pass") == 2, result.stderr
+    assert result.stderr.count("Completed: Loading") == 0, result.stderr
+    assert result.stderr.count("Completed: Tagging") == 1, result.stderr[-3000:]
+    assert "Completed: Tagging 0 checked chromadb_lambda images" in result.stderr, result.stderr[-3000:]
 
     # Warm pantsd, and then no pantsd: the engine holds the image under its content-key tag, so it was
     # checked before it was loaded, and no check runs.

@@ -1,9 +1,14 @@
 """End to end: the import check's prover (scripts/prover.py), a container of the base kept between
-checks, proves exactly what a fresh container of the base proves.
+checks, and its zygote (scripts/zygote.py, a warm interpreter forking one child per member) prove
+exactly what a fresh container of the base proves.
 
-A scratch copy of the repo gets three Lambdas on the repo's base: `good` passes; `litter` passes too,
-but its import leaves a file in /tmp; `dyn` loads a first-party module by a computed name, so its
-import fails in its image. Real Pants with pantsd, the real engine: the prover is found by its label.
+A scratch copy of the repo gets Lambdas on the repo's base: `good` passes; `litter` passes too, but
+its import leaves a file in /tmp; `dyn` loads a first-party module by a computed name, so its import
+fails in its image; `shadow` imports `selectors`, which its closure provides (lambdas/selectors.py)
+and the zygote holds already (the standard module, a pure Python one, for its socket code): it
+defines its handler only when it gets the standard module, so its image (the closure's module) fails; `rooted` defines its handler only
+when LAMBDA_TASK_ROOT is /var/task, so it fails when packaged with another task root (another image
+Env than the zygote's). Real Pants with pantsd, the real engine: the prover is found by its label.
 """
 from __future__ import annotations
 
@@ -35,6 +40,25 @@ FILES = {
     "lambdas/good/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="good", handler="handler.py:handle", {BASE})\n',
     "lambdas/good/__init__.py": "",
     "lambdas/good/handler.py": "def handle(event, context):\n    return 'good'\n",
+    "lambdas/BUILD": 'python_sources(name="selectors", sources=["selectors.py"])\n',
+    "lambdas/selectors.py": "FIRST_PARTY = True\n",
+    "lambdas/shadow/BUILD": (
+        'python_sources(name="sources", dependencies=["lambdas:selectors"])\n\n'
+        f'chromadb_lambda(name="shadow", handler="handler.py:handle", {BASE})\n'
+    ),
+    "lambdas/shadow/__init__.py": "",
+    "lambdas/shadow/handler.py": (
+        "import selectors\n\n"
+        'if not getattr(selectors, "FIRST_PARTY", False):\n\n'
+        "    def handle(event, context):\n        return 'the standard selectors module'\n"
+    ),
+    "lambdas/rooted/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="rooted", handler="handler.py:handle", {BASE})\n',
+    "lambdas/rooted/__init__.py": "",
+    "lambdas/rooted/handler.py": (
+        "import os\n\n"
+        'if os.environ.get("LAMBDA_TASK_ROOT") == "/var/task":\n\n'
+        "    def handle(event, context):\n        return 'the default task root'\n"
+    ),
     "lambdas/litter/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="litter", handler="handler.py:handle", {BASE})\n',
     "lambdas/litter/__init__.py": "",
     "lambdas/litter/handler.py": (
@@ -63,21 +87,49 @@ def package(repo: Path, target: str):
     return run_pants(repo, [*OPTIONS, "package", target], pantsd=True)
 
 
-def base_id(repo: Path) -> str:
-    ref = read_docker_infos(repo)["good"]["base_image"]["ref"]
+def base_id(repo: Path, name: str = "good") -> str:
+    ref = read_docker_infos(repo)[name]["base_image"]["ref"]
     return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
 
 def provers(base: str) -> list[str]:
     """The ids of the running provers of `base` on this engine: labelled with it and named by it
-    (`chromadb-lambda-prover-` + the first 16 hex digits of sha256 of the base id), so that a prover an
+    (`chromadb-lambda-prover-z1-` + the first 16 hex digits of sha256 of the base id), so that a prover an
     older checkout named otherwise is not counted."""
-    name = "chromadb-lambda-prover-" + hashlib.sha256(base.encode()).hexdigest()[:16]
+    name = "chromadb-lambda-prover-z1-" + hashlib.sha256(base.encode()).hexdigest()[:16]
     out = docker(
         "ps", "--no-trunc", "--filter", f"label=chromadb-lambda.prover={base}", "--filter", f"name=^/?{name}$",
         "--format", "{{.ID}}",
     ).stdout
     return out.split()
+
+
+ZYGOTE_SCRIPT = """
+import os, sys
+for p in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        argv = open("/proc/%d/cmdline" % p, "rb").read().split(b"\\0")
+        env = open("/proc/%d/environ" % p, "rb").read().split(b"\\0")
+    except OSError:
+        continue
+    # The zygote leads its session; its children (one per member, a preload's trial) do not.
+    if b"chromadb-lambda-zygote" in argv and os.getsid(p) == p:
+        root = [e.decode() for e in env if e.startswith(b"LAMBDA_TASK_ROOT=")]
+        print(p, root[0] if root else "")
+"""
+
+
+def zygotes(prover: str) -> list[tuple[int, str]]:
+    """The zygotes running in `prover`: (pid, the LAMBDA_TASK_ROOT=... of their environment)."""
+    out = docker("exec", prover, "python3", "-B", "-c", ZYGOTE_SCRIPT).stdout
+    return [(int(line.split()[0]), line.split()[1] if len(line.split()) > 1 else "") for line in out.splitlines()]
+
+
+def shadow_refusal(result) -> bool:
+    return (
+        "The `handler` field in target lambdas/shadow:shadow names `shadow.handler.handle`, which is missing "
+        "from its module after import"
+    ) in result.stderr
 
 
 def test_a_failing_member_after_a_passing_one_in_the_same_prover_still_fails(repo: Path) -> None:
@@ -122,6 +174,66 @@ def test_a_check_after_the_prover_was_killed_behind_pantsd_still_works(repo: Pat
     assert started != prover
     # The same verdict as the prover gives for a failure, in the restarted one.
     docker("rm", "-f", started)
+    edit(repo, "dyn")
+    result = package(repo, "lambdas/dyn:dyn")
+    assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+
+
+def test_a_closure_module_named_like_one_the_zygote_holds_is_imported_from_the_closure(repo: Path) -> None:
+    edit(repo, "good")
+    assert package(repo, "lambdas/good:good").exit_code == 0
+    base = base_id(repo)
+    [prover] = provers(base)
+    # good's check ran in a child of the zygote, which holds the standard `selectors` (its socket code).
+    [(zygote, root)] = zygotes(prover)
+    assert root == "LAMBDA_TASK_ROOT=/var/task"
+    edit(repo, "shadow")
+    result = package(repo, "lambdas/shadow:shadow")
+    # A fresh interpreter of the image imports the closure's selectors.py (the task root is first on
+    # sys.path): no handler. The zygote's `selectors` would have given one: its verdict must not count.
+    assert result.exit_code != 0 and shadow_refusal(result), result.stderr[-3000:]
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/shadow", check=False).stdout.strip() == ""
+    # The same zygote served (it was not replaced to refuse shadow).
+    assert zygotes(prover) == [(zygote, root)]
+
+
+def test_an_image_env_other_than_the_zygotes_is_honoured(repo: Path) -> None:
+    edit(repo, "rooted")
+    result = package(repo, "lambdas/rooted:rooted")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert read_docker_infos(repo)["rooted"]["import_check"] == "passed"
+    base = base_id(repo, "rooted")
+    [prover] = provers(base)
+    assert [root for _, root in zygotes(prover)] == ["LAMBDA_TASK_ROOT=/var/task"]
+    # Another task root: every image's Env says LAMBDA_TASK_ROOT=/opt/proof-root. rooted then has no
+    # handler; a zygote started with /var/task would have defined one.
+    shutil.rmtree(repo / "dist", ignore_errors=True)
+    result = run_pants(repo, [*OPTIONS, "--lambda-image-task-root=/opt/proof-root", "package", "lambdas/rooted:rooted"], pantsd=True)
+    assert result.exit_code != 0, result.stderr[-3000:]
+    assert (
+        "The `handler` field in target lambdas/rooted:rooted names `rooted.handler.handle`, which is missing "
+        "from its module after import"
+    ) in result.stderr, result.stderr[-3000:]
+    # The zygote of the old Env was replaced by one of the new Env (the prover itself may have been
+    # replaced too: its writable layer held the old task root's parents).
+    [prover] = provers(base)
+    assert [root for _, root in zygotes(prover)] == ["LAMBDA_TASK_ROOT=/opt/proof-root"]
+
+
+def test_a_check_after_the_zygote_was_killed_behind_pantsd_still_works(repo: Path) -> None:
+    edit(repo, "good")
+    assert package(repo, "lambdas/good:good").exit_code == 0
+    base = base_id(repo)
+    [prover] = provers(base)
+    [(zygote, _)] = zygotes(prover)
+    docker("exec", prover, "python3", "-c", f"import os; os.kill({zygote}, 9)")
+    edit(repo, "good")
+    result = package(repo, "lambdas/good:good")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert read_docker_infos(repo)["good"]["import_check"] == "passed"
+    [(started, _)] = zygotes(provers(base)[0])
+    assert started != zygote
+    # And a failure still reads as a fresh interpreter's, with the new zygote in place.
     edit(repo, "dyn")
     result = package(repo, "lambdas/dyn:dyn")
     assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]

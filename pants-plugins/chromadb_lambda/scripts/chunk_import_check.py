@@ -20,18 +20,31 @@ Prints one line per member, `<MEMBER_MARKER> <json>` (`name`, `exit_code`, `stdo
 exits TIMEOUT_EXIT (3) when a member's import timed out (a verdict that must not be cached), else 0.
 Standard library only, any Python 3 the base may have.
 """
+import array
+import ast
+import hashlib
 import io
 import json
 import os
+import selectors
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 
 MEMBER_MARKER = "CHROMADB_LAMBDA_CHUNK_MEMBER"
 TIMEOUT_EXIT = 3
 DIRTY_EXIT = 4
 PRISTINE = "/tmp/.chromadb-lambda-pristine-task-root"
+# import_check_script.MARKER: a member's verdict line.
+VERDICT_MARKER = "CHROMADB_LAMBDA_IMPORT_CHECK"
+# The zygote (zygote.py, in the bundle when enabled): its abstract socket and idle exit.
+ZYGOTE_SOCKET = "chromadb-lambda-zygote"
+ZYGOTE_IDLE_SECONDS = 600
+# How long a check waits for a zygote that is busy (zygote.PRELOAD_SECONDS and some).
+ZYGOTE_BUSY_SECONDS = 90
 
 
 def parents(path):
@@ -97,7 +110,210 @@ def member_env(base_env, image_env):
     return env
 
 
-def check_member(bundle, index, member, check_source):
+def env_digest(env):
+    """zygote.env_digest: the zygote serves only members whose environment hashes the same."""
+    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+
+
+def task_names(names, task_root):
+    """The top-level module names the layer puts in the task root (`pkg/`, `mod.py`, `ext.cpython-311-x86_64-linux-gnu.so`)."""
+    root = task_root.strip("/") + "/"
+    found = set()
+    for name in names:
+        if name.startswith(root) and len(name) > len(root):
+            found.add(name[len(root):].split("/")[0].split(".")[0])
+    return sorted(n for n in found if n)
+
+
+def top_level_imports(source):
+    """The absolute module names a module imports in statements of its body (not in functions or
+    blocks: those may never run at import)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
+def layer_imports(layer, task_root):
+    """What the layer's Python files import at their top level, minus the modules the layer provides."""
+    root = task_root.strip("/") + "/"
+    own = set(task_names(layer.getnames(), task_root))
+    names = set()
+    for info in layer.getmembers():
+        if info.isfile() and info.name.startswith(root) and info.name.endswith(".py"):
+            names |= top_level_imports(layer.extractfile(info).read())
+    return sorted(n for n in names if n.split(".")[0] not in own)
+
+
+def verdict_ok(result):
+    """Exit 0 and `ok` as the last verdict line (what the plugin classifies `passed`)."""
+    if result["exit_code"] != 0:
+        return False
+    lines = [line for line in result["stdout"].splitlines() if line.startswith(VERDICT_MARKER + " ")]
+    return bool(lines) and json.loads(lines[-1][len(VERDICT_MARKER) + 1:]).get("status") == "ok"
+
+
+class ZygoteClient:
+    """The driver's side of zygote.py: one request per connection on its abstract socket."""
+
+    def __init__(self, source, task_root):
+        self.source, self.task_root = source, task_root
+        self.pid, self.env = None, None
+        # At most two starts per check (one per environment change): a zygote that did not answer is
+        # not started again, the members run in fresh interpreters.
+        self.starts = 0
+
+    def call(self, request, fds=(), timeout=10.0):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect("\0" + ZYGOTE_SOCKET)
+            data = json.dumps(request).encode() + b"\n"
+            if fds:
+                sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                sock.sendall(data)
+            return sock, self.read_reply(sock)
+        except (OSError, ValueError):
+            sock.close()
+            return None, None
+
+    @staticmethod
+    def read_reply(sock):
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return json.loads(data.decode())
+
+    def hello(self, timeout=2.0):
+        sock, reply = self.call({"op": "hello"}, timeout=timeout)
+        if sock is not None:
+            sock.close()
+        if reply:
+            self.pid, self.env = reply.get("pid"), reply.get("env")
+        return reply
+
+    def stop(self):
+        sock, _ = self.call({"op": "exit"}, timeout=2.0)
+        if sock is not None:
+            sock.close()
+        for _ in range(200):
+            if self.pid is None or not os.path.exists("/proc/%d" % self.pid):
+                break
+            time.sleep(0.005)
+        self.pid, self.env = None, None
+
+    def start(self, python, env):
+        if self.starts >= 2:
+            return None
+        self.starts += 1
+        subprocess.Popen(
+            [python, "-B", "-c", self.source, ZYGOTE_SOCKET, str(ZYGOTE_IDLE_SECONDS), self.task_root],
+            env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reply = self.hello(timeout=30)
+            if reply:
+                return reply
+            time.sleep(0.005)
+        return None
+
+    def check(self, python, env, args, source, cwd, timeout, names, imports):
+        """A member's check in a child of the zygote (started as needed), or None (not eligible, or the
+        zygote failed): the caller then runs a fresh interpreter."""
+        if self.pid is None or self.env != env_digest(env):
+            if self.pid is not None:
+                self.stop()
+            if not self.start(python, env) or self.env != env_digest(env):
+                return None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        request = {"op": "run", "source": source, "args": args, "cwd": cwd, "timeout": timeout,
+                   "env": env_digest(env), "task_root": self.task_root, "task_names": names, "imports": imports}
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect("\0" + ZYGOTE_SOCKET)
+            sock.sendmsg([json.dumps(request).encode() + b"\n"],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))])
+        except OSError:
+            sock.close()
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            self.pid = None
+            return None
+        os.close(out_w)
+        os.close(err_w)
+        outputs = {out_r: b"", err_r: b""}
+        reply_data = b""
+        reply = None
+        selector = selectors.DefaultSelector()
+        for fd in (out_r, err_r):
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout + 35
+        grace = None
+        open_fds = {out_r, err_r}
+        try:
+            while time.monotonic() < deadline and (reply is None or open_fds):
+                if reply is not None and grace is None:
+                    grace = time.monotonic() + 1.0  # a process left holding the streams: stop reading
+                if grace is not None and time.monotonic() > grace:
+                    break
+                for key, _ in selector.select(0.05):
+                    if key.fileobj is sock:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            selector.unregister(sock)
+                            if reply is None:
+                                return self.failed()
+                            continue
+                        reply_data += chunk
+                        if reply_data.endswith(b"\n"):
+                            reply = json.loads(reply_data.decode())
+                            selector.unregister(sock)
+                    else:
+                        chunk = os.read(key.fileobj, 65536)
+                        if chunk:
+                            outputs[key.fileobj] += chunk
+                        else:
+                            selector.unregister(key.fileobj)
+                            open_fds.discard(key.fileobj)
+            if reply is None:
+                return self.failed()
+            if "refused" in reply:
+                return None
+            if reply.get("timed_out"):
+                return {"exit_code": TIMEOUT_EXIT, "stdout": "", "stderr": "the import check did not finish", "via": "zygote"}
+            return {
+                "exit_code": int(reply["exit_code"]),
+                "stdout": outputs[out_r].decode(errors="replace"),
+                "stderr": outputs[err_r].decode(errors="replace")[-4000:],
+                "via": "zygote",
+            }
+        finally:
+            selector.close()
+            sock.close()
+            os.close(out_r)
+            os.close(err_r)
+
+    def failed(self):
+        self.pid = None
+        return None
+
+
+def check_member(bundle, index, member, check_source, zygote=None):
     task_root = index["task_root"]
     layer = tarfile.open(fileobj=bundle.extractfile(member["layer"]))
     problem = layer_problem(layer.getnames(), task_root)
@@ -109,7 +325,16 @@ def check_member(bundle, index, member, check_source):
     python = shutil.which("python3", path=env.get("PATH", os.defpath))
     if python is None:
         return {"exit_code": 127, "stdout": "", "stderr": "no python3 on the image's PATH"}
-    argv = [python, "-B", "-c", check_source, member["module"], member["function"], task_root, str(index["timeout"])]
+    args = [member["module"], member["function"], task_root, str(index["timeout"])]
+    if zygote is not None:
+        names = task_names(layer.getnames(), task_root)
+        result = zygote.check(python, env, args, check_source, member["workdir"] or "/", index["timeout"], names,
+                              layer_imports(layer, task_root))
+        # Only an `ok` verdict (or a timeout: not cached) is taken from the zygote; any other verdict is
+        # the fresh interpreter's, below, so that a failure reads exactly as a fresh run gives it.
+        if result is not None and (verdict_ok(result) or result["exit_code"] == TIMEOUT_EXIT):
+            return result
+    argv = [python, "-B", "-c", check_source, *args]
     try:
         done = subprocess.run(
             argv, cwd=member["workdir"] or "/", env=env, stdin=subprocess.DEVNULL,
@@ -124,19 +349,26 @@ def check_member(bundle, index, member, check_source):
     }
 
 
-def other_processes():
-    """Processes in this container besides its first one (1) and this one."""
-    ours = (1, os.getpid())
+def other_processes(zygote_pid=None):
+    """Processes in this container besides its first one (1), this one, and the zygote (the process
+    that answered on the zygote's socket)."""
+    ours = (1, os.getpid(), zygote_pid)
     return sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours)
 
 
 def main():
-    others = other_processes()
+    bundle = tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()))
+    index = json.load(bundle.extractfile("index.json"))
+    zygote = None
+    if index.get("zygote") and "zygote.py" in bundle.getnames():
+        zygote = ZygoteClient(bundle.extractfile("zygote.py").read().decode(), index["task_root"])
+        # A zygote still preloading what the last check imported answers when done (then it is the
+        # zygote, not a process left behind).
+        zygote.hello(timeout=ZYGOTE_BUSY_SECONDS)
+    others = other_processes(zygote.pid if zygote is not None else None)
     if others:
         sys.stderr.write("other processes run in this container: %s\n" % others)
         sys.exit(DIRTY_EXIT)
-    bundle = tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()))
-    index = json.load(bundle.extractfile("index.json"))
     check_source = bundle.extractfile("check.py").read().decode()
     tmp = os.lstat("/tmp")
     filesystem = Filesystem(index["task_root"])
@@ -144,7 +376,7 @@ def main():
     try:
         for member in index["members"]:
             try:
-                result = check_member(bundle, index, member, check_source)
+                result = check_member(bundle, index, member, check_source, zygote)
             finally:
                 filesystem.restore()
             timed_out = timed_out or result["exit_code"] == TIMEOUT_EXIT

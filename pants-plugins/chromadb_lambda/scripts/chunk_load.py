@@ -14,6 +14,16 @@ the check, under the locks, each of `images` (the members that passed) gets its 
 if the engine holds its id; each of `discard` (`key_ref`, `image_id`: the members that failed) is
 removed when nothing tags it (an untagged image another run tagged meanwhile is kept).
 
+`mode` "prove": the three steps of the import check in ONE process (one process start, no Pants
+round trip between them): the tag-less archive is loaded (as "untagged", in a thread) WHILE each
+base's bundle is checked in its prover (prover.py `run_check`, the spec's `checks`: each a prover spec
+plus `members`, the key refs of the bundle's members in order); then, under the locks (as "tag"), the
+members whose check ran to the verdict `ok` (the one verdict the plugin classifies `passed` whatever
+its module mapping) and the members no check covered are tagged. Every other member stays untagged:
+the plugin classifies its verdict, and a second "tag" process tags the warnings and removes the
+failures. Prints {"checks": [{exit_code, stdout, stderr} per check], "tagged": {key_ref: ...} as
+"tag"}, or {"checks": ..., "load_exit": code} when the load failed (nothing tagged).
+
 The engine is asked through its API when it listens on a unix socket (engine_api.py), else the CLI.
 Standard library only: run with Pants' own interpreter.
 """
@@ -23,7 +33,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 try:  # Run as a script beside engine_lock.py (the process's sandbox).
     from engine_api import TAGS_FORMAT, api_runner
@@ -111,6 +122,63 @@ def tag_images(spec: dict[str, Any], run=subprocess.run) -> dict[str, Any]:
     return results
 
 
+# chunk_import_check.MEMBER_MARKER and import_check_script.MARKER (this script runs without them).
+MEMBER_MARKER = "CHROMADB_LAMBDA_CHUNK_MEMBER"
+VERDICT_MARKER = "CHROMADB_LAMBDA_IMPORT_CHECK"
+
+
+def passed_members(driver_stdout: str) -> set[str]:
+    """The members (`name`) of a chunk_import_check.py run whose import exited 0 with the verdict `ok`
+    as its last verdict line (import_check_verdict.parse_verdict reads the same line)."""
+    passed = set()
+    for line in driver_stdout.splitlines():
+        if not line.startswith(MEMBER_MARKER + " "):
+            continue
+        entry = json.loads(line[len(MEMBER_MARKER) + 1 :])
+        if entry.get("exit_code") != 0:
+            continue
+        verdicts = [v for v in str(entry.get("stdout", "")).splitlines() if v.startswith(VERDICT_MARKER + " ")]
+        if verdicts and json.loads(verdicts[-1][len(VERDICT_MARKER) + 1 :]).get("status") == "ok":
+            passed.add(str(entry["name"]))
+    return passed
+
+
+Check = Callable[[dict], "subprocess.CompletedProcess"]
+
+
+def prove_and_tag(spec: dict[str, Any], load_argv: Sequence[str], check: Check, run=subprocess.run, load_run=None) -> dict[str, Any]:
+    """The untagged load in a thread while the checks run, then the tagging of what passed."""
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            outcome["loaded"] = load_untagged(spec, load_argv, load_run or run)
+        except SystemExit as e:
+            outcome["load_exit"] = e.code if isinstance(e.code, int) else 1
+        except Exception as e:
+            print(f"The load failed: {type(e).__name__}: {e}", file=sys.stderr)
+            outcome["load_exit"] = 1
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    checks, passed = [], set()
+    try:
+        for entry in spec["checks"]:
+            done = check(entry)
+            stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
+            stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+            checks.append({"exit_code": done.returncode, "stdout": stdout, "stderr": stderr})
+            names = entry["members"]
+            passed |= {names[int(n)] for n in passed_members(stdout) if n.isdigit() and int(n) < len(names)}
+    finally:
+        thread.join()
+    if "load_exit" in outcome:
+        return {"checks": checks, "load_exit": outcome["load_exit"]}
+    checked = {key_ref for entry in spec["checks"] for key_ref in entry["members"]}
+    to_tag = [i for i in spec["images"] if i["key_ref"] in passed or i["key_ref"] not in checked]
+    return {"checks": checks, "tagged": tag_images({**spec, "images": to_tag, "discard": []}, run)}
+
+
 def main(argv: Sequence[str]) -> int:
     spec = json.loads(argv[0])
     load_argv = list(argv[2:]) if len(argv) > 1 and argv[1] == "--" else []
@@ -119,6 +187,12 @@ def main(argv: Sequence[str]) -> int:
     try:
         if mode == "untagged":
             results = load_untagged(spec, load_argv, run)
+        elif mode == "prove":
+            from prover import run_check
+
+            environ = dict(os.environ)
+            common = {k: spec[k] for k in ("docker", "lock_dir")}
+            results = prove_and_tag(spec, load_argv, lambda c: run_check({**common, **c}, environ), run, api_runner())
         elif mode == "tag":
             results = tag_images(spec, run)
         else:
@@ -127,7 +201,8 @@ def main(argv: Sequence[str]) -> int:
         print(str(e), file=sys.stderr)
         return 1
     print(json.dumps(results, sort_keys=True))
-    return 0
+    # `prove` reports the checks also when its load failed: its exit code is the load's.
+    return int(results.get("load_exit", 0)) if mode == "prove" else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from chromadb_lambda.scripts.chunk_load import load_untagged, tag_images
+from chromadb_lambda.scripts import chunk_import_check, import_check_script
+from chromadb_lambda.scripts.chunk_load import (
+    MEMBER_MARKER,
+    VERDICT_MARKER,
+    load_untagged,
+    passed_members,
+    prove_and_tag,
+    tag_images,
+)
 
 
 class FakeEngine:
@@ -81,3 +89,86 @@ def test_a_member_another_run_tagged_already_is_not_made_here(tmp_path: Path) ->
     result = tag_images({"docker": "docker", "lock_dir": str(tmp_path), "images": [image("a")]}, engine)
     assert result == {"acme/a:ck-a": {"image_id": "sha256:a", "made": False, "error": None}}
     assert not any(c[0] == "tag" for c in engine.commands)
+
+
+def line(name: str, exit_code: int, stdout: str) -> str:
+    return "CHROMADB_LAMBDA_CHUNK_MEMBER " + json.dumps({"name": name, "exit_code": exit_code, "stdout": stdout, "stderr": ""})
+
+
+def test_the_markers_are_the_drivers_and_the_scripts() -> None:
+    assert (MEMBER_MARKER, VERDICT_MARKER) == (chunk_import_check.MEMBER_MARKER, import_check_script.MARKER)
+
+
+def test_only_a_last_verdict_ok_with_exit_0_passes() -> None:
+    ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok", "file": "/var/task/h.py"}\n'
+    raised = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "raised", "type": "KeyError"}\n'
+    stdout = "\n".join(
+        [
+            "noise",
+            line("0", 0, ok),
+            line("1", 0, raised),
+            line("2", 3, ok),  # timed out: not a verdict to tag on
+            line("3", 0, "no verdict\n"),
+            line("4", 0, raised + ok),  # the last verdict line counts, as parse_verdict reads it
+            line("5", 0, ok + raised),
+            'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}',  # a verdict outside a member line
+        ]
+    )
+    assert passed_members(stdout) == {"0", "4"}
+
+
+class Check:
+    """prover.run_check stand-in: each bundle's driver output, and the engine state when it ran."""
+
+    def __init__(self, engine: FakeEngine, outputs: dict[str, str]) -> None:
+        self.engine, self.outputs, self.seen = engine, outputs, []
+
+    def __call__(self, spec: dict) -> subprocess.CompletedProcess:
+        self.seen.append((spec["bundle"], dict(self.engine.tags)))
+        return subprocess.CompletedProcess([], 0, self.outputs[spec["bundle"]].encode(), b"")
+
+
+def test_prove_tags_the_ok_and_unchecked_members_only_after_the_checks(tmp_path: Path) -> None:
+    ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n'
+    raised = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "raised", "type": "ImportError", "module": "x"}\n'
+    engine = FakeEngine(set(), {}, loads={"sha256:a", "sha256:b", "sha256:c", "sha256:d"})
+    check = Check(engine, {"b0.tar": line("0", 0, ok) + "\n" + line("1", 0, raised), "b1.tar": line("0", 0, ok)})
+    spec = {
+        "docker": "docker", "lock_dir": str(tmp_path), "mode": "prove",
+        "images": [image("a"), image("b"), image("c"), image("d")],
+        # d is in no bundle (not checkable in its base's container): tagged, left to its `docker run`.
+        "checks": [{"bundle": "b0.tar", "members": ["acme/a:ck-a", "acme/b:ck-b"]},
+                   {"bundle": "b1.tar", "members": ["acme/c:ck-c"]}],
+    }
+    report = prove_and_tag(spec, ["docker", "load", "--input", "lambda-images.tar"], check, engine)
+    # No check saw a tag: tags come after every verdict.
+    assert check.seen == [("b0.tar", {}), ("b1.tar", {})]
+    assert sorted(report["tagged"]) == ["acme/a:ck-a", "acme/c:ck-c", "acme/d:ck-d"]
+    assert [c["exit_code"] for c in report["checks"]] == [0, 0]
+    assert report["checks"][0]["stdout"].count("CHROMADB_LAMBDA_CHUNK_MEMBER") == 2
+    # b (raised) is loaded but untagged: the plugin classifies it, then tags or removes it.
+    assert engine.tags == {
+        "acme/a:ck-a": "sha256:a", "acme/a:latest": "sha256:a", "acme/c:ck-c": "sha256:c",
+        "acme/c:latest": "sha256:c", "acme/d:ck-d": "sha256:d", "acme/d:latest": "sha256:d",
+    }
+    assert "sha256:b" in engine.images
+
+
+def test_a_failed_load_tags_nothing_and_still_reports_the_checks(tmp_path: Path) -> None:
+    ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n'
+
+    class FailingLoad(FakeEngine):
+        def __call__(self, argv, **kwargs):
+            if argv[1] == "load":
+                self.commands.append(argv[1:])
+                return subprocess.CompletedProcess(argv, 1, None, None)
+            return super().__call__(argv, **kwargs)
+
+    engine = FailingLoad(set(), {})
+    check = Check(engine, {"b0.tar": line("0", 0, ok)})
+    spec = {"docker": "docker", "lock_dir": str(tmp_path), "mode": "prove", "images": [image("a")],
+            "checks": [{"bundle": "b0.tar", "members": ["acme/a:ck-a"]}]}
+    report = prove_and_tag(spec, ["docker", "load", "--input", "lambda-images.tar"], check, engine)
+    assert report["load_exit"] == 1 and "tagged" not in report
+    assert report["checks"][0]["stdout"].startswith("CHROMADB_LAMBDA_CHUNK_MEMBER")
+    assert engine.tags == {}

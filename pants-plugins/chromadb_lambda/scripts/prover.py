@@ -44,6 +44,11 @@ import os, sys, time
 idle, last = float(sys.argv[1]), time.monotonic()
 while True:
     time.sleep(1)
+    try:  # reap what ended (a zygote's idle exit): an exited process is not a process left running
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
     if any(p.isdigit() and p != "1" for p in os.listdir("/proc")):
         last = time.monotonic()
     elif time.monotonic() - last > idle:
@@ -51,10 +56,17 @@ while True:
 """
 
 
+# The driver's protocol in a prover: `z1`, a driver that keeps a zygote (zygote.py) beside the prover's
+# first process. A driver of another protocol counts the zygote as a process left behind, so each
+# protocol has its provers of its own (checkouts of different versions on one engine do not replace
+# each other's provers).
+PROTOCOL = "z1"
+
+
 def prover_name(base_image_id: str) -> str:
-    """One name per base image: a container name is unique within its engine, so runs that address the
-    same engine in different ways (socket paths, links) still share one prover."""
-    return "chromadb-lambda-prover-" + hashlib.sha256(base_image_id.encode()).hexdigest()[:16]
+    """One name per base image (and driver protocol): a container name is unique within its engine, so
+    runs that address the same engine in different ways (socket paths, links) still share one prover."""
+    return f"chromadb-lambda-prover-{PROTOCOL}-" + hashlib.sha256(base_image_id.encode()).hexdigest()[:16]
 
 
 def allowed_dirs(task_root: str) -> set[str]:
@@ -165,17 +177,22 @@ def prove(spec: dict[str, Any], driver: str, bundle: bytes, environ: dict[str, s
         return fresh_check(spec, driver, bundle, run)
 
 
-def main(argv: Sequence[str]) -> int:
-    spec = json.loads(argv[0])
+def run_check(spec: dict[str, Any], environ: dict[str, str]) -> subprocess.CompletedProcess:
+    """The check of `spec["bundle"]` (a file) in the base's prover, or in a fresh container when the
+    prover fails; the driver's file is beside this one (chunk_load.py's `prove` mode calls this too)."""
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), spec["driver"])) as f:
         driver = f.read()
     with open(spec["bundle"], "rb") as f:
         bundle = f.read()
     try:
-        done = prove(spec, driver, bundle, dict(os.environ))
+        return prove(spec, driver, bundle, environ)
     except OSError as e:
         print(f"The import check's prover failed ({e}); checking in a fresh container.", file=sys.stderr)
-        done = fresh_check(spec, driver, bundle)
+        return fresh_check(spec, driver, bundle)
+
+
+def main(argv: Sequence[str]) -> int:
+    done = run_check(json.loads(argv[0]), dict(os.environ))
     sys.stdout.buffer.write(done.stdout)
     sys.stderr.buffer.write(done.stderr)
     return done.returncode

@@ -16,7 +16,7 @@ BASE = "sha256:base"
 
 def test_the_name_is_per_base_image() -> None:
     # sha256("sha256:base")[:16], computed by hand with `printf sha256:base | sha256sum`.
-    assert prover_name(BASE) == "chromadb-lambda-prover-1cdca7b6d1204036"
+    assert prover_name(BASE) == "chromadb-lambda-prover-z1-1cdca7b6d1204036"
     assert prover_name(BASE) != prover_name("sha256:other")
 
 

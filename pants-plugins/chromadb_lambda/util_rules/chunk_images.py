@@ -41,13 +41,21 @@ from chromadb_lambda.util_rules.assemble import (
     wrong_image_message,
 )
 from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun, docker_process, run_scoped_process
-from chromadb_lambda.util_rules.engine_locks import ENGINE_LOCK, engine_lock_dir
+from chromadb_lambda.util_rules.engine_locks import engine_lock_dir
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
+from chromadb_lambda.util_rules.import_check_chunk import (
+    IMPORT_TIMEOUT,
+    ChunkCheckPlan,
+    ChunkCheckPlanRequest,
+    MemberCheckOutput,
+    check_spec,
+    parse_chunk_output,
+    prover_files,
+)
 
 CHUNK_ARCHIVE = "lambda-images.tar"
 CHUNK_LOAD = "chunk_load.py"
-ENGINE_API = "engine_api.py"
 _SCRIPTS = "__chromadb_lambda_chunk_load"
 
 
@@ -81,8 +89,10 @@ class MemberProof:
 
 @dataclass(frozen=True)
 class ChunkProofRequest:
-    # The members about to be loaded (rule: import_check.prove_members).
+    # The members about to be tagged and their import check outputs (rule: import_check.prove_members
+    # classifies them); a member without an output was not checked.
     members: tuple[AssembledMember, ...]
+    outputs: FrozenDict[Address, MemberCheckOutput]
 
 
 @dataclass(frozen=True)
@@ -147,19 +157,22 @@ def chunk_load_process(
     run: EngineRun,
     mode: str = "load",
     discard: Sequence[AssembledMember] = (),
+    checks: Sequence[dict] = (),
 ) -> Process:
-    """chunk_load.py: `load` (tagged archive, under the locks), `untagged` (tag-less archive, no lock)
-    or `tag` (no archive: tag `members`, remove `discard`'s untagged images)."""
+    """chunk_load.py: `load` (tagged archive, under the locks), `prove` (tag-less archive loaded while
+    `checks` run in the provers, then what passed is tagged under the locks) or `tag` (no archive: tag
+    `members`, remove `discard`'s untagged images)."""
     spec = {
         "docker": docker.path,
         "lock_dir": engine_lock_dir(),
         "mode": mode,
         "images": [{"key_ref": m.key_ref, "refs": list(m.refs), "image_id": m.image_id} for m in members],
         "discard": [{"key_ref": m.key_ref, "image_id": m.image_id} for m in discard],
+        "checks": list(checks),
     }
     description = {
         "load": f"Loading {len(members)} assembled chromadb_lambda images",
-        "untagged": f"Loading {len(members)} assembled chromadb_lambda images (tagged once checked)",
+        "prove": prove_description(len(members), checks),
         "tag": f"Tagging {len(members)} checked chromadb_lambda images",
     }[mode]
     load = docker_process(docker, ("load", "--input", CHUNK_ARCHIVE), env, description)
@@ -177,14 +190,20 @@ def chunk_load_process(
     return run_scoped_process(process, run)
 
 
-def chunk_scripts() -> CreateDigest:
-    return CreateDigest(
-        [
-            FileContent(CHUNK_LOAD, script_source(CHUNK_LOAD)),
-            FileContent(ENGINE_LOCK, script_source(ENGINE_LOCK)),
-            FileContent(ENGINE_API, script_source(ENGINE_API)),
-        ]
+def prove_description(count: int, checks: Sequence[dict]) -> str:
+    checked = sum(len(c["members"]) for c in checks)
+    if not checked:
+        return f"Loading {count} assembled chromadb_lambda images (none checkable in a container of its base)"
+    bases = ", ".join(c["base_image_id"][:19] for c in checks)
+    return (
+        f"Importing {checked} chromadb_lambda handlers in their images (a prover of {bases}) "
+        f"while loading {count} assembled images, then tagging those that pass"
     )
+
+
+def chunk_scripts() -> CreateDigest:
+    """chunk_load.py and its siblings (prover.py and its driver for the `prove` mode)."""
+    return CreateDigest([FileContent(CHUNK_LOAD, script_source(CHUNK_LOAD)), *prover_files()])
 
 
 def load_failure(members: Sequence[AssembledMember], result: FallibleProcessResult) -> str:
@@ -213,37 +232,89 @@ def loaded_images(members: Sequence[AssembledMember], stdout: bytes) -> dict[Add
     return images
 
 
+def bundle_file(index: int) -> str:
+    return f"import-check-bundle-{index}.tar"
+
+
+def prove_report(stdout: bytes) -> dict:
+    """chunk_load.py `prove`'s report (printed also when the load failed), or {}."""
+    try:
+        report = json.loads(stdout.decode(errors="replace"))
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def check_outputs(plan: ChunkCheckPlan, report: dict) -> dict[Address, MemberCheckOutput]:
+    """chunk_load.py `prove`'s report -> each checked member's output (import_check_chunk.py reads them)."""
+    outputs: dict[Address, MemberCheckOutput] = {}
+    for bundle, check in zip(plan.bundles, report.get("checks", [])):
+        outputs.update(
+            parse_chunk_output(
+                bundle.members, int(check["exit_code"]), check["stdout"].encode(), check["stderr"].encode()
+            )
+        )
+    return outputs
+
+
 async def prove_while_loading(
     members: tuple[AssembledMember, ...], docker: DockerBinary, env: FrozenDict[str, str], run: EngineRun
 ) -> dict[Address, ChunkImage]:
-    """The check and the tag-less load at once, then one locked process tags what passed."""
+    """ONE process: the tag-less load while the provers check, then the members whose verdict is `ok`
+    (and those no check covers) tagged; the plugin classifies the rest, and a second process (only
+    when some member did not pass) tags the warnings and removes the failures' untagged images."""
+    plan = await Get(ChunkCheckPlan, ChunkCheckPlanRequest(members, IMPORT_TIMEOUT))
+    checks = [
+        {**check_spec(bundle, bundle_file(i)), "members": [m.key_ref for m in bundle.members]}
+        for i, bundle in enumerate(plan.bundles)
+    ]
     archive, scripts = await MultiGet(
-        Get(Digest, CreateDigest([FileContent(CHUNK_ARCHIVE, chunk_archive(members, tagged=False))])),
+        Get(
+            Digest,
+            CreateDigest(
+                [
+                    FileContent(CHUNK_ARCHIVE, chunk_archive(members, tagged=False)),
+                    *(FileContent(bundle_file(i), b.bundle) for i, b in enumerate(plan.bundles)),
+                ]
+            ),
+        ),
         Get(Digest, CreateDigest, chunk_scripts()),
     )
-    proof, loaded = await MultiGet(
-        Get(ChunkProof, ChunkProofRequest(members)),
-        Get(FallibleProcessResult, Process, chunk_load_process(docker, members, archive, scripts, env, run, "untagged")),
+    loaded = await Get(
+        FallibleProcessResult,
+        Process,
+        chunk_load_process(docker, members, archive, scripts, env, run, "prove", checks=checks),
     )
+    report = prove_report(loaded.stdout)
+    proof = await Get(ChunkProof, ChunkProofRequest(members, FrozenDict(check_outputs(plan, report))))
     images: dict[Address, ChunkImage] = {}
     failing = [m for m in members if proof.proofs.get(m.address, MemberProof(None)).error is not None]
     for m in failing:
         images[m.address] = ChunkImage(None, error=proof.proofs[m.address].error, check_failed=True)
     passing = [m for m in members if m.address not in images]
-    if loaded.exit_code != 0:
+    if loaded.exit_code != 0 or "tagged" not in report:
         failure = load_failure(members, loaded)
         images.update((m.address, ChunkImage(None, error=failure)) for m in passing)
         return images
-    tagged = await Get(
-        FallibleProcessResult,
-        Process,
-        chunk_load_process(docker, passing, EMPTY_DIGEST, scripts, env, run, "tag", discard=failing),
-    )
-    if tagged.exit_code != 0:
-        failure = load_failure(passing, tagged)
-        images.update((m.address, ChunkImage(None, error=failure)) for m in passing)
-        return images
-    for address, image in loaded_images(passing, tagged.stdout).items():
+    tagged_report = report["tagged"]
+    # Tagged in the process: `ok` verdicts (classified `passed`) and unchecked members. A member whose
+    # verdict was not `ok` is untagged still: tagged here if it only warns, removed if it fails.
+    untagged = [m for m in passing if m.key_ref not in tagged_report]
+    leftovers = [m for m in failing if m.key_ref not in tagged_report]
+    if untagged or leftovers:
+        tagged = await Get(
+            FallibleProcessResult,
+            Process,
+            chunk_load_process(docker, untagged, EMPTY_DIGEST, scripts, env, run, "tag", discard=leftovers),
+        )
+        if tagged.exit_code != 0:
+            failure = load_failure(untagged, tagged)
+            images.update((m.address, ChunkImage(None, error=failure)) for m in untagged)
+            untagged = []
+        else:
+            tagged_report = {**tagged_report, **json.loads(tagged.stdout.decode())}
+    reported = [m for m in passing if m.address not in images]
+    for address, image in loaded_images(reported, json.dumps(tagged_report).encode()).items():
         member_proof = proof.proofs.get(address)
         verdict = member_proof.verdict if member_proof is not None and image.image_id else None
         images[address] = dataclasses.replace(image, import_check=verdict)

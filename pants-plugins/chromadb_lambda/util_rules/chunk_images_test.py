@@ -22,6 +22,7 @@ from chromadb_lambda.util_rules.chunk_images import (
     ChunkProof,
     ChunkProofRequest,
     MemberLookup,
+    check_outputs,
     MemberProof,
     MemberLookupRequest,
     chunk_images,
@@ -30,6 +31,12 @@ from chromadb_lambda.util_rules.engine import EngineRun
 from chromadb_lambda.util_rules.existing_image import ExistingImage
 from chromadb_lambda.util_rules.image_config import canonical_json
 from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer, sha256_digest
+from chromadb_lambda.util_rules.import_check_chunk import (
+    ChunkCheckBundle,
+    ChunkCheckPlan,
+    ChunkCheckPlanRequest,
+    MemberCheckOutput,
+)
 
 A = Address("lambdas/a", target_name="a")
 B = Address("lambdas/b", target_name="b")
@@ -68,6 +75,13 @@ def test_archive_holds_every_image_with_its_tags_and_only_its_own_layer() -> Non
     assert chunk_archive([a, b]) == chunk_archive([b, a])
 
 
+def member_line(name: str, status: str) -> str:
+    verdict = json.dumps({"status": status})
+    return "CHROMADB_LAMBDA_CHUNK_MEMBER " + json.dumps(
+        {"name": name, "exit_code": 0, "stdout": f"CHROMADB_LAMBDA_IMPORT_CHECK {verdict}\n", "stderr": ""}
+    )
+
+
 def run_chunk(
     lookups: dict,
     assembled: dict,
@@ -79,23 +93,43 @@ def run_chunk(
 ):
     """The chunk rule; returns its result, its chunk_load.py processes, the ChunkProofRequests it made,
     and the archives it wrote (each: the members' key tags in its manifest, and its images' ids).
-    chunk_load.py's `untagged` load reports every image held; its `load` and `tag` print `load_stdout`."""
+    In `prove` mode the members of `proofs` are checked (a verdict `ok` for a `passed` proof, else
+    `raised`) and chunk_load.py tags the `ok` ones and those not checked, as the script does; its
+    `load` and `tag` print `load_stdout`."""
     processes: list[Process] = []
     proof_requests: list[ChunkProofRequest] = []
     archives: list[tuple[list[str], list[str]]] = []
+    proofs = proofs or {}
+
+    def plan(request: ChunkCheckPlanRequest) -> ChunkCheckPlan:
+        checked = tuple(m for m in request.members if m.address in proofs)
+        return ChunkCheckPlan((ChunkCheckBundle("sha256:base", "/var/task", checked, b""),) if checked else ())
 
     def load(process: Process) -> FallibleProcessResult:
         processes.append(process)
         spec = json.loads(process.argv[2])
-        if spec["mode"] == "untagged":
-            held = {i["image_id"]: {"held": True} for i in spec["images"]}
-            return process_result(json.dumps(held), load_exit, stderr="Error processing tar file")
+        if spec["mode"] == "prove":
+            checks, ok = [], set()
+            for entry in spec["checks"]:
+                lines = []
+                for i, key_ref in enumerate(entry["members"]):
+                    passed = next(p for m, p in proofs.items() if f":ck-{m.target_name}" in key_ref).verdict == "passed"
+                    lines.append(member_line(str(i), "ok" if passed else "raised"))
+                    ok |= {key_ref} if passed else set()
+                checks.append({"exit_code": 0, "stdout": "\n".join(lines) + "\n", "stderr": ""})
+            checked = {k for entry in spec["checks"] for k in entry["members"]}
+            tagged = {
+                i["key_ref"]: {"image_id": i["image_id"], "made": True, "error": None}
+                for i in spec["images"] if i["key_ref"] in ok or i["key_ref"] not in checked
+            }
+            report = {"checks": checks, "load_exit": load_exit} if load_exit else {"checks": checks, "tagged": tagged}
+            return process_result(json.dumps(report), load_exit, stderr="Error processing tar file")
         exit_code = tag_exit if spec["mode"] == "tag" else load_exit
         return process_result(load_stdout, exit_code, stderr="Error processing tar file")
 
     def prove(request: ChunkProofRequest) -> ChunkProof:
         proof_requests.append(request)
-        return ChunkProof(FrozenDict({m.address: proofs[m.address] for m in request.members if m.address in proofs}))
+        return ChunkProof(FrozenDict({m.address: proofs[m.address] for m in request.members if m.address in request.outputs}))
 
     def create(request: CreateDigest) -> Digest:
         for file in request:
@@ -116,6 +150,7 @@ def run_chunk(
         mock_gets=[
             MockGet(MemberLookup, (MemberLookupRequest,), lambda r: lookups[r.address]),
             MockGet(AssembledMemberResult, (MemberLookupRequest,), lambda r: assembled[r.address]),
+            MockGet(ChunkCheckPlan, (ChunkCheckPlanRequest,), plan),
             MockGet(ChunkProof, (ChunkProofRequest,), prove),
             MockGet(Digest, (CreateDigest,), create),
             MockGet(FallibleProcessResult, (Process,), load),
@@ -151,7 +186,7 @@ def test_present_members_trigger_no_check_and_a_pulled_one_is_left_to_its_docker
     assert [result.images[a].import_check for a in (A, B, C)] == ["checked before load", "checked before load", None]
 
 
-def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged() -> None:
+def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged_by_one_process() -> None:
     b = member(B, "x = 2\n")
     lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None, run=RUN)),
                C: MemberLookup(ExistingImage("sha256:c"))}
@@ -160,12 +195,23 @@ def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged
         lookups, {B: AssembledMemberResult(b, None)}, json.dumps(report), proofs={B: MemberProof("passed")}, check=True
     )
     assert [[m.address for m in r.members] for r in proof_requests] == [[B]]
+    # The classification got B's output from the one process's report.
+    assert [sorted(r.outputs) for r in proof_requests] == [[B]]
+    assert proof_requests[0].outputs[B].exit_code == 0
     # The archive carries no tag: nothing is tagged before the proof.
     assert archives == [([], [b.image_id])]
-    assert modes(processes) == [("untagged", ["acme/b:ck-b"], []), ("tag", ["acme/b:ck-b"], [])]
+    # One process: the load, the check of B in the prover of its base, the tagging of B.
+    assert modes(processes) == [("prove", ["acme/b:ck-b"], [])]
+    spec = json.loads(processes[0].argv[2])
+    assert [(c["base_image_id"], c["bundle"], c["members"]) for c in spec["checks"]] == [
+        ("sha256:base", "import-check-bundle-0.tar", ["acme/b:ck-b"])
+    ]
     assert processes[0].argv[-3:] == ("load", "--input", "lambda-images.tar")
-    assert "load" not in processes[1].argv[3:] and processes[1].input_digest == EMPTY_DIGEST
-    assert [p.env["__CHROMADB_LAMBDA_RUN"] for p in processes] == ["7", "7"]
+    assert processes[0].description == (
+        "Importing 1 chromadb_lambda handlers in their images (a prover of sha256:base) while loading 1 "
+        "assembled images, then tagging those that pass"
+    )
+    assert [p.env["__CHROMADB_LAMBDA_RUN"] for p in processes] == ["7"]
     assert result.images[B] == ChunkImage(b.image_id, made=True, import_check="passed")
 
 
@@ -184,10 +230,14 @@ def test_a_member_failing_its_check_is_never_tagged_and_its_image_is_discarded()
     )
     assert [[m.address for m in r.members] for r in proof_requests] == [[A, B, C]]
     assert archives == [([], sorted([a.image_id, b.image_id, c.image_id]))]
+    # A (a warning: its verdict is not `ok`) and B (failing) stay untagged in the first process, C
+    # (not checked) is tagged there; the second tags A and removes B's untagged image.
     assert modes(processes) == [
-        ("untagged", ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"], []),
-        ("tag", ["acme/a:ck-a", "acme/c:ck-c"], ["acme/b:ck-b"]),
+        ("prove", ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"], []),
+        ("tag", ["acme/a:ck-a"], ["acme/b:ck-b"]),
     ]
+    assert json.loads(processes[0].argv[2])["checks"][0]["members"] == ["acme/a:ck-a", "acme/b:ck-b"]
+    assert processes[1].input_digest == EMPTY_DIGEST and "load" not in processes[1].argv[3:]
     assert result.images[A] == ChunkImage(a.image_id, made=True, import_check="warning: KeyError: 'TABLE'")
     assert result.images[B] == ChunkImage(None, error=failure, check_failed=True)
     assert result.images[C] == ChunkImage(c.image_id, made=True, import_check=None)
@@ -200,7 +250,7 @@ def test_every_member_failing_its_check_tags_nothing() -> None:
     result, processes, _, _ = run_chunk(
         lookups, {B: AssembledMemberResult(b, None)}, "{}", proofs={B: MemberProof(None, "lambdas/b:b fails")}, check=True
     )
-    assert modes(processes) == [("untagged", ["acme/b:ck-b"], []), ("tag", [], ["acme/b:ck-b"])]
+    assert modes(processes) == [("prove", ["acme/b:ck-b"], []), ("tag", [], ["acme/b:ck-b"])]
     assert result.images[B] == ChunkImage(None, error="lambdas/b:b fails", check_failed=True)
 
 
@@ -212,19 +262,34 @@ def test_a_failed_untagged_load_fails_the_passing_members_and_keeps_the_check_fa
         lookups, {A: AssembledMemberResult(a, None), B: AssembledMemberResult(b, None)}, load_exit=1,
         proofs={A: MemberProof("passed"), B: MemberProof(None, "lambdas/b:b fails")}, check=True,
     )
-    assert [m[0] for m in modes(processes)] == ["untagged"]
+    assert [m[0] for m in modes(processes)] == ["prove"]
     assert result.images[A].image_id is None
     assert "`docker load` of the 2 images assembled for a chunk of Lambdas failed (exit code 1)" in str(result.images[A].error)
     assert result.images[B] == ChunkImage(None, error="lambdas/b:b fails", check_failed=True)
 
 
 def test_a_failed_tagging_is_every_passing_member_error() -> None:
+    # A only warns: it is tagged by the second process, which fails.
     a = member(A, "x = 1\n")
     lookups = {A: MemberLookup(ExistingImage(None, run=RUN)), B: MemberLookup(ExistingImage("sha256:b")),
                C: MemberLookup(ExistingImage("sha256:c"))}
-    result, _, _, _ = run_chunk(
-        lookups, {A: AssembledMemberResult(a, None)}, proofs={A: MemberProof("passed")}, check=True, tag_exit=1
+    result, processes, _, _ = run_chunk(
+        lookups, {A: AssembledMemberResult(a, None)}, proofs={A: MemberProof("warning: KeyError: 'T'")}, check=True,
+        tag_exit=1,
     )
+    assert [m[0] for m in modes(processes)] == ["prove", "tag"]
+    assert result.images[A].image_id is None and "failed (exit code 1)" in str(result.images[A].error)
+
+
+def test_a_failed_prove_process_is_every_passing_member_error() -> None:
+    # The process of the check, load and tagging exits 1 with no report (e.g. a lock error).
+    a = member(A, "x = 1\n")
+    lookups = {A: MemberLookup(ExistingImage(None, run=RUN)), B: MemberLookup(ExistingImage("sha256:b")),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    result, processes, proof_requests, _ = run_chunk(
+        lookups, {A: AssembledMemberResult(a, None)}, proofs={A: MemberProof("passed")}, check=True, load_exit=1,
+    )
+    assert [m[0] for m in modes(processes)] == ["prove"]
     assert result.images[A].image_id is None and "failed (exit code 1)" in str(result.images[A].error)
 
 

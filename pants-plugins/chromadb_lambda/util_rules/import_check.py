@@ -47,7 +47,7 @@ from chromadb_lambda.util_rules.chunk_images import (
     MemberProof,
 )
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.import_check_chunk import ChunkImportCheck, ChunkImportCheckRequest, MemberCheckOutput
+from chromadb_lambda.util_rules.import_check_chunk import MemberCheckOutput
 from chromadb_lambda.util_rules.lambda_chunks import LambdaChunk, LambdaChunkRequest
 from chromadb_lambda.util_rules.import_check_verdict import (
     PASSED,
@@ -70,7 +70,7 @@ from chromadb_lambda.subsystem import ChromadbLambdaSubsystem, LambdaImageBuilde
 logger = logging.getLogger(__name__)
 
 # Seconds the handler module may take to import before the check gives up on it (a warning).
-IMPORT_TIMEOUT = 60
+IMPORT_TIMEOUT = import_check_chunk.IMPORT_TIMEOUT
 SKIPPED = "skipped"
 
 
@@ -199,13 +199,13 @@ async def check_lambda_import(
     return LambdaImportCheck(proof.verdict)
 
 
-@rule(desc="Importing the handlers of chromadb_lambda images before they are loaded")
+@rule(desc="Classifying the import checks of chromadb_lambda images before they are tagged")
 async def prove_members(request: ChunkProofRequest) -> ChunkProof:
-    checked = await Get(ChunkImportCheck, ChunkImportCheckRequest(request.members, IMPORT_TIMEOUT))
-    members = [m for m in request.members if m.address in checked.outputs]
+    outputs = request.outputs
+    members = [m for m in request.members if m.address in outputs]
     keys = await MultiGet(Get(LambdaImageKey, LambdaImageKeyRequest(m.address)) for m in members)
     proofs = await MultiGet(
-        Get(MemberProof, ImportVerdictRequest(key.closure, str(m.image_id), checked.outputs[m.address]))
+        Get(MemberProof, ImportVerdictRequest(key.closure, str(m.image_id), outputs[m.address]))
         for m, key in zip(members, keys)
     )
     return ChunkProof(FrozenDict((m.address, p) for m, p in zip(members, proofs)))

@@ -42,7 +42,11 @@ BUNDLE = "import-check-bundle.tar"
 PROVER = "prover.py"
 CHUNK_IMPORT_CHECK = "chunk_import_check.py"
 ENGINE_API = "engine_api.py"
+# The prover's warm interpreter (scripts/zygote.py), run by chunk_import_check.py.
+ZYGOTE = "zygote.py"
 _SCRIPTS = "__chromadb_lambda_prover"
+# The import's own time limit, seconds (import_check_script.py's alarm).
+IMPORT_TIMEOUT = 60
 # A prover exits by itself once no check ran in it for this long (prover.py).
 PROVER_IDLE_SECONDS = 900
 # Container users the per-member check may run as: the container runs as root to extract the layers.
@@ -70,7 +74,10 @@ def checkable(member: AssembledMember) -> bool:
 
 def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], timeout: int) -> bytes:
     """The tar chunk_import_check.py reads on stdin (deterministic: the process is cached by it)."""
-    files = [LayerFile("check.py", script_source(os.path.basename(import_check_script.__file__)))]
+    files = [
+        LayerFile("check.py", script_source(os.path.basename(import_check_script.__file__))),
+        LayerFile("zygote.py", script_source(ZYGOTE)),
+    ]
     entries = []
     for i, member in enumerate(members):
         assert member.layer is not None
@@ -87,7 +94,13 @@ def check_bundle(members: Sequence[AssembledMember], base_env: Sequence[str], ti
                 "function": member.function,
             }
         )
-    index = {"task_root": members[0].task_root, "timeout": timeout, "base_env": list(base_env), "members": entries}
+    index = {
+        "task_root": members[0].task_root,
+        "timeout": timeout,
+        "base_env": list(base_env),
+        "members": entries,
+        "zygote": True,
+    }
     files.append(LayerFile("index.json", json.dumps(index, sort_keys=True).encode()))
     return tar_archive(files)
 
@@ -121,6 +134,11 @@ def chunk_check_process(
     )
 
 
+def prover_files() -> list[FileContent]:
+    """prover.py and what it runs beside it (chunk_load.py's `prove` mode needs them too)."""
+    return [FileContent(name, script_source(name)) for name in (PROVER, CHUNK_IMPORT_CHECK, ENGINE_LOCK, ENGINE_API)]
+
+
 def prover_scripts() -> CreateDigest:
     return CreateDigest(
         [FileContent(name, script_source(name)) for name in (PROVER, CHUNK_IMPORT_CHECK, ENGINE_LOCK, ENGINE_API)]
@@ -149,6 +167,62 @@ def parse_chunk_output(
                 member.image_id, int(entry["exit_code"]), entry["stdout"].encode(), entry["stderr"].encode()
             )
     return outputs
+
+
+@dataclass(frozen=True)
+class ChunkCheckBundle:
+    """One base's bundle of members, to be checked in that base's prover (chunk_load.py `prove`)."""
+
+    base_image_id: str
+    task_root: str
+    members: tuple[AssembledMember, ...]
+    bundle: bytes
+
+
+@dataclass(frozen=True)
+class ChunkCheckPlanRequest:
+    members: tuple[AssembledMember, ...]
+    timeout: int
+
+
+@dataclass(frozen=True)
+class ChunkCheckPlan:
+    """The checkable members' bundles, one per base (sorted by base id); a member in none of them is
+    not checkable in its base's container (checkable())."""
+
+    bundles: tuple[ChunkCheckBundle, ...]
+
+
+def check_spec(bundle: ChunkCheckBundle, file_name: str) -> dict:
+    """prover.py's spec of one bundle (without `docker` and `lock_dir`)."""
+    return {
+        "base_image_id": bundle.base_image_id,
+        "bundle": file_name,
+        "driver": CHUNK_IMPORT_CHECK,
+        "task_root": bundle.task_root,
+        "idle_seconds": PROVER_IDLE_SECONDS,
+    }
+
+
+@rule
+async def plan_chunk_check(request: ChunkCheckPlanRequest) -> ChunkCheckPlan:
+    by_base: dict[str, list[AssembledMember]] = defaultdict(list)
+    for member in request.members:
+        if checkable(member):
+            by_base[member.base_image_id].append(member)
+    bases = sorted(by_base)
+    base_configs = await MultiGet(Get(BaseImageConfig, BaseImageConfigRequest(b)) for b in bases)
+    return ChunkCheckPlan(
+        tuple(
+            ChunkCheckBundle(
+                b,
+                by_base[b][0].task_root,
+                tuple(by_base[b]),
+                check_bundle(by_base[b], (json.loads(c.inspect_json).get("Config") or {}).get("Env") or [], request.timeout),
+            )
+            for b, c in zip(bases, base_configs)
+        )
+    )
 
 
 @dataclass(frozen=True)

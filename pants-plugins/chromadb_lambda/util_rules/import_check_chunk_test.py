@@ -107,6 +107,7 @@ def test_bundle_holds_each_member_layer_bytes_env_and_workdir() -> None:
         index = json.load(tar.extractfile("index.json"))
         assert tar.extractfile("layers/1.tar").read() == b.layer.tar
         assert b"MARKER" in tar.extractfile("check.py").read()
+        assert b"def main():" in tar.extractfile("zygote.py").read()
     assert index == {
         "task_root": "/var/task",
         "timeout": 60,
@@ -117,6 +118,7 @@ def test_bundle_holds_each_member_layer_bytes_env_and_workdir() -> None:
             {"name": "1", "layer": "layers/1.tar", "env": ["LAMBDA_TASK_ROOT=/var/task"], "workdir": "",
              "module": "handler", "function": "handle"},
         ],
+        "zygote": True,
     }
     assert check_bundle([a, b], ["PATH=/usr/bin"], 60) == bundle
 

@@ -1,0 +1,150 @@
+"""The zygote's and its driver's pure parts: what a member imports, which names its layer provides,
+which verdict counts, and the state a preload must not change."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import tarfile
+
+from chromadb_lambda.scripts.chunk_import_check import (
+    env_digest,
+    layer_imports,
+    task_names,
+    top_level_imports,
+    verdict_ok,
+)
+from chromadb_lambda.scripts import zygote
+from chromadb_lambda.scripts.zygote import Snapshot, path_reaches
+
+
+def layer(files: dict[str, bytes]) -> tarfile.TarFile:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    data.seek(0)
+    return tarfile.open(fileobj=data)
+
+
+def test_task_names_are_the_top_level_modules_of_the_task_root() -> None:
+    names = [
+        "var", "var/task", "var/task/handler.py", "var/task/pkg", "var/task/pkg/__init__.py",
+        "var/task/fast.cpython-311-x86_64-linux-gnu.so", "var/other.py",
+    ]
+    assert task_names(names, "/var/task") == ["fast", "handler", "pkg"]
+
+
+def test_top_level_imports_are_the_module_body_statements_only() -> None:
+    source = b"""
+import os, boto3.session as s
+from botocore.config import Config
+from . import sibling
+from .pkg import thing
+if True:
+    import inside_if
+def f():
+    import lazy
+try:
+    import optional
+except ImportError:
+    pass
+"""
+    assert top_level_imports(source) == {"os", "boto3.session", "botocore.config"}
+    assert top_level_imports(b"def broken(:\n") == set()
+
+
+def test_layer_imports_leave_out_what_the_layer_provides() -> None:
+    tar = layer({
+        "var/task/handler.py": b"import boto3\nimport receipt_common\nfrom pkg import x\n",
+        "var/task/receipt_common/__init__.py": b"import chromadb\nimport json\n",
+        "var/task/pkg.py": b"",
+        "var/task/data.txt": b"import nothing\n",
+    })
+    assert layer_imports(tar, "/var/task") == ["boto3", "chromadb", "json"]
+
+
+def test_only_exit_0_with_a_last_verdict_ok_counts() -> None:
+    ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n'
+    raised = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "raised"}\n'
+    assert verdict_ok({"exit_code": 0, "stdout": ok})
+    assert not verdict_ok({"exit_code": 0, "stdout": ok + raised})
+    assert verdict_ok({"exit_code": 0, "stdout": raised + ok})
+    assert not verdict_ok({"exit_code": 3, "stdout": ok})
+    assert not verdict_ok({"exit_code": 0, "stdout": "no verdict\n"})
+
+
+def test_the_env_digest_is_the_zygotes() -> None:
+    env = {"PATH": "/usr/bin", "LAMBDA_TASK_ROOT": "/var/task"}
+    assert env_digest(env) == zygote.env_digest(dict(reversed(list(env.items()))))
+    assert env_digest(env) != env_digest({**env, "PYTHONPATH": "/x"})
+
+
+def test_an_import_path_reaching_the_task_root() -> None:
+    assert path_reaches("/var/task", "/var/task")
+    assert path_reaches("/var/task/lib", "/var/task")
+    assert path_reaches("/var", "/var/task")
+    assert path_reaches("/", "/var/task")
+    assert not path_reaches("/opt/venv/lib/python3.11/site-packages", "/var/task")
+    assert not path_reaches("/var/task2", "/var/task")
+
+
+def test_a_snapshot_sees_what_a_preload_could_change(monkeypatch) -> None:
+    baseline = ["os", "sys"]
+    before = Snapshot(baseline)
+    assert before.changed(Snapshot(baseline)) is None
+
+    monkeypatch.setenv("CHROMADB_LAMBDA_ZYGOTE_TEST", "1")
+    assert before.changed(Snapshot(baseline)) == "environ"
+    monkeypatch.delenv("CHROMADB_LAMBDA_ZYGOTE_TEST")
+
+    monkeypatch.setattr(sys, "path", [*sys.path, "/elsewhere"])
+    assert before.changed(Snapshot(baseline)) == "path"
+    monkeypatch.undo()
+
+    monkeypatch.setattr(os, "getcwd", lambda: "/patched")
+    # Snapshot reads the cwd through the patched function; the patch itself is a changed `os` attribute.
+    assert before.changed(Snapshot(baseline)) in ("cwd", "os.getcwd")
+    monkeypatch.undo()
+
+    handler = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+    try:
+        assert before.changed(Snapshot(baseline)) == "signals"
+    finally:
+        signal.signal(signal.SIGUSR1, handler)
+    assert before.changed(Snapshot(baseline)) is None
+
+
+class Finder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        return None
+
+
+def test_an_import_finder_may_be_appended_by_a_preloaded_package_only(monkeypatch) -> None:
+    before = Snapshot(["sys"])
+    finder = Finder()
+    saved = list(sys.meta_path)
+    try:
+        sys.meta_path.append(finder)  # in place, as botocore's vendored six does
+        after = Snapshot(["sys"])
+        # The finder's class is this test module's: allowed only when its package was preloaded.
+        assert before.changed(after, packages={"chromadb_lambda"}) is None
+        assert before.changed(after, packages={"boto3"}) == f"an import finder of {__name__}"
+        # Put first, it would be asked before the standard finders: never allowed.
+        sys.meta_path[:] = [finder, *saved]
+        assert before.changed(Snapshot(["sys"]), packages={"chromadb_lambda"}) == "meta_path"
+    finally:
+        sys.meta_path[:] = saved
+
+
+def test_a_standard_module_may_gain_a_submodule_but_not_another_attribute(monkeypatch) -> None:
+    before = Snapshot(["os"])
+    monkeypatch.setattr(os, "zygote_test_submodule", type(sys)("os.zygote_test_submodule"), raising=False)
+    assert before.changed(Snapshot(["os"])) is None
+    monkeypatch.setattr(os, "zygote_test_value", 1, raising=False)
+    assert before.changed(Snapshot(["os"])) == "os.zygote_test_value"
