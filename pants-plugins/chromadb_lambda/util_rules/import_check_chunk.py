@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Sequence
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
 from pants.engine.addresses import Address
 from pants.engine.fs import CreateDigest, Digest, FileContent
-from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
+from pants.engine.process import Process, ProcessCacheScope
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 
 from chromadb_lambda.scripts import chunk_import_check, import_check_script, script_source
 from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest
-from chromadb_lambda.util_rules.engine import DockerEnvironment
 from chromadb_lambda.util_rules.engine_locks import ENGINE_LOCK, engine_lock_dir
 from chromadb_lambda.util_rules.image_layer import LayerFile, tar_archive
 
@@ -223,67 +222,6 @@ async def plan_chunk_check(request: ChunkCheckPlanRequest) -> ChunkCheckPlan:
             for b, c in zip(bases, base_configs)
         )
     )
-
-
-@dataclass(frozen=True)
-class ChunkImportCheckRequest:
-    # The assembled members to check (the chunk rule passes those the engine lacks).
-    members: tuple[AssembledMember, ...]
-    timeout: int
-
-
-@dataclass(frozen=True)
-class ChunkImportCheck:
-    """Members checked in a container of their base; a member missing here was not checkable."""
-
-    outputs: FrozenDict[Address, MemberCheckOutput]
-
-
-@rule(desc="Importing the handlers of assembled chromadb_lambda images before loading them")
-async def check_chunk_imports(
-    request: ChunkImportCheckRequest, docker: DockerBinary, docker_env: DockerEnvironment
-) -> ChunkImportCheck:
-    by_base: dict[str, list[AssembledMember]] = defaultdict(list)
-    for member in request.members:
-        if checkable(member):
-            by_base[member.base_image_id].append(member)
-    bases = sorted(by_base)
-    if not bases:
-        return ChunkImportCheck(FrozenDict())
-    base_configs = await MultiGet(Get(BaseImageConfig, BaseImageConfigRequest(b)) for b in bases)
-    bundles = await MultiGet(
-        Get(
-            Digest,
-            CreateDigest(
-                [
-                    FileContent(
-                        BUNDLE,
-                        check_bundle(
-                            by_base[b],
-                            (json.loads(c.inspect_json).get("Config") or {}).get("Env") or [],
-                            request.timeout,
-                        ),
-                    )
-                ]
-            ),
-        )
-        for b, c in zip(bases, base_configs)
-    )
-    scripts = await Get(Digest, CreateDigest, prover_scripts())
-    results = await MultiGet(
-        Get(
-            FallibleProcessResult,
-            Process,
-            chunk_check_process(
-                docker, b, digest, len(by_base[b]), docker_env.env, by_base[b][0].task_root, scripts
-            ),
-        )
-        for b, digest in zip(bases, bundles)
-    )
-    outputs: dict[Address, MemberCheckOutput] = {}
-    for b, result in zip(bases, results):
-        outputs.update(parse_chunk_output(by_base[b], result.exit_code, result.stdout, result.stderr))
-    return ChunkImportCheck(FrozenDict(outputs))
 
 
 def rules():

@@ -8,21 +8,14 @@ import os
 import tarfile
 from pathlib import Path
 
-from pants.engine.addresses import Address
-from pants.engine.fs import EMPTY_DIGEST, CreateDigest, Digest
-from pants.engine.process import FallibleProcessResult, Process, ProcessCacheScope
-from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
-from pants.util.frozendict import FrozenDict
+from pants.engine.fs import EMPTY_DIGEST
+from pants.engine.process import ProcessCacheScope
 
 from chromadb_lambda.scripts import chunk_import_check
-from chromadb_lambda.testutil import DOCKER, DOCKER_ENV, process_result
-from chromadb_lambda.util_rules.assemble import BaseImageConfig, BaseImageConfigRequest
+from chromadb_lambda.testutil import DOCKER, DOCKER_ENV
 from chromadb_lambda.util_rules.chunk_images_test import A, B, member
 from chromadb_lambda.util_rules.import_check_chunk import (
-    ChunkImportCheck,
-    ChunkImportCheckRequest,
     MemberCheckOutput,
-    check_chunk_imports,
     check_bundle,
     checkable,
     chunk_check_process,
@@ -51,53 +44,6 @@ def test_only_an_assembled_member_running_as_root_is_checked_in_the_chunk() -> N
     user["config"]["User"] = "sbx_user1051"
     with_user = dataclasses.replace(a, config=canonical_json(user))
     assert not checkable(with_user)
-
-
-def run_checks(members: tuple, container_stdout: str):
-    """check_chunk_imports with the engine mocked: its results, processes and the bundles' indexes."""
-    processes: list[Process] = []
-    indexes: list[dict] = []
-
-    def create(request: CreateDigest) -> Digest:
-        for file in request:
-            if file.path == "import-check-bundle.tar":
-                with tarfile.open(fileobj=io.BytesIO(file.content)) as tar:
-                    indexes.append(json.load(tar.extractfile("index.json")))
-        return EMPTY_DIGEST
-
-    def run(process: Process) -> FallibleProcessResult:
-        processes.append(process)
-        return process_result(container_stdout)
-
-    result = run_rule_with_mocks(
-        check_chunk_imports,
-        rule_args=[ChunkImportCheckRequest(members, 60), DOCKER, DOCKER_ENV],
-        mock_gets=[
-            MockGet(BaseImageConfig, (BaseImageConfigRequest,), lambda r: BaseImageConfig('{"Config": {"Env": ["PATH=/usr/bin"]}}')),
-            MockGet(Digest, (CreateDigest,), create),
-            MockGet(FallibleProcessResult, (Process,), run),
-        ],
-    )
-    return result, processes, indexes
-
-
-def test_one_edited_member_is_one_container_with_a_bundle_of_one_member() -> None:
-    b = member(B, "x = 2\n")
-    ok = 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n'
-    stdout = f'{MARK} {json.dumps({"name": "0", "exit_code": 0, "stdout": ok, "stderr": ""})}\n'
-    result, processes, indexes = run_checks((b,), stdout)
-    assert len(processes) == 1 and json.loads(processes[0].argv[2])["base_image_id"] == "sha256:base"
-    assert processes[0].description.startswith("Importing 1 chromadb_lambda handlers")
-    assert [[m["name"] for m in index["members"]] for index in indexes] == [["0"]]
-    assert result == ChunkImportCheck(FrozenDict({B: MemberCheckOutput(b.image_id, 0, ok.encode(), b"")}))
-
-
-def test_no_checkable_member_runs_no_container() -> None:
-    a = member(A, "x = 1\n")
-    user = json.loads(a.config)
-    user["config"]["User"] = "sbx_user1051"
-    result, processes, indexes = run_checks((dataclasses.replace(a, config=canonical_json(user)),), "")
-    assert (result, processes, indexes) == (ChunkImportCheck(FrozenDict()), [], [])
 
 
 def test_bundle_holds_each_member_layer_bytes_env_and_workdir() -> None:
