@@ -23,16 +23,26 @@ its module mapping) and the members no check covered are tagged. Every other mem
 the plugin classifies its verdict, and a second "tag" process tags the warnings and removes the
 failures. Prints {"checks": [{exit_code, stdout, stderr} per check], "tagged": {key_ref: ...} as
 "tag"}, or {"checks": ..., "load_exit": code} when the load failed (nothing tagged).
+With `verdicts` (a folder: Pants' named cache `chromadb_lambda_import_checks`), a member whose image
+id passed before is not checked again: its recorded output is reported as its check's. A record is
+written for each member that passes, named by the image id and the checker (the driver, check.py and
+zygote.py, hashed): an image id names the image's every byte (its layers' diff ids, its Env,
+WorkingDir, CMD and architecture), so the same checker's verdict on it cannot differ. Only passes are
+recorded: a warning or a failure is checked again in every run.
 
 The engine is asked through its API when it listens on a unix socket (engine_api.py), else the CLI.
 Standard library only: run with Pants' own interpreter.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 from typing import Any, Callable, Sequence
 
@@ -146,6 +156,103 @@ def passed_members(driver_stdout: str) -> set[str]:
 Check = Callable[[dict], "subprocess.CompletedProcess"]
 
 
+def checker_digest(bundle: bytes, driver: bytes) -> str:
+    """What a recorded verdict depends on besides the image: the driver and the check scripts."""
+    digest = hashlib.sha256(driver)
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        for name in ("check.py", "zygote.py"):
+            member = tar.extractfile(name) if name in tar.getnames() else None
+            digest.update(b"\0" + name.encode() + b"\0" + (member.read() if member is not None else b""))
+    return digest.hexdigest()
+
+
+def verdict_path(folder: str, checker: str, image_id: str) -> str:
+    return os.path.join(folder, hashlib.sha256(f"{checker} {image_id}".encode()).hexdigest() + ".json")
+
+
+def recorded_verdict(folder: str, checker: str, image_id: str) -> dict | None:
+    """A member's recorded passing output (exit_code, stdout, stderr), or None."""
+    try:
+        with open(verdict_path(folder, checker, image_id)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("image_id") != image_id or record.get("checker") != checker:
+        return None
+    return {k: record[k] for k in ("exit_code", "stdout", "stderr")}
+
+
+def record_verdict(folder: str, checker: str, image_id: str, output: dict) -> None:
+    """Written atomically (a reader sees the whole record or none); a failure to write only costs a
+    check in a later run."""
+    path = verdict_path(folder, checker, image_id)
+    record = {"image_id": image_id, "checker": checker, **{k: output[k] for k in ("exit_code", "stdout", "stderr")}}
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def member_lines(driver_stdout: str) -> dict[str, dict]:
+    """chunk_import_check.py's output per member `name`."""
+    lines = {}
+    for line in driver_stdout.splitlines():
+        if line.startswith(MEMBER_MARKER + " "):
+            entry = json.loads(line[len(MEMBER_MARKER) + 1 :])
+            lines[str(entry.get("name"))] = entry
+    return lines
+
+
+def without_members(bundle: bytes, names: set[str]) -> bytes:
+    """The bundle with `names` left out of its index (their layers stay: the driver reads the index)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else None
+            if info.name == "index.json" and data is not None:
+                index = json.loads(data)
+                index["members"] = [m for m in index["members"] if str(m["name"]) not in names]
+                data = json.dumps(index, sort_keys=True).encode()
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def cached_check(entry: dict, image_ids: dict[str, str], folder: str, check: Check) -> "subprocess.CompletedProcess":
+    """`check(entry)` for the members with no recorded pass; the others' recorded outputs, as one
+    driver output (their lines first). Records the members that pass."""
+    with open(entry["bundle"], "rb") as f:
+        bundle = f.read()
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, entry["driver"]), "rb") as f:
+        checker = checker_digest(bundle, f.read())
+    names = [str(i) for i in range(len(entry["members"]))]
+    ids = {name: image_ids[key_ref] for name, key_ref in zip(names, entry["members"])}
+    recorded = {name: r for name in names for r in [recorded_verdict(folder, checker, ids[name])] if r is not None}
+    lines = "".join(
+        f"{MEMBER_MARKER} {json.dumps({**recorded[name], 'name': name}, sort_keys=True)}\n" for name in names if name in recorded
+    )
+    if len(recorded) == len(names):
+        return subprocess.CompletedProcess([], 0, lines, "")
+    if recorded:
+        trimmed = entry["bundle"] + ".unrecorded.tar"
+        with open(trimmed, "wb") as f:
+            f.write(without_members(bundle, set(recorded)))
+        entry = {**entry, "bundle": trimmed}
+    done = check(entry)
+    stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
+    stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+    outputs = member_lines(stdout)
+    for name in passed_members(stdout):
+        if name in ids and name not in recorded:
+            record_verdict(folder, checker, ids[name], outputs[name])
+    return subprocess.CompletedProcess(done.args, done.returncode, lines + stdout, stderr)
+
+
 def prove_and_tag(spec: dict[str, Any], load_argv: Sequence[str], check: Check, run=subprocess.run, load_run=None) -> dict[str, Any]:
     """The untagged load in a thread while the checks run, then the tagging of what passed."""
     outcome: dict[str, Any] = {}
@@ -162,9 +269,11 @@ def prove_and_tag(spec: dict[str, Any], load_argv: Sequence[str], check: Check, 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     checks, passed = [], set()
+    folder = spec.get("verdicts")
+    image_ids_by_ref = {image["key_ref"]: image["image_id"] for image in spec["images"]}
     try:
         for entry in spec["checks"]:
-            done = check(entry)
+            done = cached_check(entry, image_ids_by_ref, folder, check) if folder else check(entry)
             stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
             stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
             checks.append({"exit_code": done.returncode, "stdout": stdout, "stderr": stderr})

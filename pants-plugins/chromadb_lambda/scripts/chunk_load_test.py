@@ -1,8 +1,10 @@
 """chunk_load.py's `untagged` and `tag` modes against a fake `docker` holding images and their tags."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ from chromadb_lambda.scripts.chunk_load import (
     load_untagged,
     passed_members,
     prove_and_tag,
+    record_verdict,
+    recorded_verdict,
     tag_images,
+    verdict_path,
 )
 
 
@@ -172,3 +177,80 @@ def test_a_failed_load_tags_nothing_and_still_reports_the_checks(tmp_path: Path)
     assert report["load_exit"] == 1 and "tagged" not in report
     assert report["checks"][0]["stdout"].startswith("CHROMADB_LAMBDA_CHUNK_MEMBER")
     assert engine.tags == {}
+
+
+def bundle_tar(path: Path, members: int, check_source: bytes = b"print('check')\n") -> None:
+    """A bundle as import_check_chunk.check_bundle lays it out (index.json, check.py, zygote.py, layers)."""
+    index = {"task_root": "/var/task", "timeout": 60, "base_env": [], "zygote": True,
+             "members": [{"name": str(i), "layer": f"layers/{i}.tar", "env": [], "workdir": "",
+                          "module": f"m{i}", "function": "handle"} for i in range(members)]}
+    files = {"check.py": check_source, "zygote.py": b"# zygote\n", "index.json": json.dumps(index).encode(),
+             **{f"layers/{i}.tar": b"layer %d" % i for i in range(members)}}
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+class IndexCheck:
+    """prover.run_check stand-in that answers for the members of the bundle's index only."""
+
+    def __init__(self, verdicts: dict[str, str]) -> None:
+        self.verdicts, self.asked = verdicts, []
+
+    def __call__(self, spec: dict) -> subprocess.CompletedProcess:
+        with tarfile.open(spec["bundle"]) as tar:
+            names = [m["name"] for m in json.load(tar.extractfile("index.json"))["members"]]
+        self.asked.append(names)
+        verdict = {"ok": 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "ok"}\n',
+                   "raised": 'CHROMADB_LAMBDA_IMPORT_CHECK {"status": "raised", "type": "ImportError"}\n'}
+        return subprocess.CompletedProcess([], 0, "\n".join(line(n, 0, verdict[self.verdicts[n]]) for n in names).encode(), b"")
+
+
+def test_a_passing_image_is_not_checked_again_a_failing_one_is(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bundle_tar(tmp_path / "b0.tar", 2)
+    verdicts = tmp_path / "verdicts"
+    spec = {"docker": "docker", "lock_dir": str(tmp_path), "mode": "prove", "verdicts": str(verdicts),
+            "images": [image("a"), image("b")],
+            "checks": [{"bundle": "b0.tar", "driver": "chunk_import_check.py", "members": ["acme/a:ck-a", "acme/b:ck-b"]}]}
+    loads = {"sha256:a", "sha256:b"}
+
+    first = IndexCheck({"0": "ok", "1": "raised"})
+    report = prove_and_tag(spec, ["docker", "load"], first, FakeEngine(set(), {}, loads))
+    assert first.asked == [["0", "1"]] and sorted(report["tagged"]) == ["acme/a:ck-a"]
+    assert len(list(verdicts.glob("*.json"))) == 1  # a's pass; b's failure is not recorded
+
+    # Same images again (e.g. a fresh clone, the engine emptied): only b is checked; a's recorded
+    # output is reported as its check's, so a is tagged without a check.
+    second = IndexCheck({"1": "raised"})
+    report = prove_and_tag(spec, ["docker", "load"], second, FakeEngine(set(), {}, loads))
+    assert second.asked == [["1"]] and sorted(report["tagged"]) == ["acme/a:ck-a"]
+    assert passed_members(report["checks"][0]["stdout"]) == {"0"}
+    assert report["checks"][0]["stdout"].count(MEMBER_MARKER) == 2
+
+    # Only a: no check at all.
+    only_a = {**spec, "images": [image("a")], "checks": [{**spec["checks"][0], "members": ["acme/a:ck-a"]}]}
+    bundle_tar(tmp_path / "b0.tar", 1)
+    third = IndexCheck({})
+    report = prove_and_tag(only_a, ["docker", "load"], third, FakeEngine(set(), {}, loads))
+    assert third.asked == [] and sorted(report["tagged"]) == ["acme/a:ck-a"]
+
+    # Another check script (a new plugin version): the record does not apply.
+    bundle_tar(tmp_path / "b0.tar", 1, check_source=b"print('check v2')\n")
+    fourth = IndexCheck({"0": "ok"})
+    prove_and_tag(only_a, ["docker", "load"], fourth, FakeEngine(set(), {}, loads))
+    assert fourth.asked == [["0"]]
+
+
+def test_a_record_of_another_image_is_not_taken(tmp_path: Path) -> None:
+    record_verdict(str(tmp_path), "checker", "sha256:a", {"exit_code": 0, "stdout": "x", "stderr": ""})
+    assert recorded_verdict(str(tmp_path), "checker", "sha256:a") == {"exit_code": 0, "stdout": "x", "stderr": ""}
+    assert recorded_verdict(str(tmp_path), "checker", "sha256:b") is None
+    assert recorded_verdict(str(tmp_path), "other", "sha256:a") is None
+    # A record copied under another image's name is refused (the record names its image).
+    (tmp_path / "x").mkdir()
+    src = next(tmp_path.glob("*.json"))
+    (tmp_path / "x" / Path(verdict_path(str(tmp_path / "x"), "checker", "sha256:b")).name).write_text(src.read_text())
+    assert recorded_verdict(str(tmp_path / "x"), "checker", "sha256:b") is None

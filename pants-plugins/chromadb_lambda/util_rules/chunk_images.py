@@ -148,6 +148,13 @@ async def assemble_member_or_error(request: MemberLookupRequest) -> AssembledMem
         return AssembledMemberResult(None, f"{type(e).__name__}: {e}")
 
 
+# Pants' named cache of passing import checks (chunk_load.py `prove` reads and writes it): a member
+# whose image id passed before, with the same checker, is not checked again. Kept with Pants' other
+# named caches (`[GLOBAL].named_caches_dir`), so a CI runner that keeps Pants' caches keeps it too.
+VERDICT_CACHE = "chromadb_lambda_import_checks"
+VERDICT_CACHE_PATH = ".chromadb-lambda-import-checks"
+
+
 def chunk_load_process(
     docker: DockerBinary,
     members: Sequence[AssembledMember],
@@ -170,6 +177,8 @@ def chunk_load_process(
         "discard": [{"key_ref": m.key_ref, "image_id": m.image_id} for m in discard],
         "checks": list(checks),
     }
+    if mode == "prove":
+        spec["verdicts"] = VERDICT_CACHE_PATH
     description = {
         "load": f"Loading {len(members)} assembled chromadb_lambda images",
         "prove": prove_description(len(members), checks),
@@ -186,6 +195,9 @@ def chunk_load_process(
         ),
         input_digest=archive,
         immutable_input_digests=FrozenDict({**load.immutable_input_digests, _SCRIPTS: scripts}),
+        append_only_caches=FrozenDict(
+            {**load.append_only_caches, **({VERDICT_CACHE: VERDICT_CACHE_PATH} if mode == "prove" else {})}
+        ),
     )
     return run_scoped_process(process, run)
 
