@@ -1,10 +1,12 @@
 """The Docker engine as the plugin sees it: the environment of docker processes, the run that keys
 every engine-changing process (see EngineRun), the engine's image listing (once per run), and the image
-ids of given refs (asked for in every run)."""
+ids of given refs (asked for in every run: the engine's tag store read once per run for all of them)."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
+import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -138,8 +140,9 @@ class HeldRefs:
     Unlike EngineImages, which carries the run, this is equal from one run to the next while those refs
     stay as they are: a rule that reads only this (the package of an up-to-date image) is not run again
     on a no-op. A rule that changes the engine asks for EngineImages as well (for the run), so it runs
-    again in the next run, which finds its image. It asks the engine for these refs only: its cost does
-    not grow with the engine's other images.
+    again in the next run, which finds its image. Behind a unix socket the engine's tag store is read
+    once per run for all targets (EngineTags: one `GET /info` and one file read, a few ms for thousands
+    of tags), not one API request per ref; a ref the store lacks is asked of the API.
     """
 
     refs: FrozenDict[str, str]
@@ -199,16 +202,95 @@ async def ask_engine_socket(request: SocketRefsRequest, run_id: RunId) -> Socket
         return SocketRefs(None)
 
 
+def engine_tags_file(info: Mapping) -> str | None:
+    """Where the engine that `GET /info` describes keeps its tags: `<DockerRootDir>/image/<Driver>/
+    repositories.json`, which it rewrites (atomically) before it answers any request that tags, untags
+    or removes an image, so the file says what the engine holds now. None: the containerd image store
+    (a `driver-type` in DriverStatus), whose tags are not in that file."""
+    root, driver = info.get("DockerRootDir"), info.get("Driver")
+    if not root or not driver or any(entry and entry[0] == "driver-type" for entry in info.get("DriverStatus") or ()):
+        return None
+    return os.path.join(str(root), "image", str(driver), "repositories.json")
+
+
+def parse_tag_store(data: bytes) -> dict[str, str]:
+    """`repository:tag` -> image id of an engine's `repositories.json` (digest references left out)."""
+    repositories = json.loads(data).get("Repositories") or {}
+    return {ref: image_id for refs in repositories.values() for ref, image_id in refs.items() if "@" not in ref}
+
+
+def read_engine_tags(socket_path: str, timeout: float = 60.0) -> dict[str, str] | None:
+    """Every `repository:tag` the engine at `socket_path` holds, read from its tag store: one `GET
+    /info` (which names the store) and one file read, whatever the number of refs asked. None: the
+    engine did not say where its store is, or this user cannot read it."""
+    connection = UnixConnection(socket_path, timeout)
+    try:
+        connection.request("GET", "/info")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        return None
+    path = engine_tags_file(json.loads(body))
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as store:
+            return parse_tag_store(store.read())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class EngineTagsRequest:
+    socket: str
+
+
+@dataclass(frozen=True)
+class EngineTags:
+    """Every `repository:tag` the engine holds, read from its tag store in this run; `refs` None: the
+    store cannot be read (ask the API per ref)."""
+
+    refs: FrozenDict[str, str] | None
+
+
+@rule
+async def read_engine_tag_store(request: EngineTagsRequest, run_id: RunId) -> EngineTags:
+    # `run_id`: read again in every run, requesting nothing (see EngineRun); equal from one run to the
+    # next while no tag of the engine changed, so nothing that reads it runs again.
+    try:
+        refs = read_engine_tags(request.socket)
+    except (OSError, ValueError, http.client.HTTPException):
+        refs = None
+    return EngineTags(None if refs is None else FrozenDict(refs))
+
+
+def held_in_tags(tags: Mapping[str, str], refs: Iterable[str]) -> tuple[FrozenDict[str, str], tuple[str, ...]]:
+    """The asked refs the tag store holds, and those it does not (asked of the API, which knows the
+    names the store spells otherwise, e.g. `docker.io/...`)."""
+    held = {ref: tags[ref] for ref in refs if ref in tags}
+    return FrozenDict(sorted(held.items())), tuple(ref for ref in refs if ref not in held)
+
+
 @rule(desc="Asking the engine for image refs")
 async def held_refs(request: HeldRefsRequest, env: DockerEnvironment, docker: DockerBinary) -> HeldRefs:
-    # With a `unix://` DOCKER_HOST the engine's API is asked in-process: no docker process, no sandbox,
-    # nothing stored. Otherwise, or when the socket does not answer, this run's image listing (whose
-    # docker process then reports what is wrong with the engine).
+    # With a `unix://` DOCKER_HOST the engine's tag store is read once per run for every target, and its
+    # API is asked in-process for a ref the store lacks: no docker process, no sandbox, nothing stored.
+    # Otherwise, or when the socket does not answer, this run's image listing (whose docker process
+    # then reports what is wrong with the engine).
     path = engine_socket({**docker.extra_env, **env.env})
     if path is not None:
-        asked = await Get(SocketRefs, SocketRefsRequest(path, request.refs))
+        tags = await Get(EngineTags, EngineTagsRequest(path))
+        held: Mapping[str, str] = {}
+        missing = request.refs
+        if tags.refs is not None:
+            held, missing = held_in_tags(tags.refs, request.refs)
+            if not missing:
+                return HeldRefs(FrozenDict(held))
+        asked = await Get(SocketRefs, SocketRefsRequest(path, missing))
         if asked.refs is not None:
-            return HeldRefs(asked.refs)
+            return HeldRefs(FrozenDict(sorted({**held, **asked.refs}.items())))
     engine = await Get(EngineImages, EngineImagesRequest())
     return HeldRefs(held_in_listing(engine.refs, request.refs))
 
