@@ -142,7 +142,7 @@ class HeldRefs:
     on a no-op. A rule that changes the engine asks for EngineImages as well (for the run), so it runs
     again in the next run, which finds its image. Behind a unix socket the engine's tag store is read
     once per run for all targets (EngineTags: one `GET /info` and one file read, a few ms for thousands
-    of tags), not one API request per ref; a ref the store lacks is asked of the API.
+    of tags), not one API request per ref.
     """
 
     refs: FrozenDict[str, str]
@@ -249,8 +249,8 @@ class EngineTagsRequest:
 
 @dataclass(frozen=True)
 class EngineTags:
-    """Every `repository:tag` the engine holds, read from its tag store in this run; `refs` None: the
-    store cannot be read (ask the API per ref)."""
+    """Every `repository:tag` the engine holds (in Docker's familiar form, see familiar_ref), read from
+    its tag store in this run; `refs` None: the store cannot be read (ask the API per ref)."""
 
     refs: FrozenDict[str, str] | None
 
@@ -266,31 +266,38 @@ async def read_engine_tag_store(request: EngineTagsRequest, run_id: RunId) -> En
     return EngineTags(None if refs is None else FrozenDict(refs))
 
 
-def held_in_tags(tags: Mapping[str, str], refs: Iterable[str]) -> tuple[FrozenDict[str, str], tuple[str, ...]]:
-    """The asked refs the tag store holds, and those it does not (asked of the API, which knows the
-    names the store spells otherwise, e.g. `docker.io/...`)."""
-    held = {ref: tags[ref] for ref in refs if ref in tags}
-    return FrozenDict(sorted(held.items())), tuple(ref for ref in refs if ref not in held)
+def familiar_ref(ref: str) -> str:
+    """A ref as the engine's tag store spells it (Docker's familiar form): without the `docker.io/`
+    registry, and without `library/` for an official image (`docker.io/library/python:3` -> `python:3`)."""
+    for registry in ("docker.io/", "index.docker.io/"):
+        if ref.startswith(registry):
+            ref = ref[len(registry) :]
+            if ref.startswith("library/") and "/" not in ref[len("library/") :]:
+                ref = ref[len("library/") :]
+            break
+    return ref
+
+
+def held_in_tags(tags: Mapping[str, str], refs: Iterable[str]) -> FrozenDict[str, str]:
+    """The asked refs the tag store holds, with their image ids: a ref it lacks, the engine lacks."""
+    held = {ref: tags[familiar_ref(ref)] for ref in refs if familiar_ref(ref) in tags}
+    return FrozenDict(sorted(held.items()))
 
 
 @rule(desc="Asking the engine for image refs")
 async def held_refs(request: HeldRefsRequest, env: DockerEnvironment, docker: DockerBinary) -> HeldRefs:
-    # With a `unix://` DOCKER_HOST the engine's tag store is read once per run for every target, and its
-    # API is asked in-process for a ref the store lacks: no docker process, no sandbox, nothing stored.
-    # Otherwise, or when the socket does not answer, this run's image listing (whose docker process
-    # then reports what is wrong with the engine).
+    # With a `unix://` DOCKER_HOST the engine's tag store is read once per run for every target (no
+    # request per ref), or, when this user cannot read it, the engine's API is asked in-process: no
+    # docker process, no sandbox, nothing stored. Otherwise, or when the socket does not answer, this
+    # run's image listing (whose docker process then reports what is wrong with the engine).
     path = engine_socket({**docker.extra_env, **env.env})
     if path is not None:
         tags = await Get(EngineTags, EngineTagsRequest(path))
-        held: Mapping[str, str] = {}
-        missing = request.refs
         if tags.refs is not None:
-            held, missing = held_in_tags(tags.refs, request.refs)
-            if not missing:
-                return HeldRefs(FrozenDict(held))
-        asked = await Get(SocketRefs, SocketRefsRequest(path, missing))
+            return HeldRefs(held_in_tags(tags.refs, request.refs))
+        asked = await Get(SocketRefs, SocketRefsRequest(path, request.refs))
         if asked.refs is not None:
-            return HeldRefs(FrozenDict(sorted({**held, **asked.refs}.items())))
+            return HeldRefs(asked.refs)
     engine = await Get(EngineImages, EngineImagesRequest())
     return HeldRefs(held_in_listing(engine.refs, request.refs))
 

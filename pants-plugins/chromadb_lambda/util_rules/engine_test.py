@@ -28,6 +28,7 @@ from chromadb_lambda.util_rules.engine import (
     SocketRefsRequest,
     docker_process,
     engine_tags_file,
+    familiar_ref,
     held_image_id,
     held_in_listing,
     held_in_tags,
@@ -197,24 +198,22 @@ def test_held_refs_from_a_unix_socket_run_no_listing() -> None:
     answer = SocketRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
     held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, answer)
     assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
-    # The store could not be read: every ref asked of the API.
+    # The store could not be read: the API is asked.
     assert asked == [
         ("store", "/e/docker.sock"),
         ("socket", SocketRefsRequest("/e/docker.sock", ("r:ck-1", "r:latest", "r:v9"))),
     ]
 
 
-def test_held_refs_from_the_tag_store_ask_the_api_only_for_refs_it_lacks() -> None:
-    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a", "other:latest": "sha256:o"})
-    answer = SocketRefs(FrozenDict({"r:v9": "sha256:a"}))
-    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, answer, tags=store)
-    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r:v9": "sha256:a"}))
-    assert asked == [("store", "/e/docker.sock"), ("socket", SocketRefsRequest("/e/docker.sock", ("r:v9",)))]
-    # Every ref in the store: no API request at all (a warm no-op).
-    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "r:v9": "sha256:a"})
+def test_held_refs_from_the_tag_store_ask_no_api() -> None:
+    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:o"})
     held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)
-    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "r:v9": "sha256:a"}))
+    # `r:v9` is not in the store: the engine does not hold it.
+    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"}))
     assert asked == [("store", "/e/docker.sock")]
+    # Equal from one run to the next while the asked refs stay: other tags of the engine changed.
+    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:p", "new:1": "sha256:q"})
+    assert ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)[0] == held
 
 
 def test_held_refs_fall_back_to_the_listing() -> None:
@@ -229,13 +228,30 @@ def test_held_refs_fall_back_to_the_listing() -> None:
     assert ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=2)[0] == held
 
 
-def test_held_in_tags_splits_the_asked_refs() -> None:
-    tags = {"r:ck-1": "sha256:a", "r:latest": "sha256:b", "r2:latest": "sha256:c"}
-    assert held_in_tags(tags, ("r:latest", "r:ck-1", "docker.io/r:v9")) == (
-        FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"}),
-        ("docker.io/r:v9",),
+def test_held_in_tags_keeps_the_asked_refs_the_store_holds() -> None:
+    tags = {"r:ck-1": "sha256:a", "r:latest": "sha256:b", "acme/fn:v1": "sha256:c", "python:3": "sha256:d"}
+    assert held_in_tags(tags, ("r:latest", "r:ck-1", "r:v9")) == FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"})
+    # Refs spelled with Docker Hub's registry are found under the store's familiar spelling.
+    assert held_in_tags(tags, ("docker.io/acme/fn:v1", "docker.io/library/python:3")) == FrozenDict(
+        {"docker.io/acme/fn:v1": "sha256:c", "docker.io/library/python:3": "sha256:d"}
     )
-    assert held_in_tags(tags, ()) == (FrozenDict(), ())
+    assert held_in_tags(tags, ()) == FrozenDict()
+
+
+@pytest.mark.parametrize(
+    ("ref", "familiar"),
+    [
+        ("acme/fn:latest", "acme/fn:latest"),
+        ("docker.io/acme/fn:latest", "acme/fn:latest"),
+        ("index.docker.io/acme/fn:ck-1", "acme/fn:ck-1"),
+        ("docker.io/library/python:3.11", "python:3.11"),
+        ("docker.io/library/team/fn:1", "library/team/fn:1"),
+        ("reg:5000/library/python:3", "reg:5000/library/python:3"),
+        ("127.0.0.1:5000/acme/fn:v1", "127.0.0.1:5000/acme/fn:v1"),
+    ],
+)
+def test_familiar_ref(ref: str, familiar: str) -> None:
+    assert familiar_ref(ref) == familiar
 
 
 def test_engine_tags_file_is_under_the_data_root_of_the_driver() -> None:
