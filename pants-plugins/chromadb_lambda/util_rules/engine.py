@@ -7,8 +7,10 @@ import dataclasses
 import http.client
 import json
 import os
+import socket
+import struct
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
@@ -219,24 +221,46 @@ def parse_tag_store(data: bytes) -> dict[str, str]:
     return {ref: image_id for refs in repositories.values() for ref, image_id in refs.items() if "@" not in ref}
 
 
-def read_engine_tags(socket_path: str, timeout: float = 60.0) -> dict[str, str] | None:
+def peer_pid(sock: socket.socket) -> int:
+    """The pid of the process serving the other end of a unix socket (SO_PEERCRED)."""
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid
+
+
+def engine_process_root(pid: int) -> str | None:
+    """Where the files of the dockerd with this pid are, as it sees them (`/proc/<pid>/root`); None when
+    the process is not a dockerd of this machine (a proxy forwarding the socket to a VM's or another
+    host's engine, whose data root is not here) or not this user's to look into."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return None
+    return f"/proc/{pid}/root" if exe.startswith("dockerd") else None
+
+
+def read_engine_tags(
+    socket_path: str, timeout: float = 60.0, process_root: Callable[[int], str | None] | None = None
+) -> dict[str, str] | None:
     """Every `repository:tag` the engine at `socket_path` holds, read from its tag store: one `GET
-    /info` (which names the store) and one file read, whatever the number of refs asked. None: the
-    engine did not say where its store is, or this user cannot read it."""
+    /info` (which names the store) and one file read, whatever the number of refs asked. The store is
+    read through the root of the dockerd serving the socket, so it is that engine's. None: the socket
+    is not served by a local dockerd, the engine did not say where its store is, or this user cannot
+    read it."""
     connection = UnixConnection(socket_path, timeout)
     try:
         connection.request("GET", "/info")
         response = connection.getresponse()
         body = response.read()
+        root = (process_root or engine_process_root)(peer_pid(connection.sock))
     finally:
         connection.close()
-    if response.status != 200:
+    if response.status != 200 or root is None:
         return None
     path = engine_tags_file(json.loads(body))
     if path is None:
         return None
     try:
-        with open(path, "rb") as store:
+        with open(root + path, "rb") as store:
             return parse_tag_store(store.read())
     except (OSError, ValueError):
         return None

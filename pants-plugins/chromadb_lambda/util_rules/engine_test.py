@@ -13,6 +13,7 @@ from pants.engine.process import ProcessCacheScope
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
+from chromadb_lambda.util_rules import engine as engine_module
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
@@ -27,6 +28,7 @@ from chromadb_lambda.util_rules.engine import (
     SocketRefs,
     SocketRefsRequest,
     docker_process,
+    engine_process_root,
     engine_tags_file,
     familiar_ref,
     held_image_id,
@@ -294,32 +296,49 @@ def data_root(store: dict | None) -> str:
 def test_read_engine_tags_reads_the_store_the_engine_names() -> None:
     root = data_root(STORE)
     engine = FakeEngine({}, info={"DockerRootDir": root, "Driver": "overlay2", "DriverStatus": []})
+    peers: list[int] = []
+
+    def as_dockerd(pid: int) -> str:
+        peers.append(pid)
+        return ""  # the fake engine sees the files as this test does
+
     try:
-        tags = read_engine_tags(engine.path)
+        tags = read_engine_tags(engine.path, process_root=as_dockerd)
+        # The real check: this test's process serves the socket, and it is not a dockerd.
+        assert read_engine_tags(engine.path) is None
     finally:
         engine.close()
     assert tags == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:b"}
-    # One request, whatever the number of refs later looked up.
-    assert engine.paths == ["/info"]
+    # The socket's peer, asked once: the fake engine runs in this process.
+    assert peers == [os.getpid()]
+    # One request per read, whatever the number of refs later looked up.
+    assert engine.paths == ["/info", "/info"]
+
+
+def test_engine_process_root_only_of_a_dockerd() -> None:
+    assert engine_process_root(os.getpid()) is None  # pytest's python
+    assert engine_process_root(2**22 + 12345) is None  # no such process
 
 
 def test_read_engine_tags_without_a_readable_store_is_none() -> None:
     # No store file (e.g. another driver's directory), and an engine whose /info fails.
     engine = FakeEngine({}, info={"DockerRootDir": data_root(None), "Driver": "overlay2"})
     try:
-        assert read_engine_tags(engine.path) is None
+        assert read_engine_tags(engine.path, process_root=lambda _: "") is None
     finally:
         engine.close()
     engine = FakeEngine({})
     try:
-        assert read_engine_tags(engine.path) is None
+        assert read_engine_tags(engine.path, process_root=lambda _: "") is None
     finally:
         engine.close()
 
 
-def test_read_engine_tag_store_rule() -> None:
+def test_read_engine_tag_store_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     root = data_root(STORE)
     engine = FakeEngine({}, info={"DockerRootDir": root, "Driver": "overlay2"})
+    # The fake engine (this process) stands for a dockerd that sees the files as this test does.
+    monkeypatch.setattr(engine_module, "engine_process_root", lambda _: "")
     try:
         tags = run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(3)])
         # The same store read in another run is equal: nothing that reads it runs again.
