@@ -63,8 +63,9 @@ def test_pantsd_never_replays_a_build_whose_image_is_gone(tmp_path_factory: pyte
         assert_engine_holds(again)
         assert f"Lambda image {REPOSITORY}/list_pending:latest built:" in result.stderr
 
-        # Nothing changed since: the next runs run no process (the engine is asked for the target's tags
-        # through its socket), not even a replay of the build or a listing of the engine.
+        # Nothing changed since: the next runs run no process (the target's tags are read from the
+        # engine's tag store, which /info on its socket names), not even a replay of the build or a
+        # listing of the engine.
         for _ in range(2):
             infos, result = package(root, *OPTIONS, "package", TARGET)
             assert infos["list_pending"]["image_id"] == again["image_id"]

@@ -27,8 +27,13 @@ from chromadb_lambda.target_types import (
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.context import context_manifest
 from chromadb_lambda.util_rules.chunk_images import HELD
-from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest
-from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
+from chromadb_lambda.util_rules.existing_image import (
+    ExistingImage,
+    ExistingImageRequest,
+    held_refs_request,
+    up_to_date_image,
+)
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
@@ -118,7 +123,14 @@ async def package_chromadb_lambda(
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),
         Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
-    existing = await Get(ExistingImage, ExistingImageRequest(address, names))
+    # Up to date is told from HeldRefs here, not by the ExistingImage step: that step asked for the run
+    # when it found nothing to build on, so the first no-op after a build would run it again for every
+    # target (and this rule once more after it) only to say what HeldRefs says.
+    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
+    held_id = up_to_date_image(held, names)
+    existing = (
+        ExistingImage(held_id) if held_id else await Get(ExistingImage, ExistingImageRequest(address, names))
+    )
     image_id, status = existing.image_id, "is up to date"
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"

@@ -15,7 +15,7 @@ import pytest
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, held_import_verdict, package_chromadb_lambda
 from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
-from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
@@ -27,9 +27,26 @@ RUN = EngineRun(5)
 CHECKED = {"check_handler_import": True}
 
 
-def package(existing: ExistingImage, made: MadeLambdaImage | None = None, **options):
+# What the engine holds when the image is up to date: its key tag and its own tag on one image.
+HELD_UP_TO_DATE = HeldRefs(FrozenDict({"acme/fn:latest": "sha256:held", f"acme/fn:{KEY_TAG}": "sha256:held"}))
+# A build (or a tag move, or a pull) is due: `latest` points elsewhere.
+HELD_STALE = HeldRefs(FrozenDict({"acme/fn:latest": "sha256:old", f"acme/fn:{KEY_TAG}": "sha256:held"}))
+
+
+def package(
+    existing: ExistingImage | None, made: MadeLambdaImage | None = None, held: HeldRefs = HELD_STALE, **options
+):
     written: dict[str, bytes] = {}
-    requests: dict = {"made": [], "checked": []}
+    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0}
+
+    def held_refs(request: HeldRefsRequest) -> HeldRefs:
+        requests["held"].append(request)
+        return held
+
+    def existing_image(_: ExistingImageRequest) -> ExistingImage:
+        requests["existing"] += 1
+        assert existing is not None, "ExistingImage was requested"
+        return existing
 
     def create(request: CreateDigest) -> Digest:
         written.update({f.path: f.content for f in request})  # type: ignore[union-attr]
@@ -51,7 +68,8 @@ def package(existing: ExistingImage, made: MadeLambdaImage | None = None, **opti
             MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
             MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
             MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
-            MockGet(ExistingImage, (ExistingImageRequest,), lambda _: existing),
+            MockGet(HeldRefs, (HeldRefsRequest,), held_refs),
+            MockGet(ExistingImage, (ExistingImageRequest,), existing_image),
             MockGet(EngineRun, (EngineRunRequest,), fail_if_requested("EngineRun")),
             MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
             MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
@@ -69,7 +87,10 @@ def summary(result) -> str:
 
 
 def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
-    result, info, manifest, requests = package(ExistingImage("sha256:held"))
+    result, info, manifest, requests = package(None, held=HELD_UP_TO_DATE)
+    # Told by HeldRefs alone (the key tag and `latest`): the ExistingImage step is not asked.
+    assert requests["held"] == [HeldRefsRequest((f"acme/fn:{KEY_TAG}", "acme/fn:latest"))]
+    assert requests["existing"] == 0
     assert summary(result) == (
         f"Lambda image acme/fn:latest is up to date: 2 files, 90 B of context, {KEY_TAG}, image sha256:held"
     )
@@ -93,6 +114,7 @@ def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
 
 def test_stale_tags_moved_is_up_to_date_and_not_built() -> None:
     _, info, _, requests = package(ExistingImage("sha256:held", run=RUN, retagged=True))
+    assert requests["existing"] == 1
     assert info["built"] is False and requests["made"] == []
     assert info["import_check"] == "checked before load" and requests["checked"] == []
 
@@ -121,7 +143,7 @@ def test_made_by_a_concurrent_run_is_up_to_date() -> None:
 
 @pytest.mark.parametrize("options", [{"builder": "docker-build"}, {"check_handler_import": False}])
 def test_up_to_date_asks_the_import_check_step_when_the_assembler_did_not_prove_it(options: dict) -> None:
-    _, info, _, requests = package(ExistingImage("sha256:held"), **options)
+    _, info, _, requests = package(None, held=HELD_UP_TO_DATE, **options)
     assert requests["checked"] == ["sha256:held"] and info["import_check"] == "passed"
 
 

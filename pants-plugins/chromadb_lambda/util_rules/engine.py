@@ -1,12 +1,16 @@
 """The Docker engine as the plugin sees it: the environment of docker processes, the run that keys
 every engine-changing process (see EngineRun), the engine's image listing (once per run), and the image
-ids of given refs (asked for in every run)."""
+ids of given refs (asked for in every run: the engine's tag store read once per run for all of them)."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
+import os
+import socket
+import struct
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from pants.backend.docker.subsystems.docker_options import DockerOptions
 from pants.backend.docker.util_rules.docker_binary import DockerBinary
@@ -138,8 +142,9 @@ class HeldRefs:
     Unlike EngineImages, which carries the run, this is equal from one run to the next while those refs
     stay as they are: a rule that reads only this (the package of an up-to-date image) is not run again
     on a no-op. A rule that changes the engine asks for EngineImages as well (for the run), so it runs
-    again in the next run, which finds its image. It asks the engine for these refs only: its cost does
-    not grow with the engine's other images.
+    again in the next run, which finds its image. Behind a unix socket the engine's tag store is read
+    once per run for all targets (EngineTags: one `GET /info` and one file read, a few ms for thousands
+    of tags), not one API request per ref.
     """
 
     refs: FrozenDict[str, str]
@@ -199,13 +204,121 @@ async def ask_engine_socket(request: SocketRefsRequest, run_id: RunId) -> Socket
         return SocketRefs(None)
 
 
+def engine_tags_file(info: Mapping) -> str | None:
+    """Where the engine that `GET /info` describes keeps its tags: `<DockerRootDir>/image/<Driver>/
+    repositories.json`, which it rewrites (atomically) before it answers any request that tags, untags
+    or removes an image, so the file says what the engine holds now. None: the containerd image store
+    (a `driver-type` in DriverStatus), whose tags are not in that file."""
+    root, driver = info.get("DockerRootDir"), info.get("Driver")
+    if not root or not driver or any(entry and entry[0] == "driver-type" for entry in info.get("DriverStatus") or ()):
+        return None
+    return os.path.join(str(root), "image", str(driver), "repositories.json")
+
+
+def parse_tag_store(data: bytes) -> dict[str, str]:
+    """`repository:tag` -> image id of an engine's `repositories.json` (digest references left out)."""
+    repositories = json.loads(data).get("Repositories") or {}
+    return {ref: image_id for refs in repositories.values() for ref, image_id in refs.items() if "@" not in ref}
+
+
+def peer_pid(sock: socket.socket) -> int:
+    """The pid of the process serving the other end of a unix socket (SO_PEERCRED)."""
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid
+
+
+def engine_process_root(pid: int) -> str | None:
+    """Where the files of the dockerd with this pid are, as it sees them (`/proc/<pid>/root`); None when
+    the process is not a dockerd of this machine (a proxy forwarding the socket to a VM's or another
+    host's engine, whose data root is not here) or not this user's to look into."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return None
+    return f"/proc/{pid}/root" if exe.startswith("dockerd") else None
+
+
+def read_engine_tags(
+    socket_path: str, timeout: float = 60.0, process_root: Callable[[int], str | None] | None = None
+) -> dict[str, str] | None:
+    """Every `repository:tag` the engine at `socket_path` holds, read from its tag store: one `GET
+    /info` (which names the store) and one file read, whatever the number of refs asked. The store is
+    read through the root of the dockerd serving the socket, so it is that engine's. None: the socket
+    is not served by a local dockerd, the engine did not say where its store is, or this user cannot
+    read it."""
+    connection = UnixConnection(socket_path, timeout)
+    try:
+        connection.request("GET", "/info")
+        response = connection.getresponse()
+        body = response.read()
+        root = (process_root or engine_process_root)(peer_pid(connection.sock))
+    finally:
+        connection.close()
+    if response.status != 200 or root is None:
+        return None
+    path = engine_tags_file(json.loads(body))
+    if path is None:
+        return None
+    try:
+        with open(root + path, "rb") as store:
+            return parse_tag_store(store.read())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class EngineTagsRequest:
+    socket: str
+
+
+@dataclass(frozen=True)
+class EngineTags:
+    """Every `repository:tag` the engine holds (in Docker's familiar form, see familiar_ref), read from
+    its tag store in this run; `refs` None: the store cannot be read (ask the API per ref)."""
+
+    refs: FrozenDict[str, str] | None
+
+
+@rule
+async def read_engine_tag_store(request: EngineTagsRequest, run_id: RunId) -> EngineTags:
+    # `run_id`: read again in every run, requesting nothing (see EngineRun); equal from one run to the
+    # next while no tag of the engine changed, so nothing that reads it runs again.
+    try:
+        refs = read_engine_tags(request.socket)
+    except (OSError, ValueError, http.client.HTTPException):
+        refs = None
+    return EngineTags(None if refs is None else FrozenDict(refs))
+
+
+def familiar_ref(ref: str) -> str:
+    """A ref as the engine's tag store spells it (Docker's familiar form): without the `docker.io/`
+    registry, and without `library/` for an official image (`docker.io/library/python:3` -> `python:3`)."""
+    for registry in ("docker.io/", "index.docker.io/"):
+        if ref.startswith(registry):
+            ref = ref[len(registry) :]
+            if ref.startswith("library/") and "/" not in ref[len("library/") :]:
+                ref = ref[len("library/") :]
+            break
+    return ref
+
+
+def held_in_tags(tags: Mapping[str, str], refs: Iterable[str]) -> FrozenDict[str, str]:
+    """The asked refs the tag store holds, with their image ids: a ref it lacks, the engine lacks."""
+    held = {ref: tags[familiar_ref(ref)] for ref in refs if familiar_ref(ref) in tags}
+    return FrozenDict(sorted(held.items()))
+
+
 @rule(desc="Asking the engine for image refs")
 async def held_refs(request: HeldRefsRequest, env: DockerEnvironment, docker: DockerBinary) -> HeldRefs:
-    # With a `unix://` DOCKER_HOST the engine's API is asked in-process: no docker process, no sandbox,
-    # nothing stored. Otherwise, or when the socket does not answer, this run's image listing (whose
-    # docker process then reports what is wrong with the engine).
+    # With a `unix://` DOCKER_HOST the engine's tag store is read once per run for every target (no
+    # request per ref), or, when this user cannot read it, the engine's API is asked in-process: no
+    # docker process, no sandbox, nothing stored. Otherwise, or when the socket does not answer, this
+    # run's image listing (whose docker process then reports what is wrong with the engine).
     path = engine_socket({**docker.extra_env, **env.env})
     if path is not None:
+        tags = await Get(EngineTags, EngineTagsRequest(path))
+        if tags.refs is not None:
+            return HeldRefs(held_in_tags(tags.refs, request.refs))
         asked = await Get(SocketRefs, SocketRefsRequest(path, request.refs))
         if asked.refs is not None:
             return HeldRefs(asked.refs)

@@ -13,6 +13,7 @@ from pants.engine.process import ProcessCacheScope
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
+from chromadb_lambda.util_rules import engine as engine_module
 from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
@@ -20,17 +21,26 @@ from chromadb_lambda.util_rules.engine import (
     EngineQueryError,
     EngineRun,
     EngineRunRequest,
+    EngineTags,
+    EngineTagsRequest,
     HeldRefs,
     HeldRefsRequest,
     SocketRefs,
     SocketRefsRequest,
     docker_process,
+    engine_process_root,
+    engine_tags_file,
+    familiar_ref,
     held_image_id,
     held_in_listing,
+    held_in_tags,
     held_refs,
     image_inspect_path,
     inspect_refs,
     parse_image_listing,
+    parse_tag_store,
+    read_engine_tag_store,
+    read_engine_tags,
     run_scoped_process,
     this_run,
 )
@@ -80,8 +90,10 @@ class FakeEngine:
     """An HTTP/1.1 server on a unix socket that answers image inspects from `images` (ref -> id) and
     records the paths it was asked, all on one keep-alive connection or not."""
 
-    def __init__(self, images: dict[str, str]) -> None:
+    def __init__(self, images: dict[str, str], info: dict | None = None) -> None:
         self.images = images
+        # What `GET /info` answers (404 when None).
+        self.info = info
         self.paths: list[str] = []
         self.connections = 0
         self.dir = tempfile.mkdtemp()
@@ -108,7 +120,9 @@ class FakeEngine:
                         pass
                     self.paths.append(path)
                     ref = path[len("/images/") : -len("/json")]
-                    if ref in self.images:
+                    if path == "/info" and self.info is not None:
+                        status, body = "200 OK", json.dumps(self.info).encode()
+                    elif ref in self.images:
                         status, body = "200 OK", json.dumps({"Id": self.images[ref]}).encode()
                     else:
                         status, body = "404 Not Found", json.dumps({"message": f"No such image: {ref}"}).encode()
@@ -145,8 +159,17 @@ def test_held_in_listing_keeps_only_the_asked_refs_it_holds() -> None:
     assert dict(held_in_listing(LISTING, [])) == {}
 
 
-def ask(env: dict[str, str], socket_answer: SocketRefs | None, run: int = 1) -> tuple[HeldRefs, list]:
+def ask(
+    env: dict[str, str],
+    socket_answer: SocketRefs | None,
+    run: int = 1,
+    tags: FrozenDict[str, str] | None = None,
+) -> tuple[HeldRefs, list]:
     asked: list = []
+
+    def from_store(request: EngineTagsRequest) -> EngineTags:
+        asked.append(("store", request.socket))
+        return EngineTags(tags)
 
     def from_socket(request: SocketRefsRequest) -> SocketRefs:
         asked.append(("socket", request))
@@ -165,6 +188,7 @@ def ask(env: dict[str, str], socket_answer: SocketRefs | None, run: int = 1) -> 
             DockerBinary("/bin/docker", "sha"),
         ],
         mock_gets=[
+            MockGet(EngineTags, (EngineTagsRequest,), from_store),
             MockGet(SocketRefs, (SocketRefsRequest,), from_socket),
             MockGet(EngineImages, (EngineImagesRequest,), listing),
         ],
@@ -176,19 +200,157 @@ def test_held_refs_from_a_unix_socket_run_no_listing() -> None:
     answer = SocketRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
     held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, answer)
     assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
-    assert asked == [("socket", SocketRefsRequest("/e/docker.sock", ("r:ck-1", "r:latest", "r:v9")))]
+    # The store could not be read: the API is asked.
+    assert asked == [
+        ("store", "/e/docker.sock"),
+        ("socket", SocketRefsRequest("/e/docker.sock", ("r:ck-1", "r:latest", "r:v9"))),
+    ]
+
+
+def test_held_refs_from_the_tag_store_ask_no_api() -> None:
+    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:o"})
+    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)
+    # `r:v9` is not in the store: the engine does not hold it.
+    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"}))
+    assert asked == [("store", "/e/docker.sock")]
+    # Equal from one run to the next while the asked refs stay: other tags of the engine changed.
+    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:p", "new:1": "sha256:q"})
+    assert ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)[0] == held
 
 
 def test_held_refs_fall_back_to_the_listing() -> None:
     expected = HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
     # A socket that does not answer: the listing's docker process reports what is wrong.
     held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, SocketRefs(None))
-    assert held == expected and [what for what, _ in asked] == ["socket", "listing"]
+    assert held == expected and [what for what, _ in asked] == ["store", "socket", "listing"]
     # Not a unix socket: the CLI decides the engine.
     held, asked = ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=1)
     assert held == expected and asked == [("listing", None)]
     # Equal in another run whose listing agrees: what an up-to-date package reads does not carry the run.
     assert ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=2)[0] == held
+
+
+def test_held_in_tags_keeps_the_asked_refs_the_store_holds() -> None:
+    tags = {"r:ck-1": "sha256:a", "r:latest": "sha256:b", "acme/fn:v1": "sha256:c", "python:3": "sha256:d"}
+    assert held_in_tags(tags, ("r:latest", "r:ck-1", "r:v9")) == FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"})
+    # Refs spelled with Docker Hub's registry are found under the store's familiar spelling.
+    assert held_in_tags(tags, ("docker.io/acme/fn:v1", "docker.io/library/python:3")) == FrozenDict(
+        {"docker.io/acme/fn:v1": "sha256:c", "docker.io/library/python:3": "sha256:d"}
+    )
+    assert held_in_tags(tags, ()) == FrozenDict()
+
+
+@pytest.mark.parametrize(
+    ("ref", "familiar"),
+    [
+        ("acme/fn:latest", "acme/fn:latest"),
+        ("docker.io/acme/fn:latest", "acme/fn:latest"),
+        ("index.docker.io/acme/fn:ck-1", "acme/fn:ck-1"),
+        ("docker.io/library/python:3.11", "python:3.11"),
+        ("docker.io/library/team/fn:1", "library/team/fn:1"),
+        ("reg:5000/library/python:3", "reg:5000/library/python:3"),
+        ("127.0.0.1:5000/acme/fn:v1", "127.0.0.1:5000/acme/fn:v1"),
+    ],
+)
+def test_familiar_ref(ref: str, familiar: str) -> None:
+    assert familiar_ref(ref) == familiar
+
+
+def test_engine_tags_file_is_under_the_data_root_of_the_driver() -> None:
+    info = {"DockerRootDir": "/var/lib/docker", "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}
+    assert engine_tags_file(info) == "/var/lib/docker/image/overlay2/repositories.json"
+    # The containerd image store keeps its tags elsewhere.
+    containerd = {"DockerRootDir": "/var/lib/docker", "Driver": "overlayfs",
+                  "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
+    assert engine_tags_file(containerd) is None
+    assert engine_tags_file({"Driver": "overlay2"}) is None
+    assert engine_tags_file({"DockerRootDir": "/var/lib/docker", "Driver": ""}) is None
+
+
+STORE = {
+    "Repositories": {
+        "acme/fn": {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a"},
+        "reg:5000/acme/fn": {"reg:5000/acme/fn:v1": "sha256:b", "reg:5000/acme/fn@sha256:dd": "sha256:b"},
+    }
+}
+
+
+def test_parse_tag_store_leaves_out_digest_references() -> None:
+    assert parse_tag_store(json.dumps(STORE).encode()) == {
+        "acme/fn:ck-1": "sha256:a",
+        "acme/fn:latest": "sha256:a",
+        "reg:5000/acme/fn:v1": "sha256:b",
+    }
+    assert parse_tag_store(b"{}") == {}
+
+
+def data_root(store: dict | None) -> str:
+    root = tempfile.mkdtemp()
+    os.makedirs(os.path.join(root, "image", "overlay2"))
+    if store is not None:
+        with open(os.path.join(root, "image", "overlay2", "repositories.json"), "w") as f:
+            json.dump(store, f)
+    return root
+
+
+def test_read_engine_tags_reads_the_store_the_engine_names() -> None:
+    root = data_root(STORE)
+    engine = FakeEngine({}, info={"DockerRootDir": root, "Driver": "overlay2", "DriverStatus": []})
+    peers: list[int] = []
+
+    def as_dockerd(pid: int) -> str:
+        peers.append(pid)
+        return ""  # the fake engine sees the files as this test does
+
+    try:
+        tags = read_engine_tags(engine.path, process_root=as_dockerd)
+        # The real check: this test's process serves the socket, and it is not a dockerd.
+        assert read_engine_tags(engine.path) is None
+    finally:
+        engine.close()
+    assert tags == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:b"}
+    # The socket's peer, asked once: the fake engine runs in this process.
+    assert peers == [os.getpid()]
+    # One request per read, whatever the number of refs later looked up.
+    assert engine.paths == ["/info", "/info"]
+
+
+def test_engine_process_root_only_of_a_dockerd() -> None:
+    assert engine_process_root(os.getpid()) is None  # pytest's python
+    assert engine_process_root(2**22 + 12345) is None  # no such process
+
+
+def test_read_engine_tags_without_a_readable_store_is_none() -> None:
+    # No store file (e.g. another driver's directory), and an engine whose /info fails.
+    engine = FakeEngine({}, info={"DockerRootDir": data_root(None), "Driver": "overlay2"})
+    try:
+        assert read_engine_tags(engine.path, process_root=lambda _: "") is None
+    finally:
+        engine.close()
+    engine = FakeEngine({})
+    try:
+        assert read_engine_tags(engine.path, process_root=lambda _: "") is None
+    finally:
+        engine.close()
+
+
+def test_read_engine_tag_store_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = data_root(STORE)
+    engine = FakeEngine({}, info={"DockerRootDir": root, "Driver": "overlay2"})
+    # The fake engine (this process) stands for a dockerd that sees the files as this test does.
+    monkeypatch.setattr(engine_module, "engine_process_root", lambda _: "")
+    try:
+        tags = run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(3)])
+        # The same store read in another run is equal: nothing that reads it runs again.
+        again = run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(4)])
+    finally:
+        engine.close()
+    assert tags == again == EngineTags(
+        FrozenDict({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:b"})
+    )
+    # A socket nobody listens on: None (held_refs then asks the API, whose failure it handles).
+    absent = os.path.join(tempfile.mkdtemp(), "absent.sock")
+    assert run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(absent), RunId(5)]) == EngineTags(None)
 
 
 def test_this_run_is_the_run_id() -> None:
