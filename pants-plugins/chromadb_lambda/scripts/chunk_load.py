@@ -28,7 +28,9 @@ id passed before is not checked again: its recorded output is reported as its ch
 written for each member that passes, named by the image id and the checker (the driver, check.py and
 zygote.py, hashed): an image id names the image's every byte (its layers' diff ids, its Env,
 WorkingDir, CMD and architecture), so the same checker's verdict on it cannot differ. Only passes are
-recorded: a warning or a failure is checked again in every run.
+recorded: a warning or a failure is checked again in every run. When every member of a bundle has a
+record but the base's prover is not running, the first member is checked anyway, which starts the
+prover (and its zygote) for the edits that follow.
 
 The engine is asked through its API when it listens on a unix socket (engine_api.py), else the CLI.
 Standard library only: run with Pants' own interpreter.
@@ -222,9 +224,14 @@ def without_members(bundle: bytes, names: set[str]) -> bytes:
     return out.getvalue()
 
 
-def cached_check(entry: dict, image_ids: dict[str, str], folder: str, check: Check) -> "subprocess.CompletedProcess":
+def cached_check(
+    entry: dict, image_ids: dict[str, str], folder: str, check: Check, warm: Callable[[dict], bool] | None = None
+) -> "subprocess.CompletedProcess":
     """`check(entry)` for the members with no recorded pass; the others' recorded outputs, as one
-    driver output (their lines first). Records the members that pass."""
+    driver output (their lines first). Records the members that pass. When every member has a record
+    and `warm(entry)` says the base's prover is not running, the first member is checked anyway: that
+    starts the prover and its zygote, so that the edit that follows (a fresh clone's first) costs a
+    `docker exec`, not a container start."""
     with open(entry["bundle"], "rb") as f:
         bundle = f.read()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -233,6 +240,8 @@ def cached_check(entry: dict, image_ids: dict[str, str], folder: str, check: Che
     names = [str(i) for i in range(len(entry["members"]))]
     ids = {name: image_ids[key_ref] for name, key_ref in zip(names, entry["members"])}
     recorded = {name: r for name in names for r in [recorded_verdict(folder, checker, ids[name])] if r is not None}
+    if names and len(recorded) == len(names) and warm is not None and not warm(entry):
+        del recorded[names[0]]
     lines = "".join(
         f"{MEMBER_MARKER} {json.dumps({**recorded[name], 'name': name}, sort_keys=True)}\n" for name in names if name in recorded
     )
@@ -253,7 +262,10 @@ def cached_check(entry: dict, image_ids: dict[str, str], folder: str, check: Che
     return subprocess.CompletedProcess(done.args, done.returncode, lines + stdout, stderr)
 
 
-def prove_and_tag(spec: dict[str, Any], load_argv: Sequence[str], check: Check, run=subprocess.run, load_run=None) -> dict[str, Any]:
+def prove_and_tag(
+    spec: dict[str, Any], load_argv: Sequence[str], check: Check, run=subprocess.run, load_run=None,
+    warm: Callable[[dict], bool] | None = None,
+) -> dict[str, Any]:
     """The untagged load in a thread while the checks run, then the tagging of what passed."""
     outcome: dict[str, Any] = {}
 
@@ -273,7 +285,7 @@ def prove_and_tag(spec: dict[str, Any], load_argv: Sequence[str], check: Check, 
     image_ids_by_ref = {image["key_ref"]: image["image_id"] for image in spec["images"]}
     try:
         for entry in spec["checks"]:
-            done = cached_check(entry, image_ids_by_ref, folder, check) if folder else check(entry)
+            done = cached_check(entry, image_ids_by_ref, folder, check, warm) if folder else check(entry)
             stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
             stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
             checks.append({"exit_code": done.returncode, "stdout": stdout, "stderr": stderr})
@@ -297,11 +309,14 @@ def main(argv: Sequence[str]) -> int:
         if mode == "untagged":
             results = load_untagged(spec, load_argv, run)
         elif mode == "prove":
-            from prover import run_check
+            from prover import prover_running, run_check
 
             environ = dict(os.environ)
             common = {k: spec[k] for k in ("docker", "lock_dir")}
-            results = prove_and_tag(spec, load_argv, lambda c: run_check({**common, **c}, environ), run, api_runner())
+            results = prove_and_tag(
+                spec, load_argv, lambda c: run_check({**common, **c}, environ), run, api_runner(),
+                warm=lambda c: prover_running({**common, **c}, environ),
+            )
         elif mode == "tag":
             results = tag_images(spec, run)
         else:

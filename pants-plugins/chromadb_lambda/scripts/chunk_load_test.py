@@ -254,3 +254,37 @@ def test_a_record_of_another_image_is_not_taken(tmp_path: Path) -> None:
     src = next(tmp_path.glob("*.json"))
     (tmp_path / "x" / Path(verdict_path(str(tmp_path / "x"), "checker", "sha256:b")).name).write_text(src.read_text())
     assert recorded_verdict(str(tmp_path / "x"), "checker", "sha256:b") is None
+
+
+def test_every_member_recorded_and_no_prover_running_checks_the_first_member_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bundle_tar(tmp_path / "b0.tar", 3)
+    verdicts = tmp_path / "verdicts"
+    spec = {"docker": "docker", "lock_dir": str(tmp_path), "mode": "prove", "verdicts": str(verdicts),
+            "images": [image("a"), image("b"), image("c")],
+            "checks": [{"bundle": "b0.tar", "driver": "chunk_import_check.py", "base_image_id": "sha256:base",
+                        "members": ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"]}]}
+    loads = {"sha256:a", "sha256:b", "sha256:c"}
+    prove_and_tag(spec, ["docker", "load"], IndexCheck({"0": "ok", "1": "ok", "2": "ok"}), FakeEngine(set(), {}, loads))
+    asked_about = []
+
+    def warm(entry: dict) -> bool:
+        asked_about.append(entry["base_image_id"])
+        return running
+
+    # The prover of the base runs: nothing is checked.
+    running = True
+    check = IndexCheck({})
+    report = prove_and_tag(spec, ["docker", "load"], check, FakeEngine(set(), {}, loads), warm=warm)
+    assert check.asked == [] and sorted(report["tagged"]) == ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"]
+    # It does not: the first member is checked (starting the prover), the others come from records.
+    running = False
+    check = IndexCheck({"0": "ok"})
+    report = prove_and_tag(spec, ["docker", "load"], check, FakeEngine(set(), {}, loads), warm=warm)
+    assert check.asked == [["0"]] and sorted(report["tagged"]) == ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"]
+    assert asked_about == ["sha256:base", "sha256:base"]
+    # With a member to check anyway, the prover is not asked about.
+    (next(iter(verdicts.glob("*.json")))).unlink()
+    asked_about.clear()
+    prove_and_tag(spec, ["docker", "load"], IndexCheck({"0": "ok", "1": "ok", "2": "ok"}), FakeEngine(set(), {}, loads), warm=warm)
+    assert asked_about == []

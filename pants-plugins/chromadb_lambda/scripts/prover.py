@@ -148,6 +148,22 @@ class Prover:
         return self.run(argv, input=bundle, capture_output=True)
 
 
+def prover_running(spec: dict[str, Any], environ: dict[str, str]) -> bool:
+    """Whether the base's prover runs now (a check would find it, and its zygote, warm). True also when
+    this engine's checks use no prover (not a unix socket) or the engine cannot be asked: nothing to warm."""
+    socket_path = engine_socket(environ)
+    if socket_path is None:
+        return True
+    try:
+        status, body = EngineApi(socket_path).request("GET", f"/containers/{prover_name(spec['base_image_id'])}/json")
+    except OSError:
+        return True
+    if status != 200:
+        return False
+    info = json.loads(body)
+    return bool((info.get("State") or {}).get("Running")) and info.get("Image") == spec["base_image_id"]
+
+
 def fresh_check(spec: dict[str, Any], driver: str, bundle: bytes, run=subprocess.run) -> subprocess.CompletedProcess:
     argv = [
         spec["docker"], "run", "-i", "--rm", "--pull", "never", "--network", "none", "--user", "0",
