@@ -10,7 +10,8 @@ defines its handler only when it gets the standard module, so its image (the clo
 when LAMBDA_TASK_ROOT is /var/task, so it fails when packaged with another task root (another image
 Env than the zygote's); `boto` imports boto3 (which the zygote then preloads) and `blocked` blocks
 botocore (`sys.modules["botocore"] = None`) before it imports boto3, so its image fails while a
-zygote child, whose boto3 is already imported, would pass it. Real Pants with pantsd, the real engine: the prover is found by its label.
+zygote child, whose boto3 is already imported, would pass it; `restored` narrows sys.path for its
+`import boto3` and puts it back (its image fails too). Real Pants with pantsd, the real engine: the prover is found by its label.
 """
 from __future__ import annotations
 
@@ -70,6 +71,16 @@ FILES = {
         "import sys\n\n"
         'sys.modules["botocore"] = None\n'
         "import boto3  # noqa: E402\n\n\n"
+        "def handle(event, context):\n    return boto3.__name__\n"
+    ),
+    "lambdas/restored/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="restored", handler="handler.py:handle", {BASE})\n',
+    "lambdas/restored/__init__.py": "",
+    "lambdas/restored/handler.py": (
+        "import sys\n\n"
+        "saved = sys.path[:]\n"
+        'sys.path[:] = ["/var/task"]\n'
+        "import boto3  # noqa: E402\n\n"
+        "sys.path[:] = saved\n\n\n"
         "def handle(event, context):\n    return boto3.__name__\n"
     ),
     "lambdas/litter/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="litter", handler="handler.py:handle", {BASE})\n',
@@ -295,3 +306,12 @@ def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_it
     # did not count.
     assert provers(base) == [prover]
     assert zygotes(prover) == [(zygote, "LAMBDA_TASK_ROOT=/var/task")]
+    # `restored` narrows sys.path to the task root for its `import boto3` and puts it back: its image
+    # cannot find boto3; a child whose boto3 is imported already would pass it, and sys.path is as
+    # before when the check ends. The state is compared when boto3 is first imported.
+    edit(repo, "restored")
+    result = package(repo, "lambdas/restored:restored")
+    assert result.exit_code != 0, result.stderr[-3000:]
+    assert "lambdas/restored:restored" in result.stderr and "boto3" in result.stderr, result.stderr[-3000:]
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/restored", check=False).stdout.strip() == ""
+    assert provers(base) == [prover]

@@ -159,6 +159,12 @@ class ChildState:
         return None
 
 
+def held_tops(modules, baseline):
+    """The top-level names of the modules a zygote holds beyond what a fresh check.py holds (the
+    preloads and what they imported): the names whose first import in a child is watched."""
+    return {name.split(".")[0] for name in modules if name not in baseline and name.split(".")[0] not in baseline}
+
+
 def threads():
     try:
         return len(os.listdir("/proc/self/task"))
@@ -359,13 +365,41 @@ class Zygote:
             code = compile(request["source"], "<string>", "exec")
             task_root = request["args"][2]
             expected_path = [task_root] + [p for p in self.initial_path if p not in ("", task_root)]
+            held = held_tops(sys.modules, self.baseline or set()) if self.preloaded else set()
+            seen = set()
+            moved = []
+            real_import, real_import_module = builtins.__import__, importlib.import_module
+
+            def note(name, level):
+                # The first import of a module the zygote holds (a preload or what a preload imported),
+                # by name: a fresh interpreter would import it now, with the state as it is now. State
+                # changed by then (even if put back later) makes the verdict a fresh interpreter's.
+                top = name.split(".")[0] if name and not level else None
+                if top in held and top not in seen:
+                    seen.add(top)
+                    problem = state.changed(expected_path)
+                    if problem and not moved:
+                        moved.append("%s before importing %s" % (problem, top))
+
+            def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+                note(name, level)
+                return real_import(name, globals, locals, fromlist, level)
+
+            def guarded_import_module(name, package=None):
+                note(name, 1 if name.startswith(".") else 0)
+                return real_import_module(name, package)
+
+            if held:
+                builtins.__import__ = guarded_import
+                importlib.import_module = guarded_import_module
             state = ChildState()
             real_exit = os._exit
 
             def exit_after_check(status):
-                # check.py ends with os._exit: an ok verdict counts only if the import left the state.
+                # check.py ends with os._exit: an ok verdict counts only if the import left the state,
+                # and had it whenever a held module was first imported.
                 # With nothing preloaded the child imports what a fresh interpreter imports, in its order.
-                problem = state.changed(expected_path) if status == 0 and self.preloaded else None
+                problem = (moved[0] if moved else state.changed(expected_path)) if status == 0 and self.preloaded else None
                 if problem:
                     sys.stdout.flush()
                     sys.stderr.write("the import changed %s: its verdict is a fresh interpreter's\n" % problem)

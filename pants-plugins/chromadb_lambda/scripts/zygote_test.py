@@ -17,7 +17,7 @@ from chromadb_lambda.scripts.chunk_import_check import (
     verdict_ok,
 )
 from chromadb_lambda.scripts import zygote
-from chromadb_lambda.scripts.zygote import ChildState, Snapshot, path_reaches
+from chromadb_lambda.scripts.zygote import ChildState, Snapshot, held_tops, path_reaches
 
 
 def layer(files: dict[str, bytes]) -> tarfile.TarFile:
@@ -192,3 +192,9 @@ def test_a_childs_state_sees_what_a_members_first_party_code_changed(monkeypatch
     finally:
         sys.meta_path[:] = saved
     assert state.changed(path) is None
+
+
+def test_held_tops_are_the_top_level_names_beyond_a_fresh_checks() -> None:
+    modules = ["json", "json.decoder", "os", "boto3", "boto3.session", "botocore", "email.parser", "email"]
+    baseline = {"json", "json.decoder", "os"}
+    assert held_tops(modules, baseline) == {"boto3", "botocore", "email"}
