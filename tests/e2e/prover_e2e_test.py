@@ -8,7 +8,10 @@ fails in its image; `shadow` imports `selectors`, which its closure provides (la
 and the zygote holds already (the standard module, a pure Python one, for its socket code): it
 defines its handler only when it gets the standard module, so its image (the closure's module) fails; `rooted` defines its handler only
 when LAMBDA_TASK_ROOT is /var/task, so it fails when packaged with another task root (another image
-Env than the zygote's). Real Pants with pantsd, the real engine: the prover is found by its label.
+Env than the zygote's); `boto` imports boto3 (which the zygote then preloads) and `blocked` blocks
+botocore (`sys.modules["botocore"] = None`) before it imports boto3, so its image fails while a
+zygote child, whose boto3 is already imported, would pass it; `restored` narrows sys.path for its
+`import boto3` and puts it back (its image fails too). Real Pants with pantsd, the real engine: the prover is found by its label.
 """
 from __future__ import annotations
 
@@ -58,6 +61,27 @@ FILES = {
         "import os\n\n"
         'if os.environ.get("LAMBDA_TASK_ROOT") == "/var/task":\n\n'
         "    def handle(event, context):\n        return 'the default task root'\n"
+    ),
+    "lambdas/boto/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="boto", handler="handler.py:handle", {BASE})\n',
+    "lambdas/boto/__init__.py": "",
+    "lambdas/boto/handler.py": "import boto3\n\n\ndef handle(event, context):\n    return boto3.__name__\n",
+    "lambdas/blocked/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="blocked", handler="handler.py:handle", {BASE})\n',
+    "lambdas/blocked/__init__.py": "",
+    "lambdas/blocked/handler.py": (
+        "import sys\n\n"
+        'sys.modules["botocore"] = None\n'
+        "import boto3  # noqa: E402\n\n\n"
+        "def handle(event, context):\n    return boto3.__name__\n"
+    ),
+    "lambdas/restored/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="restored", handler="handler.py:handle", {BASE})\n',
+    "lambdas/restored/__init__.py": "",
+    "lambdas/restored/handler.py": (
+        "import sys\n\n"
+        "saved = sys.path[:]\n"
+        'sys.path[:] = ["/var/task"]\n'
+        "import boto3  # noqa: E402\n\n"
+        "sys.path[:] = saved\n\n\n"
+        "def handle(event, context):\n    return boto3.__name__\n"
     ),
     "lambdas/litter/BUILD": f'python_sources(name="sources")\n\nchromadb_lambda(name="litter", handler="handler.py:handle", {BASE})\n',
     "lambdas/litter/__init__.py": "",
@@ -117,6 +141,23 @@ for p in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
         root = [e.decode() for e in env if e.startswith(b"LAMBDA_TASK_ROOT=")]
         print(p, root[0] if root else "")
 """
+
+
+HELLO_SCRIPT = """
+import json, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect("\\0chromadb-lambda-zygote")
+s.sendall(b'{"op": "hello"}\\n')
+data = b""
+while not data.endswith(b"\\n"):
+    data += s.recv(65536)
+print(" ".join(json.loads(data)["extras"]))
+"""
+
+
+def zygote_holds(prover: str) -> list[str]:
+    """The modules the prover's zygote holds beyond a fresh check.py's (its hello reply)."""
+    return docker("exec", prover, "python3", "-B", "-c", HELLO_SCRIPT).stdout.split()
 
 
 def zygotes(prover: str) -> list[tuple[int, str]]:
@@ -237,3 +278,40 @@ def test_a_check_after_the_zygote_was_killed_behind_pantsd_still_works(repo: Pat
     edit(repo, "dyn")
     result = package(repo, "lambdas/dyn:dyn")
     assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+
+
+def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_its_image(repo: Path) -> None:
+    edit(repo, "boto")
+    assert package(repo, "lambdas/boto:boto").exit_code == 0
+    base = base_id(repo, "boto")
+    # The first run checked the whole chunk (the example's Lambdas too): the zygote preloaded what they
+    # import. Killed, the next run starts one that preloads what boto imports.
+    for zygote, _ in zygotes(provers(base)[0]):
+        docker("exec", provers(base)[0], "python3", "-c", f"import os; os.kill({zygote}, 9)")
+    edit(repo, "boto")
+    result = package(repo, "lambdas/boto:boto")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert read_docker_infos(repo)["boto"]["import_check"] == "passed"
+    [prover] = provers(base)
+    [(zygote, _)] = zygotes(prover)
+    # boto's check ran in a child of the zygote, which then preloaded boto3.
+    assert "boto3" in zygote_holds(prover)
+    # What the image does: its fresh python3 finds botocore blocked when boto3 imports it.
+    edit(repo, "blocked")
+    result = package(repo, "lambdas/blocked:blocked")
+    assert result.exit_code != 0, result.stderr[-3000:]
+    assert "lambdas/blocked:blocked" in result.stderr and "botocore" in result.stderr, result.stderr[-3000:]
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/blocked", check=False).stdout.strip() == ""
+    # The zygote that holds boto3 was asked (the same prover and zygote still serve): its child's `ok`
+    # did not count.
+    assert provers(base) == [prover]
+    assert zygotes(prover) == [(zygote, "LAMBDA_TASK_ROOT=/var/task")]
+    # `restored` narrows sys.path to the task root for its `import boto3` and puts it back: its image
+    # cannot find boto3; a child whose boto3 is imported already would pass it, and sys.path is as
+    # before when the check ends. The state is compared when boto3 is first imported.
+    edit(repo, "restored")
+    result = package(repo, "lambdas/restored:restored")
+    assert result.exit_code != 0, result.stderr[-3000:]
+    assert "lambdas/restored:restored" in result.stderr and "boto3" in result.stderr, result.stderr[-3000:]
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/restored", check=False).stdout.strip() == ""
+    assert provers(base) == [prover]

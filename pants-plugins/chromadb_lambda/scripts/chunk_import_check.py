@@ -165,7 +165,10 @@ class ZygoteClient:
 
     def __init__(self, source, task_root):
         self.source, self.task_root = source, task_root
-        self.pid, self.env = None, None
+        # A zygote started from another zygote.py (another checkout's, on a prover of the same base)
+        # answers on the same socket: it is stopped and this one started.
+        self.digest = hashlib.sha256(source.encode()).hexdigest()
+        self.pid, self.env, self.started_from = None, None, None
         # At most two starts per check (one per environment change): a zygote that did not answer is
         # not started again, the members run in fresh interpreters.
         self.starts = 0
@@ -200,7 +203,7 @@ class ZygoteClient:
         if sock is not None:
             sock.close()
         if reply:
-            self.pid, self.env = reply.get("pid"), reply.get("env")
+            self.pid, self.env, self.started_from = reply.get("pid"), reply.get("env"), reply.get("source")
         return reply
 
     def stop(self):
@@ -211,14 +214,14 @@ class ZygoteClient:
             if self.pid is None or not os.path.exists("/proc/%d" % self.pid):
                 break
             time.sleep(0.005)
-        self.pid, self.env = None, None
+        self.pid, self.env, self.started_from = None, None, None
 
     def start(self, python, env):
         if self.starts >= 2:
             return None
         self.starts += 1
         subprocess.Popen(
-            [python, "-B", "-c", self.source, ZYGOTE_SOCKET, str(ZYGOTE_IDLE_SECONDS), self.task_root],
+            [python, "-B", "-c", self.source, ZYGOTE_SOCKET, str(ZYGOTE_IDLE_SECONDS), self.task_root, self.digest],
             env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         )
@@ -233,10 +236,10 @@ class ZygoteClient:
     def check(self, python, env, args, source, cwd, timeout, names, imports):
         """A member's check in a child of the zygote (started as needed), or None (not eligible, or the
         zygote failed): the caller then runs a fresh interpreter."""
-        if self.pid is None or self.env != env_digest(env):
+        if self.pid is None or self.env != env_digest(env) or self.started_from != self.digest:
             if self.pid is not None:
                 self.stop()
-            if not self.start(python, env) or self.env != env_digest(env):
+            if not self.start(python, env) or self.env != env_digest(env) or self.started_from != self.digest:
                 return None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

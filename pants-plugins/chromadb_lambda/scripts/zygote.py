@@ -5,11 +5,13 @@ would be at its first line (argv, sys.path, working directory, stdio, `__main__`
 runs check.py; the verdict is read as from a fresh interpreter. chunk_import_check.py (the driver)
 starts it, talks to it and decides when its verdict counts (docs/architecture.md, "The zygote").
 
-`python3 -B -c <this file> SOCKET_NAME IDLE_SECONDS TASK_ROOT`, started by the driver with exactly the
+`python3 -B -c <this file> SOCKET_NAME IDLE_SECONDS TASK_ROOT [SOURCE_DIGEST]`, started by the driver with exactly the
 member's environment, cwd /, stdio /dev/null, in its own session. It listens on the abstract unix
 socket SOCKET_NAME (no file: the prover's writable layer stays clean) and serves one request at a
 time, one JSON line each:
-  {"op": "hello"} -> {"pid", "env", "extras", "usable"}: `env` the sha256 of the environment it
+  {"op": "hello"} -> {"pid", "env", "extras", "usable", "source"}: `source` the SOURCE_DIGEST it was
+      started with (the driver's sha256 of this file: a zygote another version of it started is
+      stopped, not asked), `env` the sha256 of the environment it
       started with, `extras` the modules it holds beyond those a fresh check.py holds before its
       import (its own and the preloaded ones), `usable` False once tainted;
   {"op": "run", "source", "args", "cwd", "timeout", "env", "preload"} with two fds (stdout, stderr)
@@ -38,6 +40,9 @@ import time
 # What a fresh `python3 -B -c check.py` holds when it starts importing the handler: check.py's imports.
 BASELINE = "import importlib, json, os, signal, sys, traceback; sys.stdout.write(json.dumps(sorted(sys.modules)))"
 TIMEOUT_EXIT = 3
+# A child whose member's import changed interpreter state a preloaded module's import reads (ChildState):
+# its verdict is not taken (the driver imports the member again in a fresh interpreter).
+STATE_EXIT = 75
 # A preload's trial import that takes longer is abandoned (its modules rejected).
 PRELOAD_SECONDS = 60
 
@@ -106,6 +111,58 @@ class Snapshot:
             if set(attributes) - set(after[1]):
                 return "%s lost attributes" % name
         return None
+
+
+class ChildState:
+    """What a member's first-party code could change before it imports a module the zygote preloaded
+    (the sys.modules entries it holds, the import path, finders, the recursion limit, the environment, the working
+    directory, builtins, warnings filters): in a fresh interpreter that import runs after the change, in
+    a child it ran before. A child whose state differs after the import from what check.py itself
+    leaves (`expected_path`) has its verdict thrown away."""
+
+    def __init__(self):
+        self.modules = {name: id(module) for name, module in list(sys.modules.items())}
+        self.meta_path = [id(x) for x in sys.meta_path]
+        self.path_hooks = [id(x) for x in sys.path_hooks]
+        self.limit = sys.getrecursionlimit()
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.builtins = {k: id(v) for k, v in vars(builtins).items()}
+        warnings = sys.modules.get("warnings")
+        self.filters = list(warnings.filters) if warnings is not None else None
+
+    def changed(self, expected_path):
+        """The first piece of state the member's import changed, or None."""
+        if list(sys.path) != expected_path:
+            return "sys.path"
+        for name, module_id in self.modules.items():
+            if id(sys.modules.get(name)) != module_id:
+                return "sys.modules[%r]" % name
+        # New entries are new imports; a finder appended at the end is asked only for names every
+        # earlier one missed (those a preloaded module imported were found by the earlier ones).
+        meta_path, path_hooks = [id(x) for x in sys.meta_path], [id(x) for x in sys.path_hooks]
+        if meta_path[: len(self.meta_path)] != self.meta_path or path_hooks[: len(self.path_hooks)] != self.path_hooks:
+            return "the import finders"
+        if sys.getrecursionlimit() != self.limit:
+            return "the recursion limit"
+        if dict(os.environ) != self.environ:
+            return "os.environ %s" % sorted(k for k in set(os.environ) | set(self.environ) if os.environ.get(k) != self.environ.get(k))
+        if os.getcwd() != self.cwd:
+            return "the working directory"
+        if {k: id(v) for k, v in vars(builtins).items()} != self.builtins:
+            return "builtins"
+        warnings = sys.modules.get("warnings")
+        # Only an "error" filter can make an import raise (the others ignore, print or count warnings).
+        if self.filters is not None and warnings is not None:
+            if [f for f in warnings.filters if f[0] == "error"] != [f for f in self.filters if f[0] == "error"]:
+                return "the warnings filters"
+        return None
+
+
+def held_tops(modules, baseline):
+    """The top-level names of the modules a zygote holds beyond what a fresh check.py holds (the
+    preloads and what they imported): the names whose first import in a child is watched."""
+    return {name.split(".")[0] for name in modules if name not in baseline and name.split(".")[0] not in baseline}
 
 
 def threads():
@@ -306,6 +363,51 @@ class Zygote:
             main.__builtins__ = builtins
             sys.modules["__main__"] = main
             code = compile(request["source"], "<string>", "exec")
+            task_root = request["args"][2]
+            expected_path = [task_root] + [p for p in self.initial_path if p not in ("", task_root)]
+            held = held_tops(sys.modules, self.baseline or set()) if self.preloaded else set()
+            seen = set()
+            moved = []
+            real_import, real_import_module = builtins.__import__, importlib.import_module
+
+            def note(name, level):
+                # The first import of a module the zygote holds (a preload or what a preload imported),
+                # by name: a fresh interpreter would import it now, with the state as it is now. State
+                # changed by then (even if put back later) makes the verdict a fresh interpreter's.
+                top = name.split(".")[0] if name and not level else None
+                if top in held and top not in seen:
+                    seen.add(top)
+                    problem = state.changed(expected_path)
+                    if problem and not moved:
+                        moved.append("%s before importing %s" % (problem, top))
+
+            def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+                note(name, level)
+                return real_import(name, globals, locals, fromlist, level)
+
+            def guarded_import_module(name, package=None):
+                note(name, 1 if name.startswith(".") else 0)
+                return real_import_module(name, package)
+
+            if held:
+                builtins.__import__ = guarded_import
+                importlib.import_module = guarded_import_module
+            state = ChildState()
+            real_exit = os._exit
+
+            def exit_after_check(status):
+                # check.py ends with os._exit: an ok verdict counts only if the import left the state,
+                # and had it whenever a held module was first imported.
+                # With nothing preloaded the child imports what a fresh interpreter imports, in its order.
+                problem = (moved[0] if moved else state.changed(expected_path)) if status == 0 and self.preloaded else None
+                if problem:
+                    sys.stdout.flush()
+                    sys.stderr.write("the import changed %s: its verdict is a fresh interpreter's\n" % problem)
+                    sys.stderr.flush()
+                    real_exit(STATE_EXIT)
+                real_exit(status)
+
+            os._exit = exit_after_check
         except BaseException:
             os._exit(70)
         try:
@@ -342,6 +444,7 @@ def receive(connection):
 
 def main():
     name, idle, task_root = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    source = sys.argv[4] if len(sys.argv) > 4 else None
     # The socket first: a second zygote started meanwhile fails here and exits; a driver connecting
     # while this one starts waits in the backlog instead of starting another.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -361,7 +464,8 @@ def main():
                 continue
             op = request.get("op")
             if op == "hello":
-                reply = {"pid": os.getpid(), "env": zygote.env, "extras": zygote.extras(), "usable": zygote.usable}
+                reply = {"pid": os.getpid(), "env": zygote.env, "extras": zygote.extras(), "usable": zygote.usable,
+                         "source": source}
                 connection.sendall(json.dumps(reply).encode() + b"\n")
             elif op == "run" and len(fds) == 2 and zygote.eligible(request) is None:
                 reply = zygote.run(request, fds, listener, connection)

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tarfile
+import warnings
 
 from chromadb_lambda.scripts.chunk_import_check import (
     env_digest,
@@ -16,7 +17,7 @@ from chromadb_lambda.scripts.chunk_import_check import (
     verdict_ok,
 )
 from chromadb_lambda.scripts import zygote
-from chromadb_lambda.scripts.zygote import Snapshot, path_reaches
+from chromadb_lambda.scripts.zygote import ChildState, Snapshot, held_tops, path_reaches
 
 
 def layer(files: dict[str, bytes]) -> tarfile.TarFile:
@@ -148,3 +149,52 @@ def test_a_standard_module_may_gain_a_submodule_but_not_another_attribute(monkey
     assert before.changed(Snapshot(["os"])) is None
     monkeypatch.setattr(os, "zygote_test_value", 1, raising=False)
     assert before.changed(Snapshot(["os"])) == "os.zygote_test_value"
+
+
+def test_a_childs_state_sees_what_a_members_first_party_code_changed(monkeypatch) -> None:
+    # In a child the preloaded modules were imported before the member's code ran; in a fresh
+    # interpreter after it. What that code leaves changed makes the child's `ok` not count.
+    path = list(sys.path)
+    state = ChildState()
+    assert state.changed(path) is None
+    # New imports are what an import does.
+    monkeypatch.setitem(sys.modules, "chromadb_lambda_zygote_test_new", type(sys)("new"))
+    assert state.changed(path) is None
+    # A module the zygote held, blocked (`sys.modules["botocore"] = None`) or replaced.
+    monkeypatch.setitem(sys.modules, "json", None)
+    assert state.changed(path) == "sys.modules['json']"
+    monkeypatch.undo()
+    # The import path set to the task root only (a vendoring handler): a preloaded boto3 is not found.
+    monkeypatch.setattr(sys, "path", ["/var/task"])
+    assert state.changed(path) == "sys.path"
+    monkeypatch.undo()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 7)
+    try:
+        assert state.changed(path) == "the recursion limit"
+    finally:
+        sys.setrecursionlimit(limit)
+    monkeypatch.setenv("CHROMADB_LAMBDA_ZYGOTE_TEST", "1")
+    assert state.changed(path) == "os.environ ['CHROMADB_LAMBDA_ZYGOTE_TEST']"
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        state = ChildState()
+        warnings.simplefilter("ignore")  # botocore's and chromadb's imports add such filters
+        assert state.changed(path) is None
+        warnings.simplefilter("error")  # would turn a preloaded module's import warning into a failure
+        assert state.changed(path) == "the warnings filters"
+    saved = list(sys.meta_path)
+    try:
+        sys.meta_path.append(Finder())
+        assert state.changed(path) is None
+        sys.meta_path[:] = [Finder(), *saved]
+        assert state.changed(path) == "the import finders"
+    finally:
+        sys.meta_path[:] = saved
+    assert state.changed(path) is None
+
+
+def test_held_tops_are_the_top_level_names_beyond_a_fresh_checks() -> None:
+    modules = ["json", "json.decoder", "os", "boto3", "boto3.session", "botocore", "email.parser", "email"]
+    baseline = {"json", "json.decoder", "os"}
+    assert held_tops(modules, baseline) == {"boto3", "botocore", "email"}
