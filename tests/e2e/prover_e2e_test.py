@@ -111,6 +111,15 @@ def package(repo: Path, target: str):
     return run_pants(repo, [*OPTIONS, "package", target], pantsd=True)
 
 
+def refused(repo: Path, name: str, *needles: str) -> None:
+    """A new image for `name` fails its check: Pants exits non-zero naming what failed, no image tagged."""
+    edit(repo, name)
+    result = package(repo, f"lambdas/{name}:{name}")
+    assert result.exit_code != 0, result.stderr[-3000:]
+    assert all(needle in result.stderr for needle in needles), result.stderr[-3000:]
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/{name}", check=False).stdout.strip() == ""
+
+
 def base_id(repo: Path, name: str = "good") -> str:
     ref = read_docker_infos(repo)[name]["base_image"]["ref"]
     return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
@@ -186,9 +195,7 @@ def test_a_failing_member_after_a_passing_one_in_the_same_prover_still_fails(rep
     # The chunk's other members (dyn fails, litter passes) were checked with good; dyn was never tagged.
     assert docker("image", "ls", "--quiet", f"{REPOSITORY}/dyn", check=False).stdout.strip() == ""
     # litter left a file in the prover: it is replaced before the next check.
-    edit(repo, "dyn")
-    result = package(repo, "lambdas/dyn:dyn")
-    assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+    refused(repo, "dyn", DYN_ERROR)
     [replaced] = provers(base)
     assert replaced != prover
     # The same prover passes good, then fails dyn.
@@ -196,11 +203,8 @@ def test_a_failing_member_after_a_passing_one_in_the_same_prover_still_fails(rep
     result = package(repo, "lambdas/good:good")
     assert result.exit_code == 0, result.stderr
     assert read_docker_infos(repo)["good"]["import_check"] == "passed"
-    edit(repo, "dyn")
-    result = package(repo, "lambdas/dyn:dyn")
-    assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+    refused(repo, "dyn", DYN_ERROR)
     assert provers(base) == [replaced]
-    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/dyn", check=False).stdout.strip() == ""
 
 
 def test_a_check_after_the_prover_was_killed_behind_pantsd_still_works(repo: Path) -> None:
@@ -217,9 +221,7 @@ def test_a_check_after_the_prover_was_killed_behind_pantsd_still_works(repo: Pat
     assert started != prover
     # The same verdict as the prover gives for a failure, in the restarted one.
     docker("rm", "-f", started)
-    edit(repo, "dyn")
-    result = package(repo, "lambdas/dyn:dyn")
-    assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+    refused(repo, "dyn", DYN_ERROR)
 
 
 def test_a_closure_module_named_like_one_the_zygote_holds_is_imported_from_the_closure(repo: Path) -> None:
@@ -277,9 +279,7 @@ def test_a_check_after_the_zygote_was_killed_behind_pantsd_still_works(repo: Pat
     [(started, _)] = zygotes(provers(base)[0])
     assert started != zygote
     # And a failure still reads as a fresh interpreter's, with the new zygote in place.
-    edit(repo, "dyn")
-    result = package(repo, "lambdas/dyn:dyn")
-    assert result.exit_code != 0 and DYN_ERROR in result.stderr, result.stderr[-3000:]
+    refused(repo, "dyn", DYN_ERROR)
 
 
 def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_its_image(repo: Path) -> None:
@@ -299,11 +299,7 @@ def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_it
     # boto's check ran in a child of the zygote, which then preloaded boto3.
     assert "boto3" in zygote_holds(prover)
     # What the image does: its fresh python3 finds botocore blocked when boto3 imports it.
-    edit(repo, "blocked")
-    result = package(repo, "lambdas/blocked:blocked")
-    assert result.exit_code != 0, result.stderr[-3000:]
-    assert "lambdas/blocked:blocked" in result.stderr and "botocore" in result.stderr, result.stderr[-3000:]
-    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/blocked", check=False).stdout.strip() == ""
+    refused(repo, "blocked", "lambdas/blocked:blocked", "botocore")
     # The zygote that holds boto3 was asked (the same prover and zygote still serve): its child's `ok`
     # did not count.
     assert provers(base) == [prover]
@@ -311,9 +307,5 @@ def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_it
     # `restored` narrows sys.path to the task root for its `import boto3` and puts it back: its image
     # cannot find boto3; a child whose boto3 is imported already would pass it, and sys.path is as
     # before when the check ends. The state is compared when boto3 is first imported.
-    edit(repo, "restored")
-    result = package(repo, "lambdas/restored:restored")
-    assert result.exit_code != 0, result.stderr[-3000:]
-    assert "lambdas/restored:restored" in result.stderr and "boto3" in result.stderr, result.stderr[-3000:]
-    assert docker("image", "ls", "--quiet", f"{REPOSITORY}/restored", check=False).stdout.strip() == ""
+    refused(repo, "restored", "lambdas/restored:restored", "boto3")
     assert provers(base) == [prover]
