@@ -46,7 +46,7 @@ import sys
 import tarfile
 import tempfile
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 try:  # Run as a script beside engine_lock.py (the process's sandbox).
     from engine_api import TAGS_FORMAT, api_runner
@@ -139,14 +139,23 @@ MEMBER_MARKER = "CHROMADB_LAMBDA_CHUNK_MEMBER"
 VERDICT_MARKER = "CHROMADB_LAMBDA_IMPORT_CHECK"
 
 
+def member_entries(driver_stdout: str) -> Iterator[dict]:
+    """chunk_import_check.py's member lines, parsed, in order."""
+    for line in driver_stdout.splitlines():
+        if line.startswith(MEMBER_MARKER + " "):
+            yield json.loads(line[len(MEMBER_MARKER) + 1 :])
+
+
+def text(output: str | bytes | None) -> str:
+    """A process output as text (prover.py's runs give bytes; a recorded output is text)."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
 def passed_members(driver_stdout: str) -> set[str]:
     """The members (`name`) of a chunk_import_check.py run whose import exited 0 with the verdict `ok`
     as its last verdict line (import_check_verdict.parse_verdict reads the same line)."""
     passed = set()
-    for line in driver_stdout.splitlines():
-        if not line.startswith(MEMBER_MARKER + " "):
-            continue
-        entry = json.loads(line[len(MEMBER_MARKER) + 1 :])
+    for entry in member_entries(driver_stdout):
         if entry.get("exit_code") != 0:
             continue
         verdicts = [v for v in str(entry.get("stdout", "")).splitlines() if v.startswith(VERDICT_MARKER + " ")]
@@ -201,12 +210,7 @@ def record_verdict(folder: str, checker: str, image_id: str, output: dict) -> No
 
 def member_lines(driver_stdout: str) -> dict[str, dict]:
     """chunk_import_check.py's output per member `name`."""
-    lines = {}
-    for line in driver_stdout.splitlines():
-        if line.startswith(MEMBER_MARKER + " "):
-            entry = json.loads(line[len(MEMBER_MARKER) + 1 :])
-            lines[str(entry.get("name"))] = entry
-    return lines
+    return {str(entry.get("name")): entry for entry in member_entries(driver_stdout)}
 
 
 def without_members(bundle: bytes, names: set[str]) -> bytes:
@@ -253,8 +257,7 @@ def cached_check(
             f.write(without_members(bundle, set(recorded)))
         entry = {**entry, "bundle": trimmed}
     done = check(entry)
-    stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
-    stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+    stdout, stderr = text(done.stdout), text(done.stderr)
     outputs = member_lines(stdout)
     for name in passed_members(stdout):
         if name in ids and name not in recorded:
@@ -286,8 +289,7 @@ def prove_and_tag(
     try:
         for entry in spec["checks"]:
             done = cached_check(entry, image_ids_by_ref, folder, check, warm) if folder else check(entry)
-            stdout = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else done.stdout
-            stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+            stdout, stderr = text(done.stdout), text(done.stderr)
             checks.append({"exit_code": done.returncode, "stdout": stdout, "stderr": stderr})
             names = entry["members"]
             passed |= {names[int(n)] for n in passed_members(stdout) if n.isdigit() and int(n) < len(names)}
