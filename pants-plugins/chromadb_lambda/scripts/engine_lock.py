@@ -39,6 +39,25 @@ def lock_name(docker_host: str, ref: str) -> str:
     return hashlib.sha256(f"{docker_host}\n{ref}".encode()).hexdigest()[:40] + ".lock"
 
 
+def _lock_file(lock_dir: str, docker_host: str, ref: str) -> tuple[str, int]:
+    """The lock file of `ref` on the engine at `docker_host`, opened (the folder made as needed)."""
+    if not os.path.isdir(lock_dir):
+        os.makedirs(lock_dir, exist_ok=True)
+        os.chmod(lock_dir, 0o1777)
+    path = os.path.join(lock_dir, lock_name(docker_host, ref))
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    if os.fstat(fd).st_uid == os.getuid():
+        os.fchmod(fd, 0o666)
+    return path, fd
+
+
+def _lock_error(e: OSError, lock_dir: str) -> EngineLockError:
+    return EngineLockError(
+        f"Cannot take the lock {e.filename or lock_dir} for the engine's tags ({e.strerror}): "
+        f"make {lock_dir} writable for this user (it is shared by every run on this machine)."
+    )
+
+
 @contextlib.contextmanager
 def held_locks(lock_dir: str, docker_host: str, refs: Sequence[str]) -> Iterator[None]:
     """Exclusive `flock`s, released when the process ends, even killed.
@@ -49,28 +68,46 @@ def held_locks(lock_dir: str, docker_host: str, refs: Sequence[str]) -> Iterator
     fds = []
     try:
         try:
-            if not os.path.isdir(lock_dir):
-                os.makedirs(lock_dir, exist_ok=True)
-                os.chmod(lock_dir, 0o1777)
             for ref in sorted(set(refs)):
-                path = os.path.join(lock_dir, lock_name(docker_host, ref))
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+                path, fd = _lock_file(lock_dir, docker_host, ref)
                 fds.append(fd)
-                if os.fstat(fd).st_uid == os.getuid():
-                    os.fchmod(fd, 0o666)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     print(f"Waiting for another run that holds {ref} on this engine ({path}).", file=sys.stderr)
                     fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:
-            raise EngineLockError(
-                f"Cannot take the lock {e.filename or lock_dir} for the engine's tags ({e.strerror}): "
-                f"make {lock_dir} writable for this user (it is shared by every run on this machine)."
-            ) from e
+            raise _lock_error(e, lock_dir) from e
         yield
     finally:
         for fd in reversed(fds):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def first_free_lock(lock_dir: str, docker_host: str, refs: Sequence[str], wait_for: int = 0) -> Iterator[str]:
+    """Holds the lock of the first of `refs` that no other process holds, and yields that ref; when
+    every one is held, waits for `refs[wait_for % len(refs)]`. One lock at a time: never a deadlock."""
+    fd = -1
+    try:
+        try:
+            for ref in refs:
+                _, fd = _lock_file(lock_dir, docker_host, ref)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    os.close(fd)
+                    fd = -1
+            else:
+                ref = refs[wait_for % len(refs)]
+                _, fd = _lock_file(lock_dir, docker_host, ref)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise _lock_error(e, lock_dir) from e
+        yield ref
+    finally:
+        if fd >= 0:
             os.close(fd)
 
 

@@ -5,13 +5,15 @@ import fcntl
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chromadb_lambda.scripts import engine_lock
-from chromadb_lambda.scripts.engine_lock import EngineLockError, ensure_image, image_ids, lock_name
+from chromadb_lambda.scripts.engine_lock import EngineLockError, ensure_image, first_free_lock, image_ids, lock_name
 
 
 class FakeEngine:
@@ -169,6 +171,46 @@ def test_the_locks_are_per_engine_and_ref_and_held_during_the_build(tmp_path: Pa
         fd = os.open(lock, os.O_RDWR)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once done
         os.close(fd)
+
+
+def held_elsewhere(path: Path) -> int:
+    """The lock at `path` taken by another open file description (as another process would)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_first_free_lock_skips_held_locks_and_holds_the_one_it_yields(tmp_path: Path) -> None:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    path = {ref: folder / lock_name("unix:///e.sock", ref) for ref in ("p", "p-1", "p-2")}
+    with first_free_lock(str(folder), "unix:///e.sock", ["p", "p-1", "p-2"]) as ref:
+        assert ref == "p"
+        with first_free_lock(str(folder), "unix:///e.sock", ["p", "p-1", "p-2"]) as second:
+            assert second == "p-1"
+            fd = os.open(path["p-1"], os.O_RDWR)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(fd)
+    os.close(held_elsewhere(path["p"]))  # both released once done
+    os.close(held_elsewhere(path["p-1"]))
+
+
+def test_first_free_lock_waits_for_the_chosen_one_when_all_are_held(tmp_path: Path) -> None:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    fds = [held_elsewhere(folder / lock_name("unix:///e.sock", ref)) for ref in ("p", "p-1")]
+    released: list[str] = []
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        released.append("p-1")
+        os.close(fds[1])
+
+    threading.Thread(target=release_later).start()
+    with first_free_lock(str(folder), "unix:///e.sock", ["p", "p-1"], wait_for=3) as ref:
+        assert (ref, released) == ("p-1", ["p-1"])
+    os.close(fds[0])
 
 
 def test_main_prints_the_result_and_an_error_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

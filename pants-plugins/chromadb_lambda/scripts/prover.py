@@ -6,11 +6,14 @@ output and exits with its code.
 SPEC_JSON: `docker` (the CLI), `lock_dir`, `base_image_id`, `bundle` (file name), `driver` (the
 driver's file, beside this one), `task_root`, `idle_seconds`.
 
-One prover per engine and base image: named by the base (`chromadb-lambda-prover-<hash>`), labelled
-`chromadb-lambda.prover=<base image id>`, started on first need with `docker run -d --rm --network
-none --pull never --user 0`; its first process exits, and the container with it, once no other
-process has run in it for `idle_seconds`. Its checks are serialized by a file lock (engine_lock.py's
-lock folder). Before each check, under the lock, the prover must be exactly its base again:
+Provers per engine and base image: named by the base and a slot (`chromadb-lambda-prover-<protocol>-
+<hash>`, then `-1`, `-2`...), labelled `chromadb-lambda.prover=<base image id>`, started on first need
+with `docker run -d --rm --network none --pull never --user 0`; its first process exits, and the
+container with it, once no other process has run in it for `idle_seconds`. A prover runs one check
+at a time, under its file lock (engine_lock.py's lock folder): a check takes the first slot whose lock
+is free (so concurrent checks of a base, such as two chunks' of a fresh clone, run side by side, in
+at most as many provers as checks ever ran at once, and at most `max_provers()`), else waits for one.
+Before each check, under the lock, the prover must be exactly its base again:
   - its writable layer (the overlay2 upper directory, read on this machine) may hold only the
     directories the driver restores (the task root, its parents, /tmp), empty, and no file;
   - the driver refuses to start (DIRTY_EXIT) when a process other than the prover's first one runs.
@@ -30,10 +33,10 @@ from typing import Any, Sequence
 
 try:  # Run as a script beside engine_lock.py and engine_api.py (the process's sandbox).
     from engine_api import EngineApi, engine_socket
-    from engine_lock import DEFAULT_DOCKER_HOST, held_locks
+    from engine_lock import DEFAULT_DOCKER_HOST, first_free_lock
 except ImportError:  # Imported by the plugin's tests.
     from chromadb_lambda.scripts.engine_api import EngineApi, engine_socket
-    from chromadb_lambda.scripts.engine_lock import DEFAULT_DOCKER_HOST, held_locks
+    from chromadb_lambda.scripts.engine_lock import DEFAULT_DOCKER_HOST, first_free_lock
 
 LABEL = "chromadb-lambda.prover"
 # chunk_import_check.py's exit code when another process runs in the prover: not a verdict.
@@ -61,12 +64,20 @@ while True:
 # protocol has its provers of its own (checkouts of different versions on one engine do not replace
 # each other's provers).
 PROTOCOL = "z1"
+# Provers of one base at most (each an idle container with a warm interpreter of the base).
+MAX_PROVERS = 4
 
 
-def prover_name(base_image_id: str) -> str:
-    """One name per base image (and driver protocol): a container name is unique within its engine, so
-    runs that address the same engine in different ways (socket paths, links) still share one prover."""
-    return f"chromadb-lambda-prover-{PROTOCOL}-" + hashlib.sha256(base_image_id.encode()).hexdigest()[:16]
+def prover_name(base_image_id: str, slot: int = 0) -> str:
+    """One name per base image, driver protocol and slot: a container name is unique within its engine,
+    so runs that address the same engine in different ways (socket paths, links) still share provers."""
+    name = f"chromadb-lambda-prover-{PROTOCOL}-" + hashlib.sha256(base_image_id.encode()).hexdigest()[:16]
+    return f"{name}-{slot}" if slot else name
+
+
+def max_provers(cpus: int | None = None) -> int:
+    """Provers of one base at most: one per CPU (a check is CPU-bound), up to MAX_PROVERS."""
+    return max(1, min(MAX_PROVERS, cpus if cpus is not None else os.cpu_count() or 1))
 
 
 def allowed_dirs(task_root: str) -> set[str]:
@@ -90,10 +101,10 @@ def upper_problem(upper: str, task_root: str) -> str | None:
 
 
 class Prover:
-    def __init__(self, spec: dict[str, Any], api: EngineApi, run=subprocess.run) -> None:
+    def __init__(self, spec: dict[str, Any], api: EngineApi, run=subprocess.run, name: str | None = None) -> None:
         self.spec, self.api, self.run = spec, api, run
         self.docker = spec["docker"]
-        self.name = prover_name(spec["base_image_id"])
+        self.name = name or prover_name(spec["base_image_id"])
 
     def upper(self) -> str | None:
         """The running prover's writable layer, or None when there is no running prover of the base."""
@@ -149,7 +160,7 @@ class Prover:
 
 
 def prover_running(spec: dict[str, Any], environ: dict[str, str]) -> bool:
-    """Whether the base's prover runs now (a check would find it, and its zygote, warm). True also when
+    """Whether the base's first prover runs now (a check would find it, and its zygote, warm). True also when
     this engine's checks use no prover (not a unix socket) or the engine cannot be asked: nothing to warm."""
     socket_path = engine_socket(environ)
     if socket_path is None:
@@ -177,8 +188,9 @@ def prove(spec: dict[str, Any], driver: str, bundle: bytes, environ: dict[str, s
     if socket_path is None:
         return fresh_check(spec, driver, bundle, run)
     docker_host = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
-    prover = Prover(spec, EngineApi(socket_path), run)
-    with held_locks(spec["lock_dir"], docker_host, [prover.name]):
+    names = [prover_name(spec["base_image_id"], slot) for slot in range(max_provers())]
+    with first_free_lock(spec["lock_dir"], docker_host, names, os.getpid()) as name:
+        prover = Prover(spec, EngineApi(socket_path), run, name)
         for _ in range(2):
             if not prover.ready():
                 return fresh_check(spec, driver, bundle, run)

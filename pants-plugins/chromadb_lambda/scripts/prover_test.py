@@ -1,7 +1,9 @@
 """prover.py: when a prover is reused, replaced or bypassed, against a fake engine and `docker`."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import pytest
 
 from chromadb_lambda.scripts import prover
+from chromadb_lambda.scripts.engine_lock import lock_name
 from chromadb_lambda.scripts.prover import DIRTY_EXIT, allowed_dirs, prove, prover_name, upper_problem
 
 BASE = "sha256:base"
@@ -18,6 +21,12 @@ def test_the_name_is_per_base_image() -> None:
     # sha256("sha256:base")[:16], computed by hand with `printf sha256:base | sha256sum`.
     assert prover_name(BASE) == "chromadb-lambda-prover-z1-1cdca7b6d1204036"
     assert prover_name(BASE) != prover_name("sha256:other")
+    assert prover_name(BASE, 0) == prover_name(BASE)
+    assert prover_name(BASE, 1) == "chromadb-lambda-prover-z1-1cdca7b6d1204036-1"
+
+
+def test_one_prover_per_cpu_up_to_the_maximum() -> None:
+    assert [prover.max_provers(cpus) for cpus in (1, 2, 4, 64)] == [1, 2, 4, 4]
 
 
 def test_a_clean_writable_layer_holds_only_the_restored_directories(tmp_path: Path) -> None:
@@ -122,3 +131,21 @@ def test_an_engine_not_on_a_local_socket_gets_a_fresh_container(spec: dict, tmp_
     fake = FakeDocker(tmp_path, [])
     assert run_prove(spec, fake, monkeypatch, {"DOCKER_HOST": "tcp://10.0.0.1:2375"}).stdout == b"fresh"
     assert fake.commands == ["run"]
+
+
+def test_a_check_while_another_holds_the_first_prover_runs_in_the_second(
+    spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prover, "max_provers", lambda: 2)
+    fake = FakeDocker(tmp_path, [0, 0])
+    run_prove(spec, fake, monkeypatch)
+    assert list(fake.containers) == [prover_name(BASE)]
+    (tmp_path / "locks").mkdir(exist_ok=True)
+    fd = os.open(tmp_path / "locks" / lock_name("unix:///e.sock", prover_name(BASE)), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another check, in another process, runs in it
+    try:
+        assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
+    finally:
+        os.close(fd)
+    assert list(fake.containers) == [prover_name(BASE), prover_name(BASE, 1)]
+    assert fake.commands == ["run", "exec", "run", "exec"]
