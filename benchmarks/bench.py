@@ -490,8 +490,10 @@ def measure_builder(builder: Builder, repo: Repo, run_dir: Path, sample: int | N
     edits: dict[str, Callable[[], None] | None] = {
         "fresh": None,
         "noop": None,
-        "handler": lambda: append(root / repo.handler_edit, "\n# benchmark edit\n"),
-        "shared": lambda: append(root / repo.shared_edit, "\n# benchmark edit\n"),
+        # Each edit is new text (never built or checked before, as a developer's edit), so an image
+        # id, and its import check's record, from an earlier run or builder is never reused.
+        "handler": lambda: append(root / repo.handler_edit, f"\n# benchmark edit {time.time_ns()}\n"),
+        "shared": lambda: append(root / repo.shared_edit, f"\n# benchmark edit {time.time_ns()}\n"),
         "base": lambda: append(root / "base/Dockerfile", f"\nLABEL benchmark.edit=\"{time.time()}\"\n"),
     }
     try:
@@ -608,6 +610,19 @@ def publish_failures(results: dict) -> list[str]:
     return problems
 
 
+# chunk_images.VERDICT_CACHE: Pants' named cache of the handler import checks that passed (by image id).
+VERDICT_CACHE = "chromadb_lambda_import_checks"
+
+
+def forget_import_checks() -> None:
+    """Empties the plugin's record of passing import checks (Pants' default named caches folder, or
+    PANTS_NAMED_CACHES_DIR), so that the run's first fresh step checks every image it makes, as a
+    package of changed Lambdas does, whatever earlier runs of the same code recorded."""
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    named = Path(os.environ.get("PANTS_NAMED_CACHES_DIR") or cache_home / "pants" / "named_caches")
+    shutil.rmtree(named / VERDICT_CACHE, ignore_errors=True)
+
+
 def prepare_inputs(repo: Repo, work: Path, with_deps: bool) -> tuple[str, Path]:
     """Builds, once and not timed, the base image every builder but `seed` builds FROM (with the
     plugin), and the locked dependency PEX the base installs (for `seed`, which installs it per image)."""
@@ -701,6 +716,7 @@ def main() -> int:
                      "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "skipped_builders": {}}
     prepared: dict[str, tuple[str, Path]] = {}
+    forget_import_checks()
     try:
         for kind in args.repos.split(","):
             if kind == "seed":
