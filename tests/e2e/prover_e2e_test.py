@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -127,9 +128,9 @@ def base_id(repo: Path, name: str = "good") -> str:
 
 def provers(base: str) -> list[str]:
     """The ids of the running provers of `base` on this engine: labelled with it and named by it
-    (`chromadb-lambda-prover-z1-` + the first 16 hex digits of sha256 of the base id), so that a prover an
+    (`chromadb-lambda-prover-z2-` + the first 16 hex digits of sha256 of the base id), so that a prover an
     older checkout named otherwise is not counted."""
-    name = "chromadb-lambda-prover-z1-" + hashlib.sha256(base.encode()).hexdigest()[:16]
+    name = "chromadb-lambda-prover-z2-" + hashlib.sha256(base.encode()).hexdigest()[:16]
     out = docker(
         "ps", "--no-trunc", "--filter", f"label=chromadb-lambda.prover={base}", "--filter", f"name=^/?{name}$",
         "--format", "{{.ID}}",
@@ -309,3 +310,24 @@ def test_a_member_whose_code_blocks_a_module_the_zygote_preloaded_fails_as_in_it
     # before when the check ends. The state is compared when boto3 is first imported.
     refused(repo, "restored", "lambdas/restored:restored", "boto3")
     assert provers(base) == [prover]
+
+
+def test_checks_reach_the_prover_over_an_attach_not_a_docker_exec(repo: Path) -> None:
+    edit(repo, "good")
+    assert package(repo, "lambdas/good:good").exit_code == 0
+    base = base_id(repo)
+    since = f"{time.time():.6f}"
+    for _ in range(2):  # passes, then a failure: each read from a prover's first process
+        edit(repo, "good")
+        result = package(repo, "lambdas/good:good")
+        assert result.exit_code == 0, result.stderr[-3000:]
+        assert read_docker_infos(repo)["good"]["import_check"] == "passed"
+    refused(repo, "dyn", DYN_ERROR)
+    until = f"{time.time():.6f}"
+    # The engine's own record of what was done to the base's provers meanwhile (an independent route).
+    events = docker(
+        "events", "--since", since, "--until", until, "--filter", f"label=chromadb-lambda.prover={base}",
+        "--format", "{{.Action}}",
+    ).stdout.split()
+    assert events.count("attach") >= 3, events
+    assert not [e for e in events if e.startswith("exec_")], events

@@ -106,6 +106,57 @@ class EngineApi:
         return status, "\n".join(line for line in lines if line)
 
 
+    def attach(self, container: str, payload: bytes, answered: Callable[[bytes], Any]) -> Any:
+        """POST /containers/{id}/attach (the connection hijacked, as `docker attach` does): `payload`
+        written to the container's first process's stdin, then its stdout read (the engine's
+        multiplexed frames; stderr dropped) until `answered(stdout so far)` returns something other
+        than None, which is returned. Raises AttachRefused when the engine refused the attach (nothing
+        was written), OSError when the stream broke after the payload was written."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+                sock.sendall(
+                    f"POST /containers/{quote(container)}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+                    "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode()
+                )
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise AttachRefused("the engine closed the connection")
+                    head += chunk
+            except OSError as e:
+                raise AttachRefused(str(e)) from e
+            head, pending = head.split(b"\r\n\r\n", 1)
+            status = head.split(b"\r\n", 1)[0]
+            if status.split(b" ")[1:2] not in ([b"101"], [b"200"]):
+                raise AttachRefused(status.decode(errors="replace"))
+            sock.sendall(payload)
+            out = b""
+            while True:
+                while len(pending) >= 8:
+                    size = int.from_bytes(pending[4:8], "big")
+                    if len(pending) < 8 + size:
+                        break
+                    if pending[0] == 1:
+                        out += pending[8 : 8 + size]
+                    pending = pending[8 + size :]
+                answer = answered(out)
+                if answer is not None:
+                    return answer
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError(f"the attach to {container} ended before its answer")
+                pending += chunk
+        finally:
+            sock.close()
+
+
+class AttachRefused(OSError):
+    """The engine did not attach (nothing was written to the container)."""
+
 def _message(body: bytes) -> str:
     try:
         return str(json.loads(body).get("message", ""))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import socketserver
 import subprocess
 import threading
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chromadb_lambda.scripts.engine_api import api_runner, engine_socket, split_ref
+from chromadb_lambda.scripts.engine_api import AttachRefused, EngineApi, api_runner, engine_socket, split_ref
 
 
 def test_split_ref() -> None:
@@ -124,3 +125,59 @@ def test_other_calls_and_an_absent_socket_go_to_the_cli(tmp_path: Path) -> None:
     run(["docker", "build", "."])
     assert calls == [["docker", "image", "inspect", "--format", "{{.Id}}", "acme/c:1"], ["docker", "build", "."]]
     assert api_runner({"DOCKER_HOST": "tcp://127.0.0.1:2375"}, fallback=cli) is cli
+
+
+def fake_attach_engine(path: str, status: bytes, frames: list[bytes]) -> list[bytes]:
+    """One connection on `path`: the request read, `status` answered, then (after the payload) the
+    container's output as the engine sends it (8-byte frame headers: stream, 0, 0, 0, size)."""
+    seen: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        head, payload = data.split(b"\r\n\r\n", 1)
+        seen.append(head)
+        conn.sendall(status + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+        if status.startswith(b"HTTP/1.1 101"):
+            while not payload.endswith(b"\n"):
+                payload += conn.recv(4096)
+            seen.append(payload)
+            for frame in frames:
+                conn.sendall(frame)
+        conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return seen
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def test_attach_writes_the_payload_and_reads_stdout_frames_until_answered(tmp_path: Path) -> None:
+    path = str(tmp_path / "e.sock")
+    whole = frame(1, b"hello ") + frame(2, b"noise on stderr") + frame(1, b"world\nrest")
+    # The frames arrive cut anywhere: a header split in two, a frame split over two reads.
+    seen = fake_attach_engine(path, b"HTTP/1.1 101 UPGRADED", [whole[:3], whole[3:12], whole[12:30], whole[30:]])
+    answer = EngineApi(path, timeout=5).attach(
+        "chromadb-lambda-prover-z2-1", b"request\n", lambda out: out.split(b"\n")[0] if b"\n" in out else None
+    )
+    assert answer == b"hello world"
+    assert seen[0].split(b"\r\n")[0] == b"POST /containers/chromadb-lambda-prover-z2-1/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1"
+    assert seen[1] == b"request\n"
+
+
+def test_attach_refused_writes_nothing_and_a_lost_stream_is_an_oserror(tmp_path: Path) -> None:
+    fake_attach_engine(str(tmp_path / "a.sock"), b"HTTP/1.1 404 Not Found", [])
+    with pytest.raises(AttachRefused, match="404"):
+        EngineApi(str(tmp_path / "a.sock"), timeout=5).attach("gone", b"request\n", lambda out: None)
+    fake_attach_engine(str(tmp_path / "b.sock"), b"HTTP/1.1 101 UPGRADED", [frame(1, b"half an ans")])
+    with pytest.raises(OSError, match="ended before its answer") as lost:
+        EngineApi(str(tmp_path / "b.sock"), timeout=5).attach("p", b"request\n", lambda out: None)
+    assert not isinstance(lost.value, AttachRefused)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chromadb_lambda.scripts import prover
+from chromadb_lambda.scripts.engine_api import AttachRefused
 from chromadb_lambda.scripts.engine_lock import lock_name
 from chromadb_lambda.scripts.prover import DIRTY_EXIT, allowed_dirs, prove, prover_name, upper_problem
 
@@ -19,10 +20,10 @@ BASE = "sha256:base"
 
 def test_the_name_is_per_base_image() -> None:
     # sha256("sha256:base")[:16], computed by hand with `printf sha256:base | sha256sum`.
-    assert prover_name(BASE) == "chromadb-lambda-prover-z1-1cdca7b6d1204036"
+    assert prover_name(BASE) == "chromadb-lambda-prover-z2-1cdca7b6d1204036"
     assert prover_name(BASE) != prover_name("sha256:other")
     assert prover_name(BASE, 0) == prover_name(BASE)
-    assert prover_name(BASE, 1) == "chromadb-lambda-prover-z1-1cdca7b6d1204036-1"
+    assert prover_name(BASE, 1) == "chromadb-lambda-prover-z2-1cdca7b6d1204036-1"
 
 
 def test_one_prover_per_cpu_up_to_the_maximum() -> None:
@@ -48,10 +49,31 @@ def test_a_clean_writable_layer_holds_only_the_restored_directories(tmp_path: Pa
 class FakeDocker:
     """The engine's containers (name -> upper dir) behind a fake API and a fake `docker` CLI."""
 
-    def __init__(self, tmp_path: Path, exec_codes: list[int]) -> None:
-        self.tmp_path, self.exec_codes = tmp_path, list(exec_codes)
+    def __init__(self, tmp_path: Path, exec_codes: list[int], attach: str = "ok") -> None:
+        self.tmp_path, self.exec_codes, self.attach_mode = tmp_path, list(exec_codes), attach
         self.containers: dict[str, str] = {}
         self.commands: list[str] = []
+
+    def attach(self, name: str, payload: bytes, answered: Any) -> Any:
+        """The prover's first process (SERVE_LOOP's protocol): an answer to an earlier request whose
+        client went away first, then the answer to this one."""
+        if self.attach_mode == "refused" or name not in self.containers:
+            raise AttachRefused("HTTP/1.1 404 Not Found")
+        self.commands.append("attach")
+        head = json.loads(payload.split(b"\n", 1)[0])
+        if self.attach_mode == "lost":
+            raise OSError("the attach ended before its answer")
+        code = self.exec_codes.pop(0)
+        stale = json.dumps({"id": "earlier", "exit_code": 9, "stdout": 5, "stderr": 0}).encode() + b"\nstale"
+        out = f"exec {code}".encode()
+        mine = json.dumps({"id": head["id"], "exit_code": code, "stdout": len(out), "stderr": 0}).encode() + b"\n" + out
+        stream = stale + mine
+        for end in range(len(stream) + 1):  # the answer is only taken once complete
+            done = answered(stream[:end])
+            if done is not None:
+                assert end == len(stream)
+                return done
+        raise AssertionError("no answer")
 
     def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
         name = path.split("/")[2]
@@ -95,7 +117,7 @@ def test_started_on_first_need_then_reused(spec: dict, tmp_path: Path, monkeypat
     fake = FakeDocker(tmp_path, [0, 0])
     assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
     assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
-    assert fake.commands == ["run", "exec", "exec"]
+    assert fake.commands == ["run", "attach", "attach"]
 
 
 def test_a_prover_holding_a_file_is_replaced_before_the_check(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +126,7 @@ def test_a_prover_holding_a_file_is_replaced_before_the_check(spec: dict, tmp_pa
     [upper] = fake.containers.values()
     (Path(upper) / "tmp" / "cache.db").write_text("left by an import")
     run_prove(spec, fake, monkeypatch)
-    assert fake.commands == ["run", "exec", "rm", "run", "exec"]
+    assert fake.commands == ["run", "attach", "rm", "run", "attach"]
 
 
 def test_a_prover_killed_meanwhile_is_started_again(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,19 +134,19 @@ def test_a_prover_killed_meanwhile_is_started_again(spec: dict, tmp_path: Path, 
     run_prove(spec, fake, monkeypatch)
     fake.containers.clear()
     assert run_prove(spec, fake, monkeypatch).returncode == 0
-    assert fake.commands == ["run", "exec", "run", "exec"]
+    assert fake.commands == ["run", "attach", "run", "attach"]
 
 
 def test_a_process_left_running_in_the_prover_replaces_it(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDocker(tmp_path, [DIRTY_EXIT, 0])
     assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
-    assert fake.commands == ["run", "exec", "rm", "run", "exec"]
+    assert fake.commands == ["run", "attach", "rm", "run", "attach"]
 
 
 def test_a_failing_check_is_the_driver_result_not_a_retry(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDocker(tmp_path, [1])
     assert run_prove(spec, fake, monkeypatch).returncode == 1
-    assert fake.commands == ["run", "exec"]
+    assert fake.commands == ["run", "attach"]
 
 
 def test_an_engine_not_on_a_local_socket_gets_a_fresh_container(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,4 +170,19 @@ def test_a_check_while_another_holds_the_first_prover_runs_in_the_second(
     finally:
         os.close(fd)
     assert list(fake.containers) == [prover_name(BASE), prover_name(BASE, 1)]
-    assert fake.commands == ["run", "exec", "run", "exec"]
+    assert fake.commands == ["run", "attach", "run", "attach"]
+
+
+def test_an_engine_refusing_the_attach_gets_a_docker_exec(spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDocker(tmp_path, [0], attach="refused")
+    assert run_prove(spec, fake, monkeypatch).stdout == b"exec 0"
+    assert fake.commands == ["run", "exec"]
+
+
+def test_an_attach_lost_after_the_request_replaces_the_prover_then_falls_back(
+    spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The prover may still run the lost request: it is removed, never given a second one meanwhile.
+    fake = FakeDocker(tmp_path, [], attach="lost")
+    assert run_prove(spec, fake, monkeypatch).stdout == b"fresh"
+    assert fake.commands == ["run", "attach", "rm", "run", "attach", "rm", "run"]
