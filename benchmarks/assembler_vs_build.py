@@ -5,7 +5,8 @@ generated Dockerfile (wall), each round with a new edit of the handler (a change
     python3 benchmarks/assembler_vs_build.py [--lambda word_polling] [--rounds 7]
 
 Needs `./pants package lambdas/<name>:<name>` first (it reads dist/'s context and docker-info).
-Python 3.9+, standard library and the plugin's pure modules only.
+Run it with Pants' own interpreter (the plugin's modules import `pants`), e.g. the one the `./pants`
+wrapper installed: `~/.cache/chromadb-lambda/pants-*/bin/python3.9 benchmarks/assembler_vs_build.py`.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "pants-plugins"))
 
+from pants.engine.addresses import Address  # noqa: E402
+
+from chromadb_lambda.util_rules.assemble import AssembledMember, chunk_archive  # noqa: E402
 from chromadb_lambda.util_rules.context import generate_dockerfile  # noqa: E402
-from chromadb_lambda.util_rules.image_config import INSPECT_FORMAT, docker_archive, lambda_image_config  # noqa: E402
-from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer  # noqa: E402
+from chromadb_lambda.util_rules.image_config import INSPECT_FORMAT, lambda_image_config  # noqa: E402
+from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer, sha256_digest  # noqa: E402
 
 SOURCE_ROOTS = ("lambdas", "src")
 TASK_ROOT = "/var/task"
@@ -71,10 +75,15 @@ def main() -> None:
             t0 = time.process_time()
             layer = lambda_layer([LayerFile(p, c) for p, c in edited], TASK_ROOT)
             config = lambda_image_config(json.loads(inspect), layer.diff_id, TASK_ROOT, info["handler"])
-            archive = docker_archive(config, layer, [f"{repository}:a{round_}"])
+            member = AssembledMember(
+                address=Address(f"lambdas/{args.name}", target_name=args.name), key_ref=f"{repository}:a{round_}",
+                refs=(f"{repository}:a{round_}",), base_image_id=info["base_image"]["ref"], task_root=TASK_ROOT,
+                module=handler_path, function="", config=config, layer=layer, image_id=sha256_digest(config),
+            )
+            archive = chunk_archive([member])
             cpu.append(time.process_time() - t0)
             archive_path = os.path.join(tmp, f"a{round_}.tar")
-            Path(archive_path).write_bytes(archive.tar)
+            Path(archive_path).write_bytes(archive)
             # docker build of the generated Dockerfile, as the docker-build builder runs it.
             context = Path(tmp) / f"ctx{round_}"
             for p, c in edited:
