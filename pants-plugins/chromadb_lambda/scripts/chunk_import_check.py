@@ -160,6 +160,16 @@ def verdict_ok(result):
     return bool(lines) and json.loads(lines[-1][len(VERDICT_MARKER) + 1:]).get("status") == "ok"
 
 
+def gone(pid):
+    """A process that ended: no longer listed, or a zombie (an exited zygote the prover's first process
+    reaps only between checks, while this driver runs)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class ZygoteClient:
     """The driver's side of zygote.py: one request per connection on its abstract socket."""
 
@@ -211,7 +221,7 @@ class ZygoteClient:
         if sock is not None:
             sock.close()
         for _ in range(200):
-            if self.pid is None or not os.path.exists("/proc/%d" % self.pid):
+            if self.pid is None or gone(self.pid):
                 break
             time.sleep(0.005)
         self.pid, self.env, self.started_from = None, None, None
@@ -356,7 +366,7 @@ def other_processes(zygote_pid=None):
     """Processes in this container besides its first one (1), this one, and the zygote (the process
     that answered on the zygote's socket)."""
     ours = (1, os.getpid(), zygote_pid)
-    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours)
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours and not gone(int(p)))
 
 
 def main():

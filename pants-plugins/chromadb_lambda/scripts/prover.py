@@ -54,8 +54,15 @@ import json, os, select, subprocess, sys, time
 idle, last, buf, eof = float(sys.argv[1]), time.monotonic(), b"", False
 workdir = os.getcwd()
 out = os.fdopen(1, "wb")
+def reap():  # what ended here (a zygote's idle exit): an exited process is not a process left running
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
 while True:
     if select.select([] if eof else [0], [], [], 1.0)[0]:
+        reap()  # before the driver looks for processes left behind
         chunk = os.read(0, 1 << 20)
         eof, buf = not chunk, buf + chunk
         while b"\\n" in buf:
@@ -80,11 +87,7 @@ while True:
             out.write(json.dumps(reply).encode() + b"\\n" + stdout + stderr)
             out.flush()
             last = time.monotonic()
-    try:  # reap what ended (a zygote's idle exit): an exited process is not a process left running
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
+    reap()
     if any(p.isdigit() and p != "1" for p in os.listdir("/proc")):
         last = time.monotonic()
     elif time.monotonic() - last > idle:

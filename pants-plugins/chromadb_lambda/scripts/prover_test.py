@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,31 @@ def test_an_attach_lost_after_the_request_replaces_the_prover_then_falls_back(
     fake = FakeDocker(tmp_path, [], attach="lost")
     assert run_prove(spec, fake, monkeypatch).stdout == b"fresh"
     assert fake.commands == ["run", "attach", "rm", "run", "attach", "rm", "run"]
+
+
+def test_the_first_process_serves_requests_in_order_in_its_working_directory(tmp_path: Path) -> None:
+    # SERVE_LOOP run here as the prover runs it (python3 -B -c), its stdin and stdout pipes.
+    workdir = tmp_path / "task"
+    workdir.mkdir()
+    server = subprocess.Popen([sys.executable, "-B", "-c", prover.SERVE_LOOP, "60"], cwd=workdir,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        requests = [
+            ("a", ["sh", "-c", "cat; echo to-stderr >&2; pwd; exit 3"], b"the bundle "),
+            ("b", ["sh", "-c", "rmdir \"$PWD\"; kill -9 $$"], b""),
+            ("c", ["sh", "-c", "pwd"], b""),
+        ]
+        for request_id, argv, data in requests:
+            server.stdin.write(json.dumps({"id": request_id, "argv": argv, "size": len(data)}).encode() + b"\n" + data)
+        server.stdin.flush()
+        out, answers = b"", {}
+        for request_id, argv, _ in requests:
+            while (done := prover.answer(out, request_id, argv)) is None:
+                out += os.read(server.stdout.fileno(), 65536)
+            answers[request_id] = done
+    finally:
+        server.kill()
+        server.wait()
+    assert (answers["a"].returncode, answers["a"].stdout, answers["a"].stderr) == (3, f"the bundle {workdir}\n".encode(), b"to-stderr\n")
+    assert answers["b"].returncode == 128 + 9  # killed by a signal: as `docker exec` reports it
+    assert (answers["c"].returncode, answers["c"].stdout) == (0, b"/\n")  # its working directory removed

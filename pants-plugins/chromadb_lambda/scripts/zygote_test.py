@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 import tarfile
+import time
 import warnings
 
 from chromadb_lambda.scripts.chunk_import_check import (
     env_digest,
+    gone,
     layer_imports,
     task_names,
     top_level_imports,
@@ -198,3 +200,19 @@ def test_held_tops_are_the_top_level_names_beyond_a_fresh_checks() -> None:
     modules = ["json", "json.decoder", "os", "boto3", "boto3.session", "botocore", "email.parser", "email"]
     baseline = {"json", "json.decoder", "os"}
     assert held_tops(modules, baseline) == {"boto3", "botocore", "email"}
+
+
+def test_a_zombie_or_an_absent_process_is_gone_a_running_one_is_not() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    # Not waited for yet: a zombie, as an exited zygote is until the prover's first process reaps it.
+    for _ in range(400):
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.005)
+    assert gone(pid)
+    os.waitpid(pid, 0)
+    assert gone(pid)  # absent
+    assert not gone(os.getpid())
