@@ -105,7 +105,6 @@ class EngineApi:
             lines.append((entry.get("stream") or "").rstrip("\n"))
         return status, "\n".join(line for line in lines if line)
 
-
     def attach(self, container: str, payload: bytes, answered: Callable[[bytes], Any]) -> Any:
         """POST /containers/{id}/attach (the connection hijacked, as `docker attach` does): `payload`
         written to the container's first process's stdin, then its stdout read (the engine's
@@ -156,6 +155,7 @@ class EngineApi:
 
 class AttachRefused(OSError):
     """The engine did not attach (nothing was written to the container)."""
+
 
 def _message(body: bytes) -> str:
     try:

@@ -1,8 +1,8 @@
 """Runs chunk_import_check.py (the import check of a chunk) in a prover: a container of the base image
 kept running between checks, whose first process runs the checks sent to it over an attach of its
 stdin (~0.01 s more than the check), so that a check costs neither a `docker run` (~0.25-0.4 s) nor a
-`docker exec` (~0.08-0.1 s: the fallback when the engine refuses the attach). `prover.py SPEC_JSON`, the bundle file in the working directory; prints the driver's
-output and exits with its code.
+`docker exec` (~0.08-0.1 s: the fallback when the engine refuses the attach). `prover.py SPEC_JSON`,
+the bundle file in the working directory; prints the driver's output and exits with its code.
 
 SPEC_JSON: `docker` (the CLI), `lock_dir`, `base_image_id`, `bundle` (file name), `driver` (the
 driver's file, beside this one), `task_root`, `idle_seconds`.
@@ -11,10 +11,10 @@ Provers per engine and base image: named by the base and a slot (`chromadb-lambd
 <hash>`, then `-1`, `-2`...), labelled `chromadb-lambda.prover=<base image id>`, started on first need
 with `docker run -d -i --rm --network none --pull never --user 0 --log-driver none`; its first
 process (SERVE_LOOP) exits, and the container with it, once no other process has run in it for
-`idle_seconds`. A prover runs one check
-at a time, under its file lock (engine_lock.py's lock folder): a check takes the first slot whose lock
-is free (so concurrent checks of a base, such as two chunks' of a fresh clone, run side by side, in
-at most as many provers as checks ever ran at once, and at most `max_provers()`), else waits for one.
+`idle_seconds`. A prover runs one check at a time, under its file lock (engine_lock.py's lock
+folder): a check takes the first slot whose lock is free (so concurrent checks of a base, such as two
+chunks' of a fresh clone, run side by side, in at most as many provers as checks ever ran at once,
+and at most `max_provers()`), else waits for one.
 Before each check, under the lock, the prover must be exactly its base again:
   - its writable layer (the overlay2 upper directory, read on this machine) may hold only the
     directories the driver restores (the task root, its parents, /tmp), empty, and no file;
@@ -202,7 +202,7 @@ class Prover:
             return self.api.attach(self.name, request, lambda out: answer(out, request_id, argv))
         except AttachRefused:
             pass
-        except OSError as e:
+        except (OSError, ValueError, KeyError) as e:  # broken, or not SERVE_LOOP's answers
             raise CheckLost(str(e)) from e
         return self.run([self.docker, "exec", "-i", "--user", "0", self.name, *argv], input=bundle, capture_output=True)
 
@@ -225,6 +225,7 @@ def answer(out: bytes, request_id: str, argv: Sequence[str]) -> subprocess.Compl
             return subprocess.CompletedProcess(list(argv), int(head["exit_code"]), stdout, stderr)
         out = rest[sum(sizes) :]
     return None
+
 
 def prover_running(spec: dict[str, Any], environ: dict[str, str]) -> bool:
     """Whether the base's first prover runs now (a check would find it, and its zygote, warm). True also when

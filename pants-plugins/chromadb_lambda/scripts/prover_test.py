@@ -64,6 +64,8 @@ class FakeDocker:
         head = json.loads(payload.split(b"\n", 1)[0])
         if self.attach_mode == "lost":
             raise OSError("the attach ended before its answer")
+        if self.attach_mode == "garbage":  # something other than SERVE_LOOP wrote to its stdout
+            return answered(b"not an answer\n")
         code = self.exec_codes.pop(0)
         stale = json.dumps({"id": "earlier", "exit_code": 9, "stdout": 5, "stderr": 0}).encode() + b"\nstale"
         out = f"exec {code}".encode()
@@ -215,3 +217,11 @@ def test_the_first_process_serves_requests_in_order_in_its_working_directory(tmp
     assert (answers["a"].returncode, answers["a"].stdout, answers["a"].stderr) == (3, f"the bundle {workdir}\n".encode(), b"to-stderr\n")
     assert answers["b"].returncode == 128 + 9  # killed by a signal: as `docker exec` reports it
     assert (answers["c"].returncode, answers["c"].stdout) == (0, b"/\n")  # its working directory removed
+
+
+def test_an_answer_that_is_not_serve_loops_replaces_the_prover_then_falls_back(
+    spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeDocker(tmp_path, [], attach="garbage")
+    assert run_prove(spec, fake, monkeypatch).stdout == b"fresh"
+    assert fake.commands == ["run", "attach", "rm", "run", "attach", "rm", "run"]
