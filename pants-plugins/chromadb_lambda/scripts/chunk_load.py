@@ -37,29 +37,83 @@ Standard library only: run with Pants' own interpreter.
 """
 from __future__ import annotations
 
-import hashlib
-import io
+# Only what the start of `prove` needs is imported here: its load is sent to the engine (start_load)
+# before engine_api's http.client (~15-20 ms) and the check's modules (tarfile, hashlib, prover.py)
+# are imported, so the engine loads meanwhile. The others are imported where they are used.
 import json
 import os
+import socket
 import subprocess
 import sys
-import tarfile
-import tempfile
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 try:  # Run as a script beside engine_lock.py (the process's sandbox).
-    from engine_api import TAGS_FORMAT, api_runner
-    from engine_lock import DEFAULT_DOCKER_HOST, EngineLockError, held_locks, image_ids, move_refs
+    from engine_lock import DEFAULT_DOCKER_HOST, EngineLockError, engine_socket, held_locks, image_ids, move_refs
 except ImportError:  # Imported by the plugin's tests.
-    from chromadb_lambda.scripts.engine_api import TAGS_FORMAT, api_runner
     from chromadb_lambda.scripts.engine_lock import (
         DEFAULT_DOCKER_HOST,
         EngineLockError,
+        engine_socket,
         held_locks,
         image_ids,
         move_refs,
     )
+
+
+def engine_api() -> Any:
+    """engine_api.py (beside this script, or the plugin's in its tests), imported on first use."""
+    try:
+        import engine_api as module
+    except ImportError:
+        from chromadb_lambda.scripts import engine_api as module
+    return module
+
+
+def start_load(load_argv: Sequence[str], environ: Mapping[str, str], timeout: float = 600.0) -> socket.socket | None:
+    """`prove`'s `docker load --input FILE`, sent to the engine's API (`POST /images/load`, the archive
+    as its body) first thing: the engine loads while this process imports the rest and starts the
+    checks. Its answer is read later on the returned socket (engine_api's EngineApi.load_answer, with
+    http.client). None, and the load runs as any other call: no `unix://` DOCKER_HOST, another argv, or
+    the engine did not take the request (an error here leaves nothing loaded)."""
+    path = engine_socket(environ)
+    if path is None or len(load_argv) != 4 or list(load_argv[1:3]) != ["load", "--input"]:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        with open(load_argv[3], "rb") as archive:
+            size = os.fstat(archive.fileno()).st_size
+            sock.sendall(
+                f"POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n"
+                f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+            )
+            sock.sendfile(archive)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def sent_load_runner(sock: socket.socket | None, load_argv: Sequence[str], run: Callable[..., Any]) -> Callable[..., Any]:
+    """`run`, except for the one call `load_argv` whose request start_load sent on `sock`: its answer is
+    read there. When reading it fails, the load runs again through `run` (loading the same archive
+    twice is harmless)."""
+    pending = [sock] if sock is not None else []
+
+    def runner(argv: Sequence[str], **kwargs: Any) -> "subprocess.CompletedProcess":
+        if pending and list(argv) == list(load_argv):
+            import http.client
+
+            api = engine_api()
+            try:
+                return api.load_done(argv, *api.load_answer(pending.pop()), kwargs)
+            except (OSError, http.client.HTTPException) as e:
+                print(f"The engine's answer to the load was lost ({e}); loading again.", file=sys.stderr)
+        return run(argv, **kwargs)
+
+    return runner
 
 
 def load_images(spec: dict[str, Any], load_argv: Sequence[str], run=subprocess.run) -> dict[str, Any]:
@@ -128,7 +182,7 @@ def tag_images(spec: dict[str, Any], run=subprocess.run) -> dict[str, Any]:
             error = f"{', '.join(wrong)} no longer point at {expected}" if wrong else None
             results[key_ref] = {"image_id": expected, "made": before[key_ref] is None, "error": error}
         for entry in discard:
-            tags = run([docker, "image", "inspect", "--format", TAGS_FORMAT, entry["image_id"]], capture_output=True, text=True)
+            tags = run([docker, "image", "inspect", "--format", engine_api().TAGS_FORMAT, entry["image_id"]], capture_output=True, text=True)
             if tags.returncode == 0 and json.loads(tags.stdout or "null") in (None, []):
                 run([docker, "rmi", entry["image_id"]], capture_output=True, text=True)
     return results
@@ -169,6 +223,10 @@ Check = Callable[[dict], "subprocess.CompletedProcess"]
 
 def checker_digest(bundle: bytes, driver: bytes) -> str:
     """What a recorded verdict depends on besides the image: the driver and the check scripts."""
+    import hashlib
+    import io
+    import tarfile
+
     digest = hashlib.sha256(driver)
     with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
         for name in ("check.py", "zygote.py"):
@@ -178,6 +236,8 @@ def checker_digest(bundle: bytes, driver: bytes) -> str:
 
 
 def verdict_path(folder: str, checker: str, image_id: str) -> str:
+    import hashlib
+
     return os.path.join(folder, hashlib.sha256(f"{checker} {image_id}".encode()).hexdigest() + ".json")
 
 
@@ -196,6 +256,8 @@ def recorded_verdict(folder: str, checker: str, image_id: str) -> dict | None:
 def record_verdict(folder: str, checker: str, image_id: str, output: dict) -> None:
     """Written atomically (a reader sees the whole record or none); a failure to write only costs a
     check in a later run."""
+    import tempfile
+
     path = verdict_path(folder, checker, image_id)
     record = {"image_id": image_id, "checker": checker, **{k: output[k] for k in ("exit_code", "stdout", "stderr")}}
     try:
@@ -215,6 +277,9 @@ def member_lines(driver_stdout: str) -> dict[str, dict]:
 
 def without_members(bundle: bytes, names: set[str]) -> bytes:
     """The bundle with `names` left out of its index (their layers stay: the driver reads the index)."""
+    import io
+    import tarfile
+
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(bundle)) as src, tarfile.open(fileobj=out, mode="w") as dst:
         for info in src.getmembers():
@@ -305,8 +370,9 @@ def prove_and_tag(
 def main(argv: Sequence[str]) -> int:
     spec = json.loads(argv[0])
     load_argv = list(argv[2:]) if len(argv) > 1 and argv[1] == "--" else []
-    run = api_runner()
     mode = spec.get("mode", "load")
+    sent = start_load(load_argv, os.environ) if mode == "prove" else None
+    run = engine_api().api_runner()
     try:
         if mode == "untagged":
             results = load_untagged(spec, load_argv, run)
@@ -316,7 +382,8 @@ def main(argv: Sequence[str]) -> int:
             environ = dict(os.environ)
             common = {k: spec[k] for k in ("docker", "lock_dir")}
             results = prove_and_tag(
-                spec, load_argv, lambda c: run_check({**common, **c}, environ), run, api_runner(),
+                spec, load_argv, lambda c: run_check({**common, **c}, environ), run,
+                sent_load_runner(sent, load_argv, engine_api().api_runner()),
                 warm=lambda c: prover_running({**common, **c}, environ),
             )
         elif mode == "tag":

@@ -16,8 +16,14 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, Callable, Mapping, Sequence
+import threading
+from typing import Any, Callable, Sequence
 from urllib.parse import quote, urlencode
+
+try:  # Run as a script beside engine_lock.py (the process's sandbox).
+    from engine_lock import engine_socket
+except ImportError:  # Imported by the plugin.
+    from chromadb_lambda.scripts.engine_lock import engine_socket
 
 ID_FORMAT = "{{.Id}}"
 TAGS_FORMAT = "{{json .RepoTags}}"
@@ -34,14 +40,6 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
-
-
-def engine_socket(environ: Mapping[str, str]) -> str | None:
-    """The socket of a `unix://` DOCKER_HOST, which may be asked directly: the docker CLI talks to the
-    engine DOCKER_HOST names, whatever its context. None (ask through the CLI): a tcp or ssh host, or no
-    DOCKER_HOST, where the CLI's current context (in its config) decides the engine."""
-    host = environ.get("DOCKER_HOST", "")
-    return host[len("unix://") :] if host.startswith("unix://") and len(host) > len("unix://") else None
 
 
 def image_inspect_path(ref: str) -> str:
@@ -61,14 +59,35 @@ def split_ref(ref: str) -> tuple[str, str]:
 class EngineApi:
     def __init__(self, socket_path: str, timeout: float = 600.0) -> None:
         self.socket_path, self.timeout = socket_path, timeout
+        # One keep-alive connection per thread (the load runs in its own thread beside the checks): a
+        # connection costs little on the engine's own socket, more behind a proxy that relays each one.
+        self._local = threading.local()
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        connection = UnixConnection(self.socket_path, self.timeout)
+        """One request on this thread's connection. A connection the engine closed while it was idle is
+        replaced, and the request sent again when resending is harmless (no body, not a removal)."""
+        connection = getattr(self._local, "connection", None)
+        reused = connection is not None
+        if connection is None:
+            connection = self._local.connection = UnixConnection(self.socket_path, self.timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             return response.status, response.read()
-        finally:
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self.close()
+            if not reused or body is not None or method == "DELETE":
+                raise
+            return self.request(method, path, body, headers)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Closes this thread's connection (the next request opens one)."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
             connection.close()
 
     def image(self, ref: str) -> dict[str, Any] | None:
@@ -93,17 +112,7 @@ class EngineApi:
         with open(path, "rb") as f:
             headers = {"Content-Type": "application/x-tar", "Content-Length": str(os.fstat(f.fileno()).st_size)}
             status, body = self.request("POST", "/images/load?quiet=1", body=f, headers=headers)
-        lines = []
-        for line in body.decode(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                lines.append(line)
-                continue
-            if entry.get("error"):
-                return 500, entry["error"]
-            lines.append((entry.get("stream") or "").rstrip("\n"))
-        return status, "\n".join(line for line in lines if line)
+        return load_output(status, body)
 
     def attach(self, container: str, payload: bytes, answered: Callable[[bytes], Any]) -> Any:
         """POST /containers/{id}/attach (the connection hijacked, as `docker attach` does): `payload`
@@ -153,6 +162,35 @@ class EngineApi:
             sock.close()
 
 
+def load_answer(sock: socket.socket) -> tuple[int, str]:
+    """The answer to a `POST /images/load` whose request was already written on `sock`
+    (chunk_load.start_load), as EngineApi.load returns it; `sock` is closed. Raises OSError or
+    http.client.HTTPException when the answer is lost."""
+    response = http.client.HTTPResponse(sock, method="POST")
+    try:
+        response.begin()
+        return load_output(response.status, response.read())
+    finally:
+        response.close()
+        sock.close()
+
+
+def load_output(status: int, body: bytes) -> tuple[int, str]:
+    """An image load's HTTP status and streamed JSON lines -> (status, the CLI's output or the error;
+    an error line in a 200 answer makes it a 500)."""
+    lines = []
+    for line in body.decode(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if entry.get("error"):
+            return 500, entry["error"]
+        lines.append((entry.get("stream") or "").rstrip("\n"))
+    return status, "\n".join(line for line in lines if line)
+
+
 class AttachRefused(OSError):
     """The engine did not attach (nothing was written to the container)."""
 
@@ -174,6 +212,12 @@ def _done(argv: Sequence[str], code: int, stdout: str, stderr: str, kwargs: dict
     if not (kwargs.get("text") or kwargs.get("universal_newlines")):
         return subprocess.CompletedProcess(list(argv), code, stdout.encode(), stderr.encode())
     return subprocess.CompletedProcess(list(argv), code, stdout, stderr)
+
+
+def load_done(argv: Sequence[str], status: int, output: str, kwargs: dict[str, Any]) -> subprocess.CompletedProcess:
+    """What `docker load` would return for the engine's answer."""
+    ok = status == 200
+    return _done(argv, 0 if ok else 1, output if ok else "", "" if ok else f"Error: {output}\n", kwargs)
 
 
 def api_call(api: EngineApi, argv: Sequence[str], kwargs: dict[str, Any]) -> subprocess.CompletedProcess | None:
@@ -198,8 +242,7 @@ def api_call(api: EngineApi, argv: Sequence[str], kwargs: dict[str, Any]) -> sub
         status, message = api.tag(args[1], args[2])
         return _done(argv, 0 if status in (200, 201) else 1, "", "" if status in (200, 201) else f"Error: {message}\n", kwargs)
     if len(args) == 3 and args[:2] == ["load", "--input"]:
-        status, output = api.load(args[2])
-        return _done(argv, 0 if status == 200 else 1, output if status == 200 else "", "" if status == 200 else f"Error: {output}\n", kwargs)
+        return load_done(argv, *api.load(args[2]), kwargs)
     if len(args) == 2 and args[0] == "rmi":
         status, message = api.remove(args[1])
         return _done(argv, 0 if status == 200 else 1, "", "" if status == 200 else f"Error: {message}\n", kwargs)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from chromadb_lambda.scripts.chunk_load import sent_load_runner, start_load
 from chromadb_lambda.scripts.engine_api import AttachRefused, EngineApi, api_runner, engine_socket, split_ref
 
 
@@ -71,9 +72,11 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests.append(f"POST {self.path}")
         if self.path.startswith("/images/load"):
             self.server.loaded.append(self.rfile.read(int(self.headers["Content-Length"])))
+            data = b'{"stream":"Loaded image ID: sha256:bbb\\n"}\r\n'
             self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(b'{"stream":"Loaded image ID: sha256:bbb\\n"}\r\n')
+            self.wfile.write(data)
             return
         image_id = self.path.split("/")[2]
         query = parse_qs(urlsplit(self.path).query)
@@ -111,6 +114,95 @@ def test_inspect_tag_and_load_are_served_with_the_cli_output(engine: FakeEngine,
     loaded = run(["docker", "load", "--input", str(archive)], stdout=out)
     assert (loaded.returncode, out.getvalue(), engine.loaded) == (0, "Loaded image ID: sha256:bbb\n", [b"tar bytes"])
     assert engine.requests[-1] == "POST /images/load?quiet=1"
+
+
+class KeepAliveHandler(Handler):
+    """HTTP/1.1: the connection stays open between requests, as the engine's does, unless the server's
+    `drop_after_each` says to close it after an answer (with no `Connection: close`: an idle timeout)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, status: int, body: object) -> None:
+        super().reply(status, body)
+        self.close_connection = getattr(self.server, "drop_after_each", False)
+
+
+class CountingEngine(FakeEngine):
+    def __init__(self, path: str, drop_after_each: bool = False) -> None:
+        super().__init__(path)
+        self.RequestHandlerClass = KeepAliveHandler
+        self.drop_after_each = drop_after_each
+        self.connections = 0
+
+    def process_request(self, request, client_address) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
+def serve(server: FakeEngine) -> None:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def test_a_thread_asks_on_one_connection_and_replaces_one_the_engine_closed(tmp_path: Path) -> None:
+    kept = CountingEngine(str(tmp_path / "kept.sock"))
+    serve(kept)
+    api = EngineApi(kept.server_address, timeout=5)
+    assert api.image("acme/a:ck-1")["Id"] == "sha256:aaa"
+    assert api.tag("sha256:aaa", "acme/a:latest") == (201, "")
+    assert api.image("acme/a:latest")["Id"] == "sha256:aaa"
+    assert kept.connections == 1
+    # Another thread (the load's, beside the checks) has a connection of its own.
+    other = threading.Thread(target=lambda: api.image("acme/a:ck-1"))
+    other.start()
+    other.join()
+    assert kept.connections == 2
+    kept.shutdown()
+
+    dropped = CountingEngine(str(tmp_path / "dropped.sock"), drop_after_each=True)
+    serve(dropped)
+    api = EngineApi(dropped.server_address, timeout=5)
+    assert api.image("acme/a:ck-1")["Id"] == "sha256:aaa"
+    # The engine closed the connection after answering: the inspect is asked again on a new one.
+    assert api.image("acme/a:ck-1")["Id"] == "sha256:aaa"
+    assert dropped.connections == 2
+    assert dropped.requests == ["GET /images/acme/a:ck-1/json"] * 2
+    dropped.shutdown()
+
+
+def test_a_load_sent_first_thing_is_answered_as_the_api_load_answers(engine: FakeEngine, tmp_path: Path) -> None:
+    archive = tmp_path / "images.tar"
+    archive.write_bytes(b"tar bytes")
+    argv = ["docker", "load", "--input", str(archive)]
+    environ = {"DOCKER_HOST": f"unix://{engine.server_address}"}
+    sent = start_load(argv, environ)
+    assert sent is not None
+    run = sent_load_runner(sent, argv, no_cli)
+    out = io.StringIO()
+    loaded = run(argv, stdout=out)
+    assert (loaded.returncode, out.getvalue(), engine.loaded) == (0, "Loaded image ID: sha256:bbb\n", [b"tar bytes"])
+    assert engine.requests == ["POST /images/load?quiet=1"]
+    # Not sent first: another engine address, another call.
+    assert start_load(argv, {"DOCKER_HOST": "tcp://127.0.0.1:2375"}) is None
+    assert start_load(["docker", "build", "."], environ) is None
+    assert start_load(argv, {"DOCKER_HOST": f"unix://{tmp_path}/absent.sock"}) is None
+
+
+def test_a_sent_load_whose_answer_is_lost_is_loaded_again(tmp_path: Path) -> None:
+    ours, engines = socket.socketpair()
+    engines.close()  # the engine went away before answering
+    calls = []
+
+    def cli(argv, **kwargs):
+        calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    argv = ["docker", "load", "--input", str(tmp_path / "images.tar")]
+    run = sent_load_runner(ours, argv, cli)
+    assert run(argv).returncode == 0
+    assert calls == [argv]
+    # Only that one call reads the sent request; the next ones are `run`'s.
+    run(argv)
+    assert calls == [argv, argv]
 
 
 def test_other_calls_and_an_absent_socket_go_to_the_cli(tmp_path: Path) -> None:

@@ -26,9 +26,17 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def engine_socket(environ: Mapping[str, str]) -> str | None:
+    """The socket of a `unix://` DOCKER_HOST, which may be asked directly: the docker CLI talks to the
+    engine DOCKER_HOST names, whatever its context. None (ask through the CLI): a tcp or ssh host, or no
+    DOCKER_HOST, where the CLI's current context (in its config) decides the engine."""
+    host = environ.get("DOCKER_HOST", "")
+    return host[len("unix://") :] if host.startswith("unix://") and len(host) > len("unix://") else None
 
 
 class EngineLockError(Exception):

@@ -189,6 +189,8 @@ def chunk_load_process(
         load,
         argv=(
             sys.executable,
+            # No `site`: the scripts need the standard library only (a few ms of every start).
+            "-S",
             f"{_SCRIPTS}/{CHUNK_LOAD}",
             json.dumps(spec, sort_keys=True),
             *(("--", *load.argv) if mode != "tag" else ()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
 
 import pytest
@@ -107,7 +108,7 @@ def run_chunk(
 
     def load(process: Process) -> FallibleProcessResult:
         processes.append(process)
-        spec = json.loads(process.argv[2])
+        spec = json.loads(process.argv[3])
         if spec["mode"] == "prove":
             checks, ok = [], set()
             for entry in spec["checks"]:
@@ -163,7 +164,7 @@ def run_chunk(
 
 def modes(processes: list[Process]) -> list[tuple[str, list[str], list[str]]]:
     """Each chunk_load.py process: its mode, the key tags it loads or tags, the key tags it discards."""
-    specs = [json.loads(p.argv[2]) for p in processes]
+    specs = [json.loads(p.argv[3]) for p in processes]
     return [(s["mode"], [i["key_ref"] for i in s["images"]], [d["key_ref"] for d in s["discard"]]) for s in specs]
 
 
@@ -202,7 +203,7 @@ def test_one_edited_member_is_checked_while_its_untagged_image_loads_then_tagged
     assert archives == [([], [b.image_id])]
     # One process: the load, the check of B in the prover of its base, the tagging of B.
     assert modes(processes) == [("prove", ["acme/b:ck-b"], [])]
-    spec = json.loads(processes[0].argv[2])
+    spec = json.loads(processes[0].argv[3])
     assert [(c["base_image_id"], c["bundle"], c["members"]) for c in spec["checks"]] == [
         ("sha256:base", "import-check-bundle-0.tar", ["acme/b:ck-b"])
     ]
@@ -236,8 +237,8 @@ def test_a_member_failing_its_check_is_never_tagged_and_its_image_is_discarded()
         ("prove", ["acme/a:ck-a", "acme/b:ck-b", "acme/c:ck-c"], []),
         ("tag", ["acme/a:ck-a"], ["acme/b:ck-b"]),
     ]
-    assert json.loads(processes[0].argv[2])["checks"][0]["members"] == ["acme/a:ck-a", "acme/b:ck-b"]
-    assert processes[1].input_digest == EMPTY_DIGEST and "load" not in processes[1].argv[3:]
+    assert json.loads(processes[0].argv[3])["checks"][0]["members"] == ["acme/a:ck-a", "acme/b:ck-b"]
+    assert processes[1].input_digest == EMPTY_DIGEST and "load" not in processes[1].argv[4:]
     assert result.images[A] == ChunkImage(a.image_id, made=True, import_check="warning: KeyError: 'TABLE'")
     assert result.images[B] == ChunkImage(None, error=failure, check_failed=True)
     assert result.images[C] == ChunkImage(c.image_id, made=True, import_check=None)
@@ -310,7 +311,9 @@ def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_e
     [process] = processes
     assert modes(processes) == [("load", ["acme/b:ck-b", "acme/c:ck-c"], [])]
     assert process.argv[-3:] == ("/usr/bin/docker", "load", "--input", "lambda-images.tar")[-3:]
-    spec = json.loads(process.argv[2])
+    # Pants' interpreter without `site` (the scripts need the standard library only), then the script.
+    assert process.argv[:3] == (sys.executable, "-S", "__chromadb_lambda_chunk_load/chunk_load.py")
+    spec = json.loads(process.argv[3])
     assert [i["key_ref"] for i in spec["images"]] == ["acme/b:ck-b", "acme/c:ck-c"]
     assert process.env["__CHROMADB_LAMBDA_RUN"] == "7"
     assert process.cache_scope == ProcessCacheScope.PER_RESTART_SUCCESSFUL
@@ -330,7 +333,7 @@ def test_a_member_that_cannot_be_looked_up_or_assembled_fails_alone() -> None:
     assembled = {B: AssembledMemberResult(b, None), C: AssembledMemberResult(None, "UnassemblableBaseError: ONBUILD")}
     report = {b.key_ref: {"image_id": b.image_id, "made": True, "error": None}}
     result, processes, _, _ = run_chunk(lookups, assembled, json.dumps(report))
-    assert len(processes) == 1 and json.loads(processes[0].argv[2])["images"][0]["key_ref"] == "acme/b:ck-b"
+    assert len(processes) == 1 and json.loads(processes[0].argv[3])["images"][0]["key_ref"] == "acme/b:ck-b"
     assert result.images == FrozenDict(
         {
             A: ChunkImage(None, error="ResolveError: lambdas/a:a has no handler"),
