@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -164,21 +165,80 @@ def held_image_id(status: int, body: bytes, ref: str) -> str | None:
     return str(json.loads(body)["Id"])
 
 
-def inspect_refs(socket_path: str, refs: Iterable[str], timeout: float = 60.0) -> dict[str, str]:
-    """The image id of each ref the engine at `socket_path` holds: one keep-alive connection, one
-    `GET /images/{ref}/json` a ref (about a millisecond each), no process."""
+def inspect_refs_on(connection: http.client.HTTPConnection, refs: Iterable[str]) -> dict[str, str]:
+    """The image id of each ref the engine holds, asked on `connection`: one `GET /images/{ref}/json`
+    a ref (about a millisecond each), no process."""
     held = {}
-    connection = UnixConnection(socket_path, timeout)
-    try:
-        for ref in refs:
-            connection.request("GET", image_inspect_path(ref))
-            response = connection.getresponse()
-            image_id = held_image_id(response.status, response.read(), ref)
-            if image_id:
-                held[ref] = image_id
-    finally:
-        connection.close()
+    for ref in refs:
+        connection.request("GET", image_inspect_path(ref))
+        response = connection.getresponse()
+        image_id = held_image_id(response.status, response.read(), ref)
+        if image_id:
+            held[ref] = image_id
     return held
+
+
+class RunConnections:
+    """Keep-alive connections to engine sockets, shared by the asks of one run: every target's refs are
+    asked in their own rule (SocketRefs), and a connection per ask costs little on the engine's own
+    socket but more behind a proxy that relays each connection (Docker Desktop's, a metering relay).
+    A run's first ask closes the connections of the run before, so none is reused across runs (an
+    engine restarted meanwhile closed them); the last run's idle ones stay open until then."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._run: int | None = None
+        self._idle: dict[str, list[UnixConnection]] = {}
+
+    def take(self, socket_path: str, run: int) -> tuple[UnixConnection, bool]:
+        """An idle connection of this run (True: reused), else a new one."""
+        with self._lock:
+            if run != self._run:
+                stale = [c for connections in self._idle.values() for c in connections]
+                self._run, self._idle = run, {}
+            else:
+                stale = []
+            idle = self._idle.get(socket_path)
+            reused = idle.pop() if idle else None
+        for connection in stale:
+            connection.close()
+        return (reused, True) if reused else (UnixConnection(socket_path, self.timeout), False)
+
+    def give(self, socket_path: str, run: int, connection: UnixConnection) -> None:
+        """Back for the next ask of the same run; closed when the run is over."""
+        with self._lock:
+            if run == self._run:
+                self._idle.setdefault(socket_path, []).append(connection)
+                return
+        connection.close()
+
+    def ask(self, socket_path: str, run: int, refs: Iterable[str]) -> dict[str, str]:
+        """inspect_refs_on a connection of this run. A reused connection the engine closed while it was
+        idle is replaced once; an OSError otherwise is the caller's (the socket does not answer)."""
+        refs = tuple(refs)
+        connection, reused = self.take(socket_path, run)
+        try:
+            held = inspect_refs_on(connection, refs)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            if not reused:
+                raise
+            connection = UnixConnection(socket_path, self.timeout)
+            try:
+                held = inspect_refs_on(connection, refs)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            connection.close()
+            raise
+        self.give(socket_path, run, connection)
+        return held
+
+
+# The asks of pantsd's runs (one run at a time per build root; concurrent rules share it).
+_RUN_CONNECTIONS = RunConnections()
 
 
 @dataclass(frozen=True)
@@ -199,8 +259,8 @@ async def ask_engine_socket(request: SocketRefsRequest, run_id: RunId) -> Socket
     # `run_id`: asked again in every run; its value stays equal while the refs do (see HeldRefs). It
     # requests nothing else, so a replay that finds the run changed cancels nothing (see EngineRun).
     try:
-        return SocketRefs(FrozenDict(sorted(inspect_refs(request.socket, request.refs).items())))
-    except OSError:
+        return SocketRefs(FrozenDict(sorted(_RUN_CONNECTIONS.ask(request.socket, int(run_id), request.refs).items())))
+    except (OSError, http.client.HTTPException):
         return SocketRefs(None)
 
 

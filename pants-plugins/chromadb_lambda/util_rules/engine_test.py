@@ -25,6 +25,7 @@ from chromadb_lambda.util_rules.engine import (
     EngineTagsRequest,
     HeldRefs,
     HeldRefsRequest,
+    RunConnections,
     SocketRefs,
     SocketRefsRequest,
     docker_process,
@@ -36,7 +37,6 @@ from chromadb_lambda.util_rules.engine import (
     held_in_tags,
     held_refs,
     image_inspect_path,
-    inspect_refs,
     parse_image_listing,
     parse_tag_store,
     read_engine_tag_store,
@@ -90,8 +90,10 @@ class FakeEngine:
     """An HTTP/1.1 server on a unix socket that answers image inspects from `images` (ref -> id) and
     records the paths it was asked, all on one keep-alive connection or not."""
 
-    def __init__(self, images: dict[str, str], info: dict | None = None) -> None:
+    def __init__(self, images: dict[str, str], info: dict | None = None, requests_per_connection: int = 0) -> None:
         self.images = images
+        # > 0: the connection is closed after that many answers, as an engine closes an idle one.
+        self.requests_per_connection = requests_per_connection
         # What `GET /info` answers (404 when None).
         self.info = info
         self.paths: list[str] = []
@@ -111,7 +113,9 @@ class FakeEngine:
                 return
             self.connections += 1
             with conn, conn.makefile("rb") as reader:
-                while True:
+                answered = 0
+                while not self.requests_per_connection or answered < self.requests_per_connection:
+                    answered += 1
                     line = reader.readline()
                     if not line:
                         break
@@ -135,20 +139,40 @@ class FakeEngine:
         self.server.close()
 
 
-def test_inspect_refs_asks_each_ref_on_one_connection() -> None:
+def test_the_asks_of_one_run_share_one_connection_a_new_run_opens_its_own() -> None:
     engine = FakeEngine({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "other:latest": "sha256:o"})
+    connections = RunConnections(timeout=5)
     try:
-        held = inspect_refs(engine.path, ["acme/fn:ck-1", "acme/fn:latest", "acme/fn:gone"])
+        held = connections.ask(engine.path, 1, ["acme/fn:ck-1", "acme/fn:latest", "acme/fn:gone"])
+        assert connections.ask(engine.path, 1, ["other:latest"]) == {"other:latest": "sha256:o"}
+        assert engine.connections == 1
+        # The next run does not reuse the last run's connection (the engine may have restarted).
+        assert connections.ask(engine.path, 2, ["acme/fn:ck-1"]) == {"acme/fn:ck-1": "sha256:a"}
+        assert engine.connections == 2
     finally:
         engine.close()
     assert held == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a"}
-    assert engine.paths == ["/images/acme/fn:ck-1/json", "/images/acme/fn:latest/json", "/images/acme/fn:gone/json"]
-    assert engine.connections == 1
+    assert engine.paths == [
+        "/images/acme/fn:ck-1/json", "/images/acme/fn:latest/json", "/images/acme/fn:gone/json",
+        "/images/other:latest/json", "/images/acme/fn:ck-1/json",
+    ]
 
 
-def test_inspect_refs_of_a_socket_nobody_listens_on_is_an_os_error() -> None:
+def test_a_connection_the_engine_closed_while_idle_is_replaced() -> None:
+    engine = FakeEngine({"fn:latest": "sha256:a", "fn:ck-1": "sha256:a"}, requests_per_connection=1)
+    connections = RunConnections(timeout=5)
+    try:
+        assert connections.ask(engine.path, 1, ["fn:latest"]) == {"fn:latest": "sha256:a"}
+        assert connections.ask(engine.path, 1, ["fn:ck-1"]) == {"fn:ck-1": "sha256:a"}
+    finally:
+        engine.close()
+    assert engine.connections == 2
+    assert engine.paths == ["/images/fn:latest/json", "/images/fn:ck-1/json"]
+
+
+def test_asking_a_socket_nobody_listens_on_is_an_os_error() -> None:
     with pytest.raises(OSError):
-        inspect_refs(os.path.join(tempfile.mkdtemp(), "absent.sock"), ["fn:latest"])
+        RunConnections(timeout=5).ask(os.path.join(tempfile.mkdtemp(), "absent.sock"), 1, ["fn:latest"])
 
 
 LISTING = {"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r2:latest": "sha256:c"}
