@@ -128,9 +128,15 @@ async def package_chromadb_lambda(
     # target (and this rule once more after it) only to say what HeldRefs says.
     held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
     held_id = up_to_date_image(held, names)
-    existing = (
-        ExistingImage(held_id) if held_id else await Get(ExistingImage, ExistingImageRequest(address, names))
-    )
+    if held_id:
+        existing = ExistingImage(held_id)
+    elif held.refs.get(names.key_ref) or subsystem.pull_from_registries:
+        # The key tag is there (only tags to move), or a registry may have the image.
+        existing = await Get(ExistingImage, ExistingImageRequest(address, names))
+    else:
+        # Nothing to find: made below. Not asking the ExistingImage step keeps it out of this rule's
+        # dependencies, so the first run after this build does not replay it for every target.
+        existing = ExistingImage(None)
     image_id, status = existing.image_id, "is up to date"
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"

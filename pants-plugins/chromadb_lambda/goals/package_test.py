@@ -13,7 +13,7 @@ from pants.util.frozendict import FrozenDict
 import pytest
 
 from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, held_import_verdict, package_chromadb_lambda
-from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, fail_if_requested, lambda_subsystem, lambda_target
+from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
 from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
@@ -37,7 +37,7 @@ def package(
     existing: ExistingImage | None, made: MadeLambdaImage | None = None, held: HeldRefs = HELD_STALE, **options
 ):
     written: dict[str, bytes] = {}
-    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0}
+    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0, "run": 0}
 
     def held_refs(request: HeldRefsRequest) -> HeldRefs:
         requests["held"].append(request)
@@ -47,6 +47,10 @@ def package(
         requests["existing"] += 1
         assert existing is not None, "ExistingImage was requested"
         return existing
+
+    def this_run(_: EngineRunRequest) -> EngineRun:
+        requests["run"] += 1
+        return RUN
 
     def create(request: CreateDigest) -> Digest:
         written.update({f.path: f.content for f in request})  # type: ignore[union-attr]
@@ -70,7 +74,7 @@ def package(
             MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
             MockGet(HeldRefs, (HeldRefsRequest,), held_refs),
             MockGet(ExistingImage, (ExistingImageRequest,), existing_image),
-            MockGet(EngineRun, (EngineRunRequest,), fail_if_requested("EngineRun")),
+            MockGet(EngineRun, (EngineRunRequest,), this_run),
             MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
             MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
             MockGet(Digest, (CreateDigest,), create),
@@ -90,7 +94,7 @@ def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
     result, info, manifest, requests = package(None, held=HELD_UP_TO_DATE)
     # Told by HeldRefs alone (the key tag and `latest`): the ExistingImage step is not asked.
     assert requests["held"] == [HeldRefsRequest((f"acme/fn:{KEY_TAG}", "acme/fn:latest"))]
-    assert requests["existing"] == 0
+    assert requests["existing"] == 0 and requests["run"] == 0
     assert summary(result) == (
         f"Lambda image acme/fn:latest is up to date: 2 files, 90 B of context, {KEY_TAG}, image sha256:held"
     )
@@ -134,6 +138,24 @@ def test_made_in_the_run_the_engine_step_read() -> None:
     assert summary(result).startswith("Lambda image acme/fn:latest built: 2 files")
     assert (info["image_id"], info["built"], info["import_check"]) == ("sha256:new", True, "passed")
     assert requests["checked"] == ["sha256:new"]
+
+
+def test_nothing_held_is_made_without_asking_the_existing_image_step() -> None:
+    # No key tag to move tags to, no registry to pull from: the ExistingImage step has nothing to find,
+    # and kept out of this rule's dependencies it is not replayed for every target by the next run.
+    result, info, _, requests = package(None, MadeLambdaImage("sha256:new", made=True), held=HeldRefs(FrozenDict()))
+    assert requests["existing"] == 0 and requests["run"] == 1
+    assert requests["made"] == [MadeLambdaImageRequest(LAMBDA, CLOSURE, NAMES, None, RUN)]
+    assert (info["image_id"], info["built"], info["import_check"]) == ("sha256:new", True, "passed")
+
+
+def test_nothing_held_asks_the_registries_when_pulling_is_on() -> None:
+    source = f"reg.example.com/acme/fn:{KEY_TAG}"
+    _, info, _, requests = package(
+        ExistingImage("sha256:pulled", run=RUN, pulled_from=source), held=HeldRefs(FrozenDict()), pull_from_registries=True
+    )
+    assert requests["existing"] == 1 and requests["made"] == []
+    assert (info["image_id"], info["pulled_from"]) == ("sha256:pulled", source)
 
 
 def test_made_by_a_concurrent_run_is_up_to_date() -> None:
