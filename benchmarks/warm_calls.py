@@ -58,6 +58,26 @@ def native_client_argv(clone: Path) -> tuple[list[str], dict[str, str]]:
 DEFAULT_BEFORE = "d930c4e"  # the wrapper before it used Pants' native client
 
 
+def side_env(side: str) -> dict[str, str]:
+    """Each clone tags its images in repositories of its own. Sharing `list_pending:latest` and the
+    other tags, each run of one clone moved tags that the other clone's next run moved back, timed as
+    part of that run (a before clone whose images differ moved every image's tags)."""
+    return {"PANTS_DOCKER_DEFAULT_REPOSITORY": f"warm-calls-{os.getpid()}-{side}/{{name}}"}
+
+
+def remove_side_images(clone: Path) -> None:
+    """The clones' images (their own repositories), removed from the engine the wrapper found."""
+    try:
+        env = {**os.environ, **native_client_argv(clone)[1]}
+        refs = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], env=env,
+                              capture_output=True, text=True, check=True).stdout.split()
+        doomed = [r for r in refs if r.startswith(f"warm-calls-{os.getpid()}-")]
+        if doomed:
+            subprocess.run(["docker", "image", "rm", "-f", *doomed], env=env, capture_output=True, check=False)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+
+
 def measure(before_rev: str, runs: int) -> dict:
     """Clones `before_rev` and HEAD, warms both, and times their calls interleaved; returns the report."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
@@ -73,30 +93,32 @@ def measure(before_rev: str, runs: int) -> dict:
         results[side].setdefault(name, []).append(round(seconds, 3))
 
     try:
-        for clone in clones.values():
+        for side, clone in clones.items():
             for _ in range(2):  # starts pantsd, builds or finds every image, then a clean no-op
-                timed(["./pants", "package", "lambdas::"], clone)
+                timed(["./pants", "package", "lambdas::"], clone, side_env(side))
         for i in range(runs):
             for side, clone in clones.items():
-                record(side, "noop_package", timed(["./pants", "package", "lambdas::"], clone))
+                record(side, "noop_package", timed(["./pants", "package", "lambdas::"], clone, side_env(side)))
             # Check off first: the check-on run after it leaves every image checked, so the next
             # no-op is one.
             edit(clones["after"], f"after check-off edit {i} {time.time()}")
             record(
                 "after",
                 "handler_edit_package_import_check_off",
-                timed(["./pants", "--lambda-image-check-handler-import=false", "package", "lambdas::"], clones["after"]),
+                timed(["./pants", "--lambda-image-check-handler-import=false", "package", "lambdas::"], clones["after"],
+                      side_env("after")),
             )
             for side, clone in clones.items():
                 edit(clone, f"{side} edit {i} {time.time()}")
-                record(side, "handler_edit_package", timed(["./pants", "package", "lambdas::"], clone))
+                record(side, "handler_edit_package", timed(["./pants", "package", "lambdas::"], clone, side_env(side)))
             for side, clone in clones.items():
-                record(side, "version", timed(["./pants", "--version"], clone))
+                record(side, "version", timed(["./pants", "--version"], clone, side_env(side)))
         client, env = native_client_argv(clones["after"])
         for _ in range(max(15, runs)):
-            record("after", "wrapper_version", timed(["./pants", "--version"], clones["after"]))
-            record("after", "native_client_version", timed([*client, "--version"], clones["after"], env))
+            record("after", "wrapper_version", timed(["./pants", "--version"], clones["after"], side_env("after")))
+            record("after", "native_client_version", timed([*client, "--version"], clones["after"], {**env, **side_env("after")}))
     finally:
+        remove_side_images(clones["after"])
         for clone in clones.values():
             for pid_file in clone.glob(".pids/*/pantsd/pid"):
                 subprocess.run(["kill", pid_file.read_text().strip()], check=False)
