@@ -182,11 +182,14 @@ def test_an_engine_refusing_the_attach_gets_a_docker_exec(spec: dict, tmp_path: 
     assert fake.commands == ["run", "exec"]
 
 
-def test_an_attach_lost_after_the_request_replaces_the_prover_then_falls_back(
-    spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+# "lost": the attach broke after the request was written; "garbage": an answer that is not SERVE_LOOP's
+# (unparsable, or without its fields, e.g. written to the first process's stdout by something else).
+@pytest.mark.parametrize("attach", ["lost", "garbage"])
+def test_a_lost_check_replaces_the_prover_then_falls_back(
+    attach: str, spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The prover may still run the lost request: it is removed, never given a second one meanwhile.
-    fake = FakeDocker(tmp_path, [], attach="lost")
+    fake = FakeDocker(tmp_path, [], attach=attach)
     assert run_prove(spec, fake, monkeypatch).stdout == b"fresh"
     assert fake.commands == ["run", "attach", "rm", "run", "attach", "rm", "run"]
 
@@ -218,10 +221,3 @@ def test_the_first_process_serves_requests_in_order_in_its_working_directory(tmp
     assert answers["b"].returncode == 128 + 9  # killed by a signal: as `docker exec` reports it
     assert (answers["c"].returncode, answers["c"].stdout) == (0, b"/\n")  # its working directory removed
 
-
-def test_an_answer_that_is_not_serve_loops_replaces_the_prover_then_falls_back(
-    spec: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = FakeDocker(tmp_path, [], attach="garbage")
-    assert run_prove(spec, fake, monkeypatch).stdout == b"fresh"
-    assert fake.commands == ["run", "attach", "rm", "run", "attach", "rm", "run"]
