@@ -27,6 +27,9 @@ except ImportError:  # Imported by the plugin.
 
 ID_FORMAT = "{{.Id}}"
 TAGS_FORMAT = "{{json .RepoTags}}"
+# What a request on a kept connection raises when the engine closed that connection while it was idle:
+# the request may be sent again on a new one.
+CLOSED_BY_ENGINE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -74,7 +77,7 @@ class EngineApi:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             return response.status, response.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+        except CLOSED_BY_ENGINE:
             self.close()
             if not reused or body is not None or method == "DELETE":
                 raise

@@ -21,7 +21,7 @@ from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.scripts.engine_api import UnixConnection, engine_socket, image_inspect_path
+from chromadb_lambda.scripts.engine_api import CLOSED_BY_ENGINE, UnixConnection, engine_socket, image_inspect_path
 
 
 @dataclass(frozen=True)
@@ -215,21 +215,17 @@ class RunConnections:
 
     def ask(self, socket_path: str, run: int, refs: Iterable[str]) -> dict[str, str]:
         """inspect_refs_on a connection of this run. A reused connection the engine closed while it was
-        idle is replaced once; an OSError otherwise is the caller's (the socket does not answer)."""
+        idle is dropped and the refs asked on the next one (a new connection when none is idle); an
+        OSError otherwise is the caller's (the socket does not answer)."""
         refs = tuple(refs)
         connection, reused = self.take(socket_path, run)
         try:
             held = inspect_refs_on(connection, refs)
-        except (OSError, http.client.HTTPException):
+        except CLOSED_BY_ENGINE:
             connection.close()
             if not reused:
                 raise
-            connection = UnixConnection(socket_path, self.timeout)
-            try:
-                held = inspect_refs_on(connection, refs)
-            except BaseException:
-                connection.close()
-                raise
+            return self.ask(socket_path, run, refs)
         except BaseException:
             connection.close()
             raise
