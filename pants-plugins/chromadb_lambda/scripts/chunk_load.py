@@ -383,7 +383,7 @@ def main(argv: Sequence[str]) -> int:
             common = {k: spec[k] for k in ("docker", "lock_dir")}
             results = prove_and_tag(
                 spec, load_argv, lambda c: run_check({**common, **c}, environ), run,
-                sent_load_runner(sent, load_argv, engine_api().api_runner()),
+                sent_load_runner(sent, load_argv, run),
                 warm=lambda c: prover_running({**common, **c}, environ),
             )
         elif mode == "tag":
