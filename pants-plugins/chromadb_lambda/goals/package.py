@@ -31,8 +31,8 @@ from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldR
 from chromadb_lambda.util_rules.existing_image import (
     ExistingImage,
     ExistingImageRequest,
+    answer_from_held,
     held_refs_request,
-    up_to_date_image,
 )
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
@@ -123,20 +123,12 @@ async def package_chromadb_lambda(
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),
         Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
-    # Up to date is told from HeldRefs here, not by the ExistingImage step: that step asked for the run
-    # when it found nothing to build on, so the first no-op after a build would run it again for every
-    # target (and this rule once more after it) only to say what HeldRefs says.
+    # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
+    # answer_from_held).
     held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
-    held_id = up_to_date_image(held, names)
-    if held_id:
-        existing = ExistingImage(held_id)
-    elif held.refs.get(names.key_ref) or subsystem.pull_from_registries:
-        # The key tag is there (only tags to move), or a registry may have the image.
-        existing = await Get(ExistingImage, ExistingImageRequest(address, names))
-    else:
-        # Nothing to find: made below. Not asking the ExistingImage step keeps it out of this rule's
-        # dependencies, so the first run after this build does not replay it for every target.
-        existing = ExistingImage(None)
+    existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
+        ExistingImage, ExistingImageRequest(address, names)
+    )
     image_id, status = existing.image_id, "is up to date"
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"

@@ -40,9 +40,22 @@ from chromadb_lambda.util_rules.assemble import (
     chunk_archive,
     wrong_image_message,
 )
-from chromadb_lambda.util_rules.engine import DockerEnvironment, EngineRun, docker_process, run_scoped_process
+from chromadb_lambda.util_rules.engine import (
+    DockerEnvironment,
+    EngineRun,
+    EngineRunRequest,
+    HeldRefs,
+    HeldRefsRequest,
+    docker_process,
+    run_scoped_process,
+)
 from chromadb_lambda.util_rules.engine_locks import engine_lock_dir
-from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.existing_image import (
+    ExistingImage,
+    ExistingImageRequest,
+    answer_from_held,
+    held_refs_request,
+)
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.import_check_chunk import (
     IMPORT_TIMEOUT,
@@ -124,11 +137,14 @@ class MemberLookup:
 
 
 @rule
-async def look_up_member(request: MemberLookupRequest) -> MemberLookup:
+async def look_up_member(request: MemberLookupRequest, subsystem: ChromadbLambdaSubsystem) -> MemberLookup:
     # A member whose closure or names fail is reported by its own package; here it is only a value.
     try:
         names = await Get(ImageNames, LambdaImageNamesRequest(request.address))
-        existing = await Get(ExistingImage, ExistingImageRequest(request.address, names))
+        held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
+        existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
+            ExistingImage, ExistingImageRequest(request.address, names)
+        )
     except Exception as e:
         return MemberLookup(None, f"{type(e).__name__}: {e}")
     return MemberLookup(existing)
@@ -355,8 +371,8 @@ async def chunk_images(
         else:
             missing.append((address, lookup.existing))
     if missing:
-        run = missing[0][1].run
-        assert run is not None
+        # The run the ExistingImage step asked for, else (nothing to find, told from HeldRefs) this run.
+        run = next((e.run for _, e in missing if e.run), None) or await Get(EngineRun, EngineRunRequest())
         assembled = await MultiGet(Get(AssembledMemberResult, MemberLookupRequest(a)) for a, _ in missing)
         loadable = []
         for (address, _), result in zip(missing, assembled):

@@ -27,9 +27,11 @@ from chromadb_lambda.util_rules.chunk_images import (
     MemberProof,
     MemberLookupRequest,
     chunk_images,
+    look_up_member,
 )
-from chromadb_lambda.util_rules.engine import EngineRun
-from chromadb_lambda.util_rules.existing_image import ExistingImage
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
+from chromadb_lambda.util_rules.existing_image import ExistingImage, ExistingImageRequest
+from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_config import canonical_json
 from chromadb_lambda.util_rules.image_layer import LayerFile, lambda_layer, sha256_digest
 from chromadb_lambda.util_rules.import_check_chunk import (
@@ -43,6 +45,7 @@ A = Address("lambdas/a", target_name="a")
 B = Address("lambdas/b", target_name="b")
 C = Address("lambdas/c", target_name="c")
 RUN = EngineRun(7)
+THIS_RUN = EngineRun(9)  # the chunk's own ask, when no lookup asked the ExistingImage step for the run
 
 
 def member(address: Address, text: str) -> AssembledMember:
@@ -150,6 +153,7 @@ def run_chunk(
         rule_args=[ChunkImagesRequest((A, B, C)), DOCKER, DOCKER_ENV, lambda_subsystem(check_handler_import=check)],
         mock_gets=[
             MockGet(MemberLookup, (MemberLookupRequest,), lambda r: lookups[r.address]),
+            MockGet(EngineRun, (EngineRunRequest,), lambda _: THIS_RUN),
             MockGet(AssembledMemberResult, (MemberLookupRequest,), lambda r: assembled[r.address]),
             MockGet(ChunkCheckPlan, (ChunkCheckPlanRequest,), plan),
             MockGet(ChunkProof, (ChunkProofRequest,), prove),
@@ -321,6 +325,55 @@ def test_missing_members_are_loaded_by_one_process_and_a_broken_one_is_its_own_e
     assert result.images[B] == ChunkImage(b.image_id, made=True)
     assert result.images[C].image_id is None
     assert "The engine reports the image sha256:wrong for acme/c:ck-c (lambdas/c:c)" in str(result.images[C].error)
+
+
+def test_members_with_nothing_to_find_are_loaded_in_this_run() -> None:
+    # Their lookups answered from HeldRefs (no ExistingImage step, so no run of it): the chunk asks
+    # for the run itself.
+    b = member(B, "x = 2\n")
+    lookups = {A: MemberLookup(ExistingImage("sha256:a")), B: MemberLookup(ExistingImage(None)),
+               C: MemberLookup(ExistingImage("sha256:c"))}
+    report = {b.key_ref: {"image_id": b.image_id, "made": True, "error": None}}
+    result, processes, _, _ = run_chunk(lookups, {B: AssembledMemberResult(b, None)}, json.dumps(report))
+    [process] = processes
+    assert process.env["__CHROMADB_LAMBDA_RUN"] == "9"
+    assert result.images[B] == ChunkImage(b.image_id, made=True)
+
+
+LOOKUP_NAMES = ImageNames(repository="acme/a", refs=("acme/a:latest",), key_ref="acme/a:ck-a", registries=())
+
+
+@pytest.mark.parametrize(
+    "held, pull, step_asked, existing",
+    [
+        # Up to date, or nothing under the key tag and nowhere to pull from: told from HeldRefs.
+        ({"acme/a:ck-a": "sha256:a", "acme/a:latest": "sha256:a"}, False, False, ExistingImage("sha256:a")),
+        ({}, False, False, ExistingImage(None)),
+        # Tags to move, or registries to look in: the ExistingImage step's answer.
+        ({"acme/a:ck-a": "sha256:a", "acme/a:latest": "sha256:old"}, False, True, ExistingImage("sha256:step", run=RUN)),
+        ({}, True, True, ExistingImage("sha256:step", run=RUN)),
+    ],
+)
+def test_a_member_lookup_asks_the_existing_image_step_only_when_held_refs_cannot_tell(
+    held: dict[str, str], pull: bool, step_asked: bool, existing: ExistingImage
+) -> None:
+    asked: list[ExistingImageRequest] = []
+
+    def step(request: ExistingImageRequest) -> ExistingImage:
+        asked.append(request)
+        return ExistingImage("sha256:step", run=RUN)
+
+    result = run_rule_with_mocks(
+        look_up_member,
+        rule_args=[MemberLookupRequest(A), lambda_subsystem(pull_from_registries=pull)],
+        mock_gets=[
+            MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: LOOKUP_NAMES),
+            MockGet(HeldRefs, (HeldRefsRequest,), lambda r: HeldRefs(FrozenDict((k, held[k]) for k in r.refs if k in held))),
+            MockGet(ExistingImage, (ExistingImageRequest,), step),
+        ],
+    )
+    assert result == MemberLookup(existing)
+    assert asked == ([ExistingImageRequest(A, LOOKUP_NAMES)] if step_asked else [])
 
 
 def test_a_member_that_cannot_be_looked_up_or_assembled_fails_alone() -> None:

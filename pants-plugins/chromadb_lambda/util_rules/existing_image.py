@@ -60,6 +60,22 @@ def up_to_date_image(held: HeldRefs, names: ImageNames) -> str | None:
     return image_id if image_id and all(held.refs.get(ref) == image_id for ref in names.refs) else None
 
 
+def answer_from_held(held: HeldRefs, names: ImageNames, pull_from_registries: bool) -> ExistingImage | None:
+    """What the ExistingImage step would answer, when HeldRefs alone tells it: the image up to date (the
+    key tag and every own tag on one image), or nothing to find (no key tag, no registry to pull from:
+    build it). None: ask the step (tags to move, or a registry to look in).
+
+    A caller that answers from HeldRefs keeps the step out of its dependencies: after a build, the
+    step's answer changes for every target (it asked for the run), so the next run would replay it for
+    each one only to say what HeldRefs says."""
+    image_id = up_to_date_image(held, names)
+    if image_id:
+        return ExistingImage(image_id)
+    if held.refs.get(names.key_ref) or pull_from_registries:
+        return None
+    return ExistingImage(None)
+
+
 @rule(desc="Looking for an image by its content key")
 async def find_existing_image(
     request: ExistingImageRequest,

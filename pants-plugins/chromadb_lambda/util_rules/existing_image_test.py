@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import Process, ProcessResult
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
@@ -20,6 +21,7 @@ from chromadb_lambda.util_rules.engine_locks import EngineLockScript, EngineLock
 from chromadb_lambda.util_rules.existing_image import (
     ExistingImage,
     ExistingImageRequest,
+    answer_from_held,
     find_existing_image,
     held_refs_request,
 )
@@ -108,3 +110,26 @@ def test_held_refs_request_names_the_key_tag_then_the_own_tags_once() -> None:
     assert held_refs_request(NAMES) == HeldRefsRequest((KEY_REF, "acme/fn:latest"))
     names = dataclasses.replace(NAMES, refs=("acme/fn:latest", "acme/fn:v1", "acme/fn:latest"))
     assert held_refs_request(names) == HeldRefsRequest((KEY_REF, "acme/fn:latest", "acme/fn:v1"))
+
+
+@pytest.mark.parametrize(
+    "held, pull, answer",
+    [
+        # Up to date: the key tag and the own tag on one image.
+        ({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:a"}, True, ExistingImage("sha256:a")),
+        # Nothing under the key tag and no registry to pull from: build (the own tag elsewhere moves then).
+        ({}, False, ExistingImage(None)),
+        ({"acme/fn:latest": "sha256:old"}, False, ExistingImage(None)),
+        # The step has something to do: move the own tag, or look in the registries.
+        ({KEY_REF: "sha256:a", "acme/fn:latest": "sha256:old"}, False, None),
+        ({KEY_REF: "sha256:a"}, False, None),
+        ({}, True, None),
+    ],
+)
+def test_answer_from_held_is_the_step_answer_when_held_refs_alone_tell_it(
+    held: dict[str, str], pull: bool, answer: ExistingImage | None
+) -> None:
+    assert answer_from_held(HeldRefs(FrozenDict(held)), NAMES, pull) == answer
+    if answer is not None:
+        # The step itself gives the same image (it adds the run it asked for when it finds nothing).
+        assert find(held, pull=pull)[0].image_id == answer.image_id
