@@ -61,9 +61,10 @@ def scratch_repo(source: Path, dest: Path, files: Mapping[str, str]) -> Path:
 
 
 def remove_repository_images(repository_prefix: str) -> None:
-    """Removes every image tag under `repository_prefix/` (a test's own repositories)."""
+    """Removes every image tag under `repository_prefix/` (a test's own repositories), local or with a
+    registry in front (`127.0.0.1:5000/<prefix>/...`, pulled from a test registry)."""
     images = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
-    mine = [ref for ref in images if ref.startswith(f"{repository_prefix}/")]
+    mine = [ref for ref in images if ref.startswith(f"{repository_prefix}/") or f"/{repository_prefix}/" in ref]
     if mine:
         docker("image", "rm", *mine, check=False)
 
