@@ -111,6 +111,66 @@ def package_outputs(
     return [FileContent(info_path, info), FileContent(manifest_path, manifest)], info_path, manifest_path
 
 
+@dataclass(frozen=True)
+class LambdaImageStateRequest:
+    address: Address
+    cache_from: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class LambdaImageState:
+    """The engine's image of a chromadb_lambda in this run: found, pulled or made, and its import check
+    verdict. `status`: `is up to date`, `built`, or `pulled from <ref>`."""
+
+    image_id: str
+    status: str
+    pulled_from: str | None
+    verdict: str
+
+
+@rule
+async def lambda_image_state(request: LambdaImageStateRequest, subsystem: ChromadbLambdaSubsystem) -> LambdaImageState:
+    # The package rule's own dependencies first (the same nodes), then the engine. After a build, the
+    # engine part changes in the next run (the tags are held now; a build asked for the run), and
+    # Pants cleans a rule by asking all of its previous dependencies at once, stopping at the first
+    # that changed and cancelling the others' cleaning; a cancelled node runs again from the top
+    # instead of being cleaned. Here, this rule's rerun waits for the names, key and refs, which the
+    # package rule's cleaning still waits for too, so their cleaning completes; were the engine part
+    # in the package rule itself, the first no-op after a build would cancel the cleaning of every
+    # key and rerun closures (docs/content-keys.md).
+    names, key, _ = await MultiGet(
+        Get(ImageNames, LambdaImageNamesRequest(request.address)),
+        Get(LambdaImageKey, LambdaImageKeyRequest(request.address)),
+        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
+    )
+    # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
+    # answer_from_held).
+    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
+    existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
+        ExistingImage, ExistingImageRequest(request.address, names)
+    )
+    image_id, status = existing.image_id, "is up to date"
+    if existing.pulled_from:
+        status = f"pulled from {existing.pulled_from}"
+    if not image_id:
+        run = existing.run or await Get(EngineRun, EngineRunRequest())
+        made = await Get(
+            MadeLambdaImage,
+            MadeLambdaImageRequest(request.address, key.closure, names, request.cache_from, run),
+        )
+        image_id = made.image_id
+        # Not made: a concurrent run (another clone on this engine) made it while this one waited.
+        status = "built" if made.made else status
+
+    # An up-to-date image asks no more than it must: a no-op after a build re-runs this rule for every
+    # target, and the import check step would re-run the whole chunk's lookups to say the same.
+    verdict = held_import_verdict(subsystem, existing)
+    if verdict is None:
+        # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
+        verdict = (await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))).verdict
+    return LambdaImageState(image_id, status, existing.pulled_from, verdict)
+
+
 @rule(desc="Package a chromadb_lambda image")
 async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
@@ -123,45 +183,24 @@ async def package_chromadb_lambda(
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),
         Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
     )
-    # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
-    # answer_from_held).
-    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
-    existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
-        ExistingImage, ExistingImageRequest(address, names)
+    # Everything that asks the engine is in its own rule (see lambda_image_state).
+    state = await Get(LambdaImageState, LambdaImageStateRequest(address, field_set.cache_from.value))
+    info = docker_info(
+        address, state.image_id, names.local_refs, key, state.status == "built", state.pulled_from, state.verdict
     )
-    image_id, status = existing.image_id, "is up to date"
-    if existing.pulled_from:
-        status = f"pulled from {existing.pulled_from}"
-    if not image_id:
-        run = existing.run or await Get(EngineRun, EngineRunRequest())
-        made = await Get(
-            MadeLambdaImage,
-            MadeLambdaImageRequest(address, key.closure, names, field_set.cache_from.value, run),
-        )
-        image_id = made.image_id
-        # Not made: a concurrent run (another clone on this engine) made it while this one waited.
-        status = "built" if made.made else status
-
-    # An up-to-date image asks no more than it must: a no-op after a build re-runs this rule for every
-    # target, and the import check step would re-run the whole chunk's lookups to say the same.
-    verdict = held_import_verdict(subsystem, existing)
-    if verdict is None:
-        # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
-        verdict = (await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))).verdict
-    info = docker_info(address, image_id, names.local_refs, key, status == "built", existing.pulled_from, verdict)
     files, info_path, manifest_path = package_outputs(
         field_set, info, context_manifest(key.closure, subsystem.task_root)
     )
     digest = await Get(Digest, CreateDigest(files))
     summary = (
-        f"Lambda image {names.refs[0]} {status}: {pluralize(len(key.closure.files), 'file')}, "
-        f"{size_text(key.closure.total_bytes)} of context, {key.tag}, image {image_id}"
+        f"Lambda image {names.refs[0]} {state.status}: {pluralize(len(key.closure.files), 'file')}, "
+        f"{size_text(key.closure.total_bytes)} of context, {key.tag}, image {state.image_id}"
     )
     return BuiltPackage(
         digest,
         (
             BuiltDockerImage(
-                image_id=image_id, tags=names.local_refs, relpath=info_path, extra_log_lines=(summary,)
+                image_id=state.image_id, tags=names.local_refs, relpath=info_path, extra_log_lines=(summary,)
             ),
             BuiltPackageArtifact(relpath=manifest_path),
         ),

@@ -12,7 +12,14 @@ from pants.util.frozendict import FrozenDict
 
 import pytest
 
-from chromadb_lambda.goals.package import ChromadbLambdaPackageFieldSet, held_import_verdict, package_chromadb_lambda
+from chromadb_lambda.goals.package import (
+    ChromadbLambdaPackageFieldSet,
+    LambdaImageState,
+    LambdaImageStateRequest,
+    held_import_verdict,
+    lambda_image_state,
+    package_chromadb_lambda,
+)
 from chromadb_lambda.testutil import BASE_IDENTITY, CLOSURE, KEY, KEY_TAG, LAMBDA, NAMES, lambda_subsystem, lambda_target
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
@@ -37,7 +44,7 @@ def package(
     existing: ExistingImage | None, made: MadeLambdaImage | None = None, held: HeldRefs = HELD_STALE, **options
 ):
     written: dict[str, bytes] = {}
-    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0, "run": 0}
+    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0, "run": 0, "state": []}
 
     def held_refs(request: HeldRefsRequest) -> HeldRefs:
         requests["held"].append(request)
@@ -65,21 +72,39 @@ def package(
         requests["checked"].append(request.image_id)
         return LambdaImportCheck("passed")
 
+    subsystem = lambda_subsystem(**{**CHECKED, **options})
+    names_key_refs = [
+        MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
+        MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
+        MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
+    ]
+
+    def state(request: LambdaImageStateRequest) -> LambdaImageState:
+        # The engine half, run with its own steps mocked.
+        requests["state"].append(request)
+        return run_rule_with_mocks(
+            lambda_image_state,
+            rule_args=[request, subsystem],
+            mock_gets=[
+                *names_key_refs,
+                MockGet(HeldRefs, (HeldRefsRequest,), held_refs),
+                MockGet(ExistingImage, (ExistingImageRequest,), existing_image),
+                MockGet(EngineRun, (EngineRunRequest,), this_run),
+                MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
+                MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
+            ],
+        )
+
     result = run_rule_with_mocks(
         package_chromadb_lambda,
-        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), lambda_subsystem(**{**CHECKED, **options})],
+        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), subsystem],
         mock_gets=[
-            MockGet(ImageNames, (LambdaImageNamesRequest,), lambda _: NAMES),
-            MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY),
-            MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
-            MockGet(HeldRefs, (HeldRefsRequest,), held_refs),
-            MockGet(ExistingImage, (ExistingImageRequest,), existing_image),
-            MockGet(EngineRun, (EngineRunRequest,), this_run),
-            MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
-            MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
+            *names_key_refs,
+            MockGet(LambdaImageState, (LambdaImageStateRequest,), state),
             MockGet(Digest, (CreateDigest,), create),
         ],
     )
+    assert requests["state"] == [LambdaImageStateRequest(LAMBDA, None)]
     info = json.loads(written["lambdas.fn/fn.docker-info.json"])
     manifest = json.loads(written["lambdas.fn/fn.context.json"])
     return result, info, manifest, requests
@@ -182,3 +207,22 @@ def test_up_to_date_asks_the_import_check_step_when_the_assembler_did_not_prove_
 )
 def test_held_import_verdict(existing: ExistingImage, options: dict, expected: str | None) -> None:
     assert held_import_verdict(lambda_subsystem(**{**CHECKED, **options}), existing) == expected
+
+
+def awaited(rule_function) -> list[type]:
+    """The output types a rule awaits (Pants reads its `Get`s from the source), in source order."""
+    return [get.output_type for get in rule_function.rule.input_gets]
+
+
+def test_the_package_rule_awaits_nothing_that_changes_after_a_build() -> None:
+    # After a build, the engine half's answer changes in the next run (tags held; the run asked for).
+    # Pants cleans a rule by asking all its previous dependencies at once and cancels the others'
+    # cleaning at the first that changed; a cancelled node runs again from the top. So the package
+    # rule awaits only what stays equal (names, key, refs, its outputs) and the engine half, which
+    # awaits those same nodes before the engine.
+    assert awaited(package_chromadb_lambda) == [
+        ImageNames, LambdaImageKey, AllLambdaImageRefs, LambdaImageState, Digest
+    ]
+    engine_half = awaited(lambda_image_state)
+    assert engine_half[:3] == [ImageNames, LambdaImageKey, AllLambdaImageRefs]
+    assert {HeldRefs, ExistingImage, EngineRun, MadeLambdaImage, LambdaImportCheck} <= set(engine_half[3:])
