@@ -27,13 +27,8 @@ from chromadb_lambda.target_types import (
 from chromadb_lambda.util_rules.content_keys import LambdaImageKey, LambdaImageKeyRequest
 from chromadb_lambda.util_rules.context import context_manifest
 from chromadb_lambda.util_rules.chunk_images import HELD
-from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest, HeldRefs, HeldRefsRequest
-from chromadb_lambda.util_rules.existing_image import (
-    ExistingImage,
-    ExistingImageRequest,
-    answer_from_held,
-    held_refs_request,
-)
+from chromadb_lambda.util_rules.engine import EngineRun, EngineRunRequest
+from chromadb_lambda.util_rules.existing_image import ExistingImage, existing_image_held_first
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.image_tag_collisions import AllLambdaImageRefs, AllLambdaImageRefsRequest
 from chromadb_lambda.util_rules.import_check import LambdaImportCheck, LambdaImportCheckRequest
@@ -111,6 +106,19 @@ def package_outputs(
     return [FileContent(info_path, info), FileContent(manifest_path, manifest)], info_path, manifest_path
 
 
+async def names_key_and_refs(address: Address) -> tuple[ImageNames, LambdaImageKey]:
+    """The image names and content key of a chromadb_lambda, once every chromadb_lambda's tags are
+    checked (once per run, before anything is built: two targets that would share a `repository:tag`
+    are an error, image_tag_collisions.py). The package rule and its engine half both await these
+    same nodes (see lambda_image_state)."""
+    names, key, _ = await MultiGet(
+        Get(ImageNames, LambdaImageNamesRequest(address)),
+        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
+        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
+    )
+    return names, key
+
+
 @dataclass(frozen=True)
 class LambdaImageStateRequest:
     address: Address
@@ -138,17 +146,10 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
     # package rule's cleaning still waits for too, so their cleaning completes; were the engine part
     # in the package rule itself, the first no-op after a build would cancel the cleaning of every
     # key and rerun closures (docs/content-keys.md).
-    names, key, _ = await MultiGet(
-        Get(ImageNames, LambdaImageNamesRequest(request.address)),
-        Get(LambdaImageKey, LambdaImageKeyRequest(request.address)),
-        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
-    )
+    names, key = await names_key_and_refs(request.address)
     # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
     # answer_from_held).
-    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
-    existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
-        ExistingImage, ExistingImageRequest(request.address, names)
-    )
+    existing = await existing_image_held_first(request.address, names, subsystem.pull_from_registries)
     image_id, status = existing.image_id, "is up to date"
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"
@@ -176,13 +177,7 @@ async def package_chromadb_lambda(
     field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
 ) -> BuiltPackage:
     address = field_set.address
-    # Every chromadb_lambda's tags, checked once per run before anything is built: two targets that
-    # would share a `repository:tag` are an error (image_tag_collisions.py).
-    names, key, _ = await MultiGet(
-        Get(ImageNames, LambdaImageNamesRequest(address)),
-        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
-        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
-    )
+    names, key = await names_key_and_refs(address)
     # Everything that asks the engine is in its own rule (see lambda_image_state).
     state = await Get(LambdaImageState, LambdaImageStateRequest(address, field_set.cache_from.value))
     info = docker_info(

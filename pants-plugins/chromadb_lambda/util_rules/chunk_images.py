@@ -44,18 +44,11 @@ from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineRun,
     EngineRunRequest,
-    HeldRefs,
-    HeldRefsRequest,
     docker_process,
     run_scoped_process,
 )
 from chromadb_lambda.util_rules.engine_locks import engine_lock_dir
-from chromadb_lambda.util_rules.existing_image import (
-    ExistingImage,
-    ExistingImageRequest,
-    answer_from_held,
-    held_refs_request,
-)
+from chromadb_lambda.util_rules.existing_image import ExistingImage, existing_image_held_first
 from chromadb_lambda.util_rules.image_names import ImageNames, LambdaImageNamesRequest
 from chromadb_lambda.util_rules.import_check_chunk import (
     IMPORT_TIMEOUT,
@@ -141,10 +134,7 @@ async def look_up_member(request: MemberLookupRequest, subsystem: ChromadbLambda
     # A member whose closure or names fail is reported by its own package; here it is only a value.
     try:
         names = await Get(ImageNames, LambdaImageNamesRequest(request.address))
-        held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
-        existing = answer_from_held(held, names, subsystem.pull_from_registries) or await Get(
-            ExistingImage, ExistingImageRequest(request.address, names)
-        )
+        existing = await existing_image_held_first(request.address, names, subsystem.pull_from_registries)
     except Exception as e:
         return MemberLookup(None, f"{type(e).__name__}: {e}")
     return MemberLookup(existing)

@@ -76,6 +76,15 @@ def answer_from_held(held: HeldRefs, names: ImageNames, pull_from_registries: bo
     return ExistingImage(None)
 
 
+async def existing_image_held_first(address: Address, names: ImageNames, pull_from_registries: bool) -> ExistingImage:
+    """The ExistingImage step's answer, from HeldRefs when it alone tells (answer_from_held), else from
+    the step."""
+    held = await Get(HeldRefs, HeldRefsRequest, held_refs_request(names))
+    return answer_from_held(held, names, pull_from_registries) or await Get(
+        ExistingImage, ExistingImageRequest(address, names)
+    )
+
+
 @rule(desc="Looking for an image by its content key")
 async def find_existing_image(
     request: ExistingImageRequest,
