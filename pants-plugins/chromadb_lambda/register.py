@@ -2,6 +2,7 @@
 from pants.backend.docker.target_types import DockerImageTarget
 from pants.backend.python.util_rules import faas
 
+from chromadb_lambda import pants_compat
 from chromadb_lambda.goals import deploy, lambda_context, package, prune, publish, run_lambda, tailor
 from chromadb_lambda.goals.run_lambda import ChromadbLambdaTimeoutField
 from chromadb_lambda.util_rules import (
@@ -27,6 +28,8 @@ from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambda
 
 
 def rules():
+    # Pants loads backends before each run: the fix is in place before any Get (pants_compat.py).
+    pants_compat.fix_collection_hash()
     return [
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
