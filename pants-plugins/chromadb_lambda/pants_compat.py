@@ -1,18 +1,36 @@
-"""Upstream fixes of Pants bugs that cost this backend time, applied only where the running Pants has them.
+"""Fixes of Pants bugs that cost this backend time, applied only where the running Pants has them.
 
-Pants before 2.25 gives every `Collection` the same hash (pantsbuild/pants#18250, fixed by
+1. Pants before 2.25 gives every `Collection` the same hash (pantsbuild/pants#18250, fixed by
 pantsbuild/pants#21725): `__hash__ = Tuple.__hash__` binds the hash of `typing.Tuple` itself, not
 tuple's. The engine interns every `Get` input in one dict for the life of pantsd, so each
 `CreateDigest`, `Addresses`, ... interned walks every Collection interned before it, calling `__eq__`
 on each: the cost of a `Get(Digest, CreateDigest(...))` grows with the number of Lambdas and with the
 age of pantsd. The first no-op after a fresh build of 200 Lambdas spent about 0.5 s of its ~2 s there
 (docs/benchmarks.md).
+
+2. Pants (2.17 to today, pantsbuild/pants#21223) never finds two runs' `SessionValues` equal, so every
+run parses every BUILD file and the options again, and reruns what awaits them: each run's
+environment holds the client's start time (`PANTSD_RUNTRACKER_CLIENT_START_TIME`), the
+`OptionsBootstrapper`'s `Config` compares by identity, and `CurrentExecutingGoals` holds the goals
+running now in the new session against none in the finished one. `SessionValues` here compare by
+what rules can read from them: the environment less the variables a client sets anew in every run,
+the options' arguments, environment and config files' contents; not the executing goals, which rules
+get from Pants' own `CurrentExecutingGoals` rule, uncacheable, so it runs again in every run anyway.
 """
 from __future__ import annotations
 
+import dataclasses
 import typing
+from types import SimpleNamespace
+from typing import Any, Mapping
 
 from pants.engine.collection import Collection
+from pants.engine.env_vars import CompleteEnvironmentVars
+from pants.engine.goal import CurrentExecutingGoals
+from pants.engine.internals.session import SessionValues
+from pants.option.config import Config
+from pants.option.options_bootstrapper import OptionsBootstrapper
+from pants.util.frozendict import FrozenDict
 
 # What every Collection hashed to with the bug: kept for one whose items cannot be hashed, which the
 # fix would otherwise turn from hashable into a TypeError.
@@ -40,4 +58,80 @@ def fix_collection_hash() -> bool:
     if not collection_hash_is_constant():
         return False
     Collection.__hash__ = collection_hash  # type: ignore[assignment]
+    return True
+
+
+# Set anew by a client in every run, and read by no rule: Pants' native and Python clients pass their
+# start time to pantsd's run tracker; this repo's `pants` wrapper passes its own start to its fallback
+# to the Python client (build-support/bootstrap/python-client.sh).
+RUN_SCOPED_ENV_VARS = frozenset({"PANTSD_RUNTRACKER_CLIENT_START_TIME", "_CHROMADB_LAMBDA_NATIVE_CLIENT_START"})
+
+
+def _env_without_run_scoped(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name not in RUN_SCOPED_ENV_VARS}
+
+
+def _config_inputs(config: Config) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
+    """What a Config holds (each file's path, sections and seed values), with the environment it may
+    interpolate (its `env` seed) less the run-scoped variables."""
+    inputs = []
+    for values in config.values:
+        seeds = dict(values.seed_values)
+        if isinstance(seeds.get("env"), SimpleNamespace):
+            seeds["env"] = _env_without_run_scoped(vars(seeds["env"]))
+        inputs.append((values.path, values.section_to_values, seeds))
+    return tuple(inputs)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, CompleteEnvironmentVars):
+        return _env_without_run_scoped(value)
+    if isinstance(value, OptionsBootstrapper) and isinstance(value.config, Config):
+        return tuple(
+            _config_inputs(value.config) if field.name == "config" else getattr(value, field.name)
+            for field in dataclasses.fields(value)
+        )
+    # Anything else compares as it does in Pants (by identity if it has no __eq__: never equal).
+    return value
+
+
+def session_inputs(values: SessionValues) -> dict[type, Any]:
+    """What the rules of a session can read from its values, as values that compare equal between
+    runs that read the same."""
+    return {key: _comparable(value) for key, value in values.items() if key is not CurrentExecutingGoals}
+
+
+def session_values_eq(self: SessionValues, other: Any) -> bool:
+    if not isinstance(other, SessionValues):
+        return FrozenDict.__eq__(self, other)
+    return session_inputs(self) == session_inputs(other)
+
+
+def session_values_hash(self: SessionValues) -> int:
+    return hash(frozenset(key for key in self if key is not CurrentExecutingGoals))
+
+
+def sessions_of_equal_inputs_differ() -> bool:
+    """True when this Pants finds two sessions unequal that differ only by their run: the client's
+    start time and the goals executing."""
+
+    def session(start: str, goals: dict) -> SessionValues:
+        return SessionValues(
+            {
+                CompleteEnvironmentVars: CompleteEnvironmentVars({"PANTSD_RUNTRACKER_CLIENT_START_TIME": start}),
+                CurrentExecutingGoals: CurrentExecutingGoals(goals),
+            }
+        )
+
+    return session("1.0", {}) != session("2.0", {"package": object})
+
+
+def compare_sessions_by_their_inputs() -> bool:
+    """Make SessionValues compare by `session_inputs` when this Pants has the bug; a no-op otherwise,
+    when already done, and when a Pants makes `CurrentExecutingGoals` cacheable (its rule would then
+    keep the goals of an earlier run). True when it changed the comparison."""
+    if not sessions_of_equal_inputs_differ() or CurrentExecutingGoals().cacheable():
+        return False
+    SessionValues.__eq__ = session_values_eq  # type: ignore[assignment]
+    SessionValues.__hash__ = session_values_hash  # type: ignore[assignment]
     return True

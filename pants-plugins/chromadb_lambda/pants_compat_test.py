@@ -1,18 +1,35 @@
-"""The Collection hash fix, against Pants' own Collection types."""
+"""The fixes of pants_compat, against Pants' own types and a real engine (RuleRunner)."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pants.build_graph.address import Address
+from pants.core.goals.package import Package
+from pants.core.goals.publish import Publish
+from pants.core.target_types import GenericTarget
 from pants.engine.addresses import Addresses
 from pants.engine.collection import Collection
+from pants.engine.env_vars import CompleteEnvironmentVars
 from pants.engine.fs import CreateDigest, FileContent
+from pants.engine.goal import CurrentExecutingGoals
+from pants.engine.internals.session import SessionValues
+from pants.engine.rules import rule
+from pants.engine.target import DescriptionField, Targets
+from pants.option.options_bootstrapper import OptionsBootstrapper
+from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda import register
-from chromadb_lambda.pants_compat import collection_hash_is_constant, fix_collection_hash
+from chromadb_lambda.pants_compat import (
+    collection_hash_is_constant,
+    compare_sessions_by_their_inputs,
+    fix_collection_hash,
+    sessions_of_equal_inputs_differ,
+)
 
 
 def test_this_pants_has_the_bug_until_the_backend_loads() -> None:
@@ -29,9 +46,30 @@ def test_this_pants_has_the_bug_until_the_backend_loads() -> None:
     assert result.stdout.split() == ["True", "False"], result.stderr
 
 
+def test_this_pants_finds_runs_of_equal_inputs_unequal_until_the_backend_loads(tmp_path: Path) -> None:
+    (tmp_path / "BUILDROOT").touch()
+    probe = (
+        "from pants.option.options_bootstrapper import OptionsBootstrapper\n"
+        "from pants.engine.internals.session import SessionValues\n"
+        "def session(start):\n"
+        "    env = {'HOME': '/h', 'PANTSD_RUNTRACKER_CLIENT_START_TIME': start}\n"
+        "    args = ['pants', '--pants-config-files=[]', 'package', 'lambdas::']\n"
+        "    return SessionValues({OptionsBootstrapper: OptionsBootstrapper.create(env=env, args=args, allow_pantsrc=False)})\n"
+        "print(session('1.0') == session('1.0'))\n"
+        f"from {register.__name__} import rules\n"
+        "rules()\n"
+        "print(session('1.0') == session('2.0'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    # Even the same inputs to the same second: the options' Config compares by identity.
+    assert result.stdout.split() == ["False", "True"], result.stderr
+
+
 @pytest.fixture(autouse=True)
 def fixed() -> None:
     fix_collection_hash()
+    compare_sessions_by_their_inputs()
 
 
 def test_fixed_hash_follows_the_items() -> None:
@@ -64,3 +102,119 @@ def test_an_interned_collection_is_compared_with_its_equals_only(monkeypatch: py
     interned[CreateDigest([FileContent("dist/new.json", b"{}")])] = 2000
     assert CreateDigest([FileContent("dist/7.json", b"{}")]) in interned
     assert len(compared) <= 1
+
+
+def session(
+    env: dict[str, str] | None = None, args: tuple[str, ...] = (), config: Path | None = None, goals: dict | None = None
+) -> SessionValues:
+    """A session's values as pantsd makes them for a run of `pants [args] package lambdas::`."""
+    env = {"HOME": "/home/u", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "1764560000.1", **(env or {})}
+    config_files = f"--pants-config-files=['{config}']" if config else "--pants-config-files=[]"
+    bootstrapper = OptionsBootstrapper.create(
+        env=env, args=["pants", config_files, *args, "package", "lambdas::"], allow_pantsrc=False
+    )
+    return SessionValues(
+        {
+            OptionsBootstrapper: bootstrapper,
+            CompleteEnvironmentVars: CompleteEnvironmentVars(env),
+            CurrentExecutingGoals: CurrentExecutingGoals(goals or {}),
+        }
+    )
+
+
+def test_sessions_compare_by_what_their_rules_can_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "BUILDROOT").touch()
+    monkeypatch.chdir(tmp_path)
+    assert not sessions_of_equal_inputs_differ()
+    toml = tmp_path / "pants.toml"
+    toml.write_text('[GLOBAL]\nlevel = "info"\n')
+    run = session(config=toml)
+    # Another run of the same command: another client start time, and the goal running now.
+    again = session(env={"PANTSD_RUNTRACKER_CLIENT_START_TIME": "1764560042.7"}, config=toml, goals={"package": Package})
+    assert run == again and hash(run) == hash(again)
+    assert run == session(env={"_CHROMADB_LAMBDA_NATIVE_CLIENT_START": "1764560042.700001 1234"}, config=toml)
+    # What rules can read differs: an environment variable, a flag, a config file's contents.
+    assert run != session(env={"AWS_PROFILE": "prod"}, config=toml)
+    assert run != session(args=("--level=debug",), config=toml)
+    toml.write_text('[GLOBAL]\nlevel = "debug"\n')
+    assert run != session(config=toml)
+    # pants.toml may interpolate any environment variable, %(env.NAME)s: one only it sees differs too.
+    assert session(env={"PANTS_X": "1"}) != session(env={"PANTS_X": "2"})
+
+
+@dataclass(frozen=True)
+class SeenEnv:
+    value: str | None
+
+
+@dataclass(frozen=True)
+class SeenGoals:
+    names: tuple[str, ...]
+
+
+RUNS: list[str] = []
+
+
+@rule
+def seen_env(values: SessionValues) -> SeenEnv:
+    RUNS.append("env")
+    return SeenEnv(values[CompleteEnvironmentVars].get("PROBE"))
+
+
+@rule
+def seen_goals(goals: CurrentExecutingGoals) -> SeenGoals:
+    return SeenGoals(tuple(goals.executing))
+
+
+@pytest.fixture
+def rule_runner() -> RuleRunner:
+    RUNS.clear()
+    return RuleRunner(
+        rules=[
+            seen_env,
+            seen_goals,
+            QueryRule(SeenEnv, []),
+            QueryRule(SeenGoals, []),
+            QueryRule(Targets, [Addresses]),
+        ],
+        target_types=[GenericTarget],
+    )
+
+
+def test_the_engine_reuses_what_a_run_of_equal_inputs_computed(rule_runner: RuleRunner) -> None:
+    start = "PANTSD_RUNTRACKER_CLIENT_START_TIME"
+    rule_runner.set_options([], env={"PROBE": "a", start: "1.0"})
+    assert rule_runner.request(SeenEnv, []) == SeenEnv("a")
+    rule_runner.set_options([], env={"PROBE": "a", start: "2.0"})
+    assert rule_runner.request(SeenEnv, []) == SeenEnv("a")
+    assert RUNS == ["env"]  # the second session's values equalled the first's: not run again
+    rule_runner.set_options([], env={"PROBE": "b", start: "3.0"})
+    assert rule_runner.request(SeenEnv, []) == SeenEnv("b")
+    rule_runner.set_options(["--level=debug"], env={"PROBE": "b", start: "4.0"})
+    assert rule_runner.request(SeenEnv, []) == SeenEnv("b")
+    assert RUNS == ["env", "env", "env"]
+
+
+def test_rules_see_the_goals_of_their_own_run(rule_runner: RuleRunner) -> None:
+    # Sessions equal but for their goals: Pants' own CurrentExecutingGoals rule runs again in each.
+    rule_runner.set_session_values({CurrentExecutingGoals: CurrentExecutingGoals({"package": Package})})
+    assert rule_runner.request(SeenGoals, []) == SeenGoals(("package",))
+    rule_runner.set_session_values({CurrentExecutingGoals: CurrentExecutingGoals({"publish": Publish})})
+    assert rule_runner.request(SeenGoals, []) == SeenGoals(("publish",))
+    rule_runner.set_session_values({CurrentExecutingGoals: CurrentExecutingGoals()})
+    assert rule_runner.request(SeenGoals, []) == SeenGoals(())
+
+
+def test_a_build_file_reads_the_environment_of_its_run(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files({"src/BUILD": 'target(name="t", description=env("PROBE", "unset"))'})
+    address = Addresses([Address("src", target_name="t")])
+
+    def description(env: dict[str, str]) -> str:
+        rule_runner.set_options([], env=env)
+        return rule_runner.request(Targets, [address])[0][DescriptionField].value
+
+    assert description({}) == "unset"
+    assert description({"PROBE": "a", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "1.0"}) == "a"
+    assert description({"PROBE": "a", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "2.0"}) == "a"
+    assert description({"PROBE": "b", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "3.0"}) == "b"
+    assert description({}) == "unset"

@@ -28,8 +28,10 @@ from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambda
 
 
 def rules():
-    # Pants loads backends before each run: the fix is in place before any Get (pants_compat.py).
+    # Pants loads backends before each run's session: the fixes are in place before any Get and any
+    # comparison of two runs' SessionValues (pants_compat.py).
     pants_compat.fix_collection_hash()
+    pants_compat.compare_sessions_by_their_inputs()
     return [
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),

@@ -9,6 +9,7 @@ Python client runs.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ PROBE_BUILD = """\
 python_source(name="sleeper", source="sleeper.py")
 python_source(name="stubborn", source="stubborn.py")
 python_source(name="exits3", source="exits3.py")
+target(name="described", description=env("WRAPPER_PROBE", "unset"))
 """
 # Prints, then sleeps until interrupted; a KeyboardInterrupt exits 3 after saying so.
 SLEEPER = """\
@@ -173,6 +175,25 @@ def test_options_from_flag_env_and_pants_toml_through_the_native_client(root: Pa
     assert current_value(by_env.stdout, "--docker-default-repository") == (
         "from-env/{name} (from env var PANTS_DOCKER_DEFAULT_REPOSITORY)"
     )
+    assert pantsd_pid(root) == pid
+
+
+def test_each_run_through_pantsd_reads_its_own_environment_and_flags(root: Path) -> None:
+    # pantsd reuses what an earlier run computed when a run's inputs equal it (pants_compat.py): the
+    # BUILD file's env() and a goal's flag are read again whenever they differ.
+    pid = pantsd_pid(root)
+
+    def peek(*flags: str, probe: str | None = None) -> dict:
+        result = pants(root, "peek", *flags, "src/wrapper_probe:described", env={"WRAPPER_PROBE": probe} if probe else {})
+        assert NATIVE in result.assert_success().stderr and PYTHON not in result.stderr
+        return json.loads(result.stdout)[0]
+
+    assert peek(probe="one")["description"] == "one"
+    assert peek(probe="one")["description"] == "one"
+    assert peek(probe="two")["description"] == "two"
+    assert peek()["description"] == "unset"
+    assert "tags" in peek() and "tags" not in peek("--exclude-defaults")
+    assert "tags" in peek()
     assert pantsd_pid(root) == pid
 
 
