@@ -13,9 +13,11 @@ run parses every BUILD file and the options again, and reruns what awaits them: 
 environment holds the client's start time (`PANTSD_RUNTRACKER_CLIENT_START_TIME`), the
 `OptionsBootstrapper`'s `Config` compares by identity, and `CurrentExecutingGoals` holds the goals
 running now in the new session against none in the finished one. `SessionValues` here compare by
-what rules can read from them: the environment less the variables a client sets anew in every run,
-the options' arguments, environment and config files' contents; not the executing goals, which rules
-get from Pants' own `CurrentExecutingGoals` rule, uncacheable, so it runs again in every run anyway.
+what rules can read from them: the environment less the variables by which a client tells pantsd about
+itself and its run, the options' arguments, environment and config files' contents; not the executing
+goals, which rules get from Pants' own `CurrentExecutingGoals` rule, uncacheable, so it runs again in
+every run anyway. A run through the Python client (the one that starts pantsd) and the next one
+through the native client compare equal too.
 """
 from __future__ import annotations
 
@@ -61,36 +63,45 @@ def fix_collection_hash() -> bool:
     return True
 
 
-# Set anew by a client in every run, and read by no rule: Pants' native and Python clients pass their
-# start time to pantsd's run tracker; this repo's `pants` wrapper passes its own start to its fallback
-# to the Python client (build-support/bootstrap/python-client.sh).
-RUN_SCOPED_ENV_VARS = frozenset({"PANTSD_RUNTRACKER_CLIENT_START_TIME", "_CHROMADB_LAMBDA_NATIVE_CLIENT_START"})
+# Set by the client for its run, and read by pantsd before the run's session or by no rule: Pants'
+# clients pass their start time to pantsd's run tracker and the lock timeout to pantsd ("60" from the
+# native client, "60.0" from the Python client), the Python client alone sets the name help texts give
+# Pants, and this repo's `pants` wrapper passes its own start to its fallback to the Python client
+# (build-support/bootstrap/python-client.sh).
+CLIENT_ENV_VARS = frozenset(
+    {
+        "PANTSD_RUNTRACKER_CLIENT_START_TIME",
+        "PANTSD_REQUEST_TIMEOUT_LIMIT",
+        "__PANTS_BIN_NAME",
+        "_CHROMADB_LAMBDA_NATIVE_CLIENT_START",
+    }
+)
 
 
-def _env_without_run_scoped(env: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name, value in env.items() if name not in RUN_SCOPED_ENV_VARS}
+def _env_without_client_vars(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name not in CLIENT_ENV_VARS}
 
 
 def _config_inputs(config: Config) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
     """What a Config holds (each file's path, sections and seed values), with the environment it may
-    interpolate (its `env` seed) less the run-scoped variables."""
+    interpolate (its `env` seed) less the client's variables."""
     inputs = []
     for values in config.values:
         seeds = dict(values.seed_values)
         if isinstance(seeds.get("env"), SimpleNamespace):
-            seeds["env"] = _env_without_run_scoped(vars(seeds["env"]))
+            seeds["env"] = _env_without_client_vars(vars(seeds["env"]))
         inputs.append((values.path, values.section_to_values, seeds))
     return tuple(inputs)
 
 
 def _comparable(value: Any) -> Any:
     if isinstance(value, CompleteEnvironmentVars):
-        return _env_without_run_scoped(value)
+        return _env_without_client_vars(value)
     if isinstance(value, OptionsBootstrapper) and isinstance(value.config, Config):
-        return tuple(
-            _config_inputs(value.config) if field.name == "config" else getattr(value, field.name)
-            for field in dataclasses.fields(value)
-        )
+        # Options parsing skips the first argument: the client's executable, which differs between
+        # the native and the Python client.
+        comparable = {"config": _config_inputs(value.config), "args": value.args[1:]}
+        return tuple(comparable.get(field.name, getattr(value, field.name)) for field in dataclasses.fields(value))
     # Anything else compares as it does in Pants (by identity if it has no __eq__: never equal).
     return value
 

@@ -104,14 +104,23 @@ def test_an_interned_collection_is_compared_with_its_equals_only(monkeypatch: py
     assert len(compared) <= 1
 
 
+NATIVE_CLIENT = ("/home/u/.cache/pants/bin/native_client", {"PANTSD_REQUEST_TIMEOUT_LIMIT": "60"})
+PYTHON_CLIENT = ("/home/u/.cache/pants/bin/pants", {"PANTSD_REQUEST_TIMEOUT_LIMIT": "60.0", "__PANTS_BIN_NAME": "pants"})
+
+
 def session(
-    env: dict[str, str] | None = None, args: tuple[str, ...] = (), config: Path | None = None, goals: dict | None = None
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    config: Path | None = None,
+    goals: dict | None = None,
+    client: tuple[str, dict[str, str]] = NATIVE_CLIENT,
 ) -> SessionValues:
     """A session's values as pantsd makes them for a run of `pants [args] package lambdas::`."""
-    env = {"HOME": "/home/u", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "1764560000.1", **(env or {})}
+    executable, client_env = client
+    env = {"HOME": "/home/u", "PANTSD_RUNTRACKER_CLIENT_START_TIME": "1764560000.1", **client_env, **(env or {})}
     config_files = f"--pants-config-files=['{config}']" if config else "--pants-config-files=[]"
     bootstrapper = OptionsBootstrapper.create(
-        env=env, args=["pants", config_files, *args, "package", "lambdas::"], allow_pantsrc=False
+        env=env, args=[executable, config_files, *args, "package", "lambdas::"], allow_pantsrc=False
     )
     return SessionValues(
         {
@@ -133,6 +142,8 @@ def test_sessions_compare_by_what_their_rules_can_read(tmp_path: Path, monkeypat
     again = session(env={"PANTSD_RUNTRACKER_CLIENT_START_TIME": "1764560042.7"}, config=toml, goals={"package": Package})
     assert run == again and hash(run) == hash(again)
     assert run == session(env={"_CHROMADB_LAMBDA_NATIVE_CLIENT_START": "1764560042.700001 1234"}, config=toml)
+    # The Python client started pantsd for the run before: its executable and variables differ.
+    assert run == session(config=toml, client=PYTHON_CLIENT)
     # What rules can read differs: an environment variable, a flag, a config file's contents.
     assert run != session(env={"AWS_PROFILE": "prod"}, config=toml)
     assert run != session(args=("--level=debug",), config=toml)
