@@ -17,7 +17,9 @@ what rules can read from them: the environment less the variables by which a cli
 itself and its run, the options' arguments, environment and config files' contents; not the executing
 goals, which rules get from Pants' own `CurrentExecutingGoals` rule, uncacheable, so it runs again in
 every run anyway. A run through the Python client (the one that starts pantsd) and the next one
-through the native client compare equal too.
+through the native client compare equal too. Runs whose options read a file (`@path` values) never
+do: the file may have changed. A rule reading one of the client's variables (none in Pants does; pantsd
+reads them before the session) would get the value of an earlier run of equal inputs.
 """
 from __future__ import annotations
 
@@ -94,15 +96,38 @@ def _config_inputs(config: Config) -> tuple[tuple[str, Any, dict[str, Any]], ...
     return tuple(inputs)
 
 
+def _names_a_file(value: Any) -> bool:
+    """True for an option value Pants reads from a file (`@path`, but not the literal `@@...`), at any
+    depth of a config value."""
+    if isinstance(value, str):
+        return value.startswith("@") and not value.startswith("@@")
+    if isinstance(value, dict):
+        return any(_names_a_file(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_names_a_file(item) for item in value)
+    return False
+
+
+def options_read_files(bootstrapper: OptionsBootstrapper) -> bool:
+    """True when an option's value comes from a file (`--opt=@path`, `PANTS_OPT=@path`, `opt = "@path"`
+    in a config file): Pants reads the file when it parses the options, and pantsd does not watch it, so
+    equal arguments do not mean equal options."""
+    flags = (arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg for arg in bootstrapper.args[1:])
+    env_values = (value for _, value in bootstrapper.env_tuples)
+    config_values = (values.section_to_values for values in bootstrapper.config.values)
+    return any(_names_a_file(value) for value in (*flags, *env_values, *config_values))
+
+
 def _comparable(value: Any) -> Any:
     if isinstance(value, CompleteEnvironmentVars):
         return _env_without_client_vars(value)
-    if isinstance(value, OptionsBootstrapper) and isinstance(value.config, Config):
+    if isinstance(value, OptionsBootstrapper) and isinstance(value.config, Config) and not options_read_files(value):
         # Options parsing skips the first argument: the client's executable, which differs between
         # the native and the Python client.
         comparable = {"config": _config_inputs(value.config), "args": value.args[1:]}
         return tuple(comparable.get(field.name, getattr(value, field.name)) for field in dataclasses.fields(value))
-    # Anything else compares as it does in Pants (by identity if it has no __eq__: never equal).
+    # Anything else compares as it does in Pants (by identity if it has no __eq__: never equal), and
+    # so does an OptionsBootstrapper whose options read files (its Config compares by identity).
     return value
 
 
@@ -115,7 +140,11 @@ def session_inputs(values: SessionValues) -> dict[type, Any]:
 def session_values_eq(self: SessionValues, other: Any) -> bool:
     if not isinstance(other, SessionValues):
         return FrozenDict.__eq__(self, other)
-    return session_inputs(self) == session_inputs(other)
+    try:
+        return session_inputs(self) == session_inputs(other)
+    except Exception:
+        # The engine turns an exception here into a panic after it reset the node: unequal is safe.
+        return False
 
 
 def session_values_hash(self: SessionValues) -> int:

@@ -153,6 +153,41 @@ def test_sessions_compare_by_what_their_rules_can_read(tmp_path: Path, monkeypat
     assert session(env={"PANTS_X": "1"}) != session(env={"PANTS_X": "2"})
 
 
+@pytest.mark.parametrize(
+    "args, env, toml",
+    [
+        (("--docker-build-args=@args.txt",), {}, ""),
+        (("--docker-build-args", "@args.txt"), {}, ""),
+        ((), {"PANTS_DOCKER_BUILD_ARGS": "@args.txt"}, ""),
+        ((), {}, '[docker]\nbuild_args = "@args.txt"\n'),
+        ((), {}, '[docker]\nbuild_args.add = ["@args.txt"]\n'),
+    ],
+)
+def test_options_read_from_a_file_are_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], env: dict[str, str], toml: str
+) -> None:
+    # Pants reads `@path` values when it parses the options, and pantsd does not watch the file.
+    (tmp_path / "BUILDROOT").touch()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pants.toml").write_text(toml)
+    config = tmp_path / "pants.toml"
+    assert session(env=env, args=args, config=config) != session(env=env, args=args, config=config)
+    # A literal leading @ (written @@) names no file.
+    literal = ("--docker-build-args=@@literal",)
+    assert session(args=literal) == session(args=literal)
+
+
+def test_a_comparison_that_raises_finds_the_sessions_unequal() -> None:
+    class Raises:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing")
+
+        __hash__ = object.__hash__
+
+    values = {CompleteEnvironmentVars: CompleteEnvironmentVars({}), str: Raises()}
+    assert SessionValues(values) != SessionValues({**values, str: Raises()})
+
+
 @dataclass(frozen=True)
 class SeenEnv:
     value: str | None

@@ -57,6 +57,27 @@ for _ in range(30):
 print("stubborn done", flush=True)
 """
 EXITS3 = "raise SystemExit(3)\n"
+# A backend of this test only: it counts the BUILD files pantsd parses, one line each, in
+# .pants.d/parse-probe.log (hidden from the file watcher, as all of .pants.d).
+PARSE_PROBE = """\
+from pathlib import Path
+
+from pants.base.build_environment import get_buildroot
+from pants.engine.internals import parser
+
+
+def rules():
+    parse = getattr(parser.Parser.parse, "probed", parser.Parser.parse)
+
+    def counted(self, filepath, *args, **kwargs):
+        with open(Path(get_buildroot(), ".pants.d", "parse-probe.log"), "a") as log:
+            log.write(filepath + "\\n")
+        return parse(self, filepath, *args, **kwargs)
+
+    counted.probed = parse
+    parser.Parser.parse = counted
+    return []
+"""
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +89,12 @@ def root(tmp_path_factory: pytest.TempPathFactory):
     (probe / "sleeper.py").write_text(SLEEPER)
     (probe / "stubborn.py").write_text(STUBBORN)
     (probe / "exits3.py").write_text(EXITS3)
+    (root / "pants-plugins/parse_probe").mkdir()
+    (root / "pants-plugins/parse_probe/__init__.py").touch()
+    (root / "pants-plugins/parse_probe/register.py").write_text(PARSE_PROBE)
+    toml = root / "pants.toml"
+    assert toml.read_text().count('  "chromadb_lambda",\n') == 1
+    toml.write_text(toml.read_text().replace('  "chromadb_lambda",\n', '  "chromadb_lambda",\n  "parse_probe",\n'))
     try:
         yield root
     finally:
@@ -178,22 +205,32 @@ def test_options_from_flag_env_and_pants_toml_through_the_native_client(root: Pa
     assert pantsd_pid(root) == pid
 
 
-def test_each_run_through_pantsd_reads_its_own_environment_and_flags(root: Path) -> None:
-    # pantsd reuses what an earlier run computed when a run's inputs equal it (pants_compat.py): the
+def test_a_run_of_equal_inputs_reuses_the_parsed_build_files_and_others_read_theirs(root: Path) -> None:
+    # pantsd reuses what an earlier run computed when a run's inputs equal it (pants_compat.py); a
     # BUILD file's env() and a goal's flag are read again whenever they differ.
+    pants(root, "--version").assert_success()  # pantsd up (when this test runs alone)
     pid = pantsd_pid(root)
+    parsed_log = root / ".pants.d/parse-probe.log"
 
-    def peek(*flags: str, probe: str | None = None) -> dict:
+    def peek(*flags: str, probe: str | None = None) -> tuple[dict, list[str]]:
+        parsed_log.unlink(missing_ok=True)
         result = pants(root, "peek", *flags, "src/wrapper_probe:described", env={"WRAPPER_PROBE": probe} if probe else {})
         assert NATIVE in result.assert_success().stderr and PYTHON not in result.stderr
-        return json.loads(result.stdout)[0]
+        parsed = parsed_log.read_text().splitlines() if parsed_log.exists() else []
+        return json.loads(result.stdout)[0], parsed
 
-    assert peek(probe="one")["description"] == "one"
-    assert peek(probe="one")["description"] == "one"
-    assert peek(probe="two")["description"] == "two"
-    assert peek()["description"] == "unset"
-    assert "tags" in peek() and "tags" not in peek("--exclude-defaults")
-    assert "tags" in peek()
+    first, _ = peek(probe="one")
+    assert first["description"] == "one"
+    again, parsed = peek(probe="one")
+    assert again["description"] == "one" and parsed == []  # the same inputs: nothing parsed again
+    other, parsed = peek(probe="two")
+    assert other["description"] == "two" and "src/wrapper_probe/BUILD" in parsed
+    unset, _ = peek()
+    assert unset["description"] == "unset"
+    with_defaults, _ = peek()
+    without_defaults, parsed = peek("--exclude-defaults")
+    assert "tags" in with_defaults and "tags" not in without_defaults
+    assert "src/wrapper_probe/BUILD" in parsed  # another flag: the options and BUILD files again
     assert pantsd_pid(root) == pid
 
 
