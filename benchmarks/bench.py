@@ -703,6 +703,11 @@ def main() -> int:
         config["large_lambdas"] = args.large_lambdas
     only = set(args.builders.split(",")) if args.builders else None
     doc = args.doc or (REPO / "docs" / "benchmarks.md" if args.config == "full" and not only else None)
+    publishes = config.get("publish") and "large" in args.repos.split(",") and (not only or "plugin-warm" in only)
+    if publishes and shutil.which("docker-registry") is None:
+        # Found before the half hour of builds that precede the publish measurement, not after it.
+        raise SystemExit(f"--config {args.config} measures `pants publish` to a local docker-registry, which is not "
+                         "installed: run the benchmark through benchmarks/run (it installs it, as .ci/run does)")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
