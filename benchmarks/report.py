@@ -256,7 +256,8 @@ def markdown(results: dict, plot_dir: str = "") -> str:
             lines.append(f"| {label} | {m['before'][key]:.2f} s | {m['after'][key]:.2f} s |")
         lines += [f"| one handler edited, import check off | n/a | {m['after']['handler_edit_package_import_check_off']:.2f} s |",
                   "", f"Wrapper overhead: {warm['wrapper_overhead_ms_median']} ms (median of paired differences: "
-                  "`./pants --version` minus the native client run directly right before or after it).", ""]
+                  "`./pants --version` minus the native client run directly right before or after it, "
+                  "each timed after an untimed call of its own kind).", ""]
     return "\n".join(lines)
 
 

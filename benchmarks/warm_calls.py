@@ -7,8 +7,8 @@ in the engine), then, interleaving the two clones call by call: a no-op `package
 handler edited and packaged (HEAD also with `--lambda-image-check-handler-import=false`, which gives
 the import check's cost), `--version`; and, for HEAD, the wrapper's own time: the median difference of
 `./pants --version` and the native client run directly (with the environment the wrapper exports) right
-before or after it. Each clone edits the handler with its own text, so no clone finds the other's
-image. Writes JSON and a Markdown table.
+before or after it, each after an untimed call of its own kind. Each clone edits the handler with its own
+text, so no clone finds the other's image. Writes JSON and a Markdown table.
 `benchmarks/run --config full` runs it too (`measure`), and keeps its report in the same results JSON.
 """
 from __future__ import annotations
@@ -117,6 +117,10 @@ def measure(before_rev: str, runs: int) -> dict:
         # The wrapper's own time: pairs of `./pants --version` and the native client run directly, one
         # right after the other (in turn first), so each difference leaves out the same pantsd work;
         # their median. A difference of the two medians would mix in this machine's swings between runs.
+        # Each timed call follows an untimed call of its own kind: the two environments differ (the
+        # shell's own variables), and pantsd reads the options and BUILD files again in a run whose
+        # environment differs from the last run's, which a call right after the other kind would pay
+        # (pants_compat, 5294ca5; in the a8ef2a9 run the second call of each pair was ~25 ms slower, -18 ms).
         client, env = native_client_argv(clones["after"])
         for i in range(max(25, runs)):
             calls = [
@@ -124,6 +128,7 @@ def measure(before_rev: str, runs: int) -> dict:
                 ("native_client_version", [*client, "--version"], {**env, **side_env("after")}),
             ]
             for name, argv, call_env in calls if i % 2 == 0 else calls[::-1]:
+                timed(argv, clones["after"], call_env)
                 record("after", name, timed(argv, clones["after"], call_env))
     finally:
         remove_side_images(clones["after"])
@@ -166,7 +171,8 @@ def markdown(report: dict) -> str:
         f"| one handler edited, import check off | n/a | {medians['after']['handler_edit_package_import_check_off']:.2f} s |",
         "",
         f"Wrapper overhead (after): {report['wrapper_overhead_ms_median']} ms (median of paired differences: "
-        "`./pants --version` minus the native client run directly right before or after it).",
+        "`./pants --version` minus the native client run directly right before or after it, "
+        "each timed after an untimed call of its own kind).",
     ]
     return "\n".join(lines) + "\n"
 
