@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from warm_calls import OVERHEAD_STATISTIC
+
 SCENARIOS = ["fresh", "noop", "handler", "shared", "base"]
 PLUGIN = "plugin-warm"
 HAND = "hand-written-buildkit"
@@ -255,9 +257,7 @@ def markdown(results: dict, plot_dir: str = "") -> str:
                            ("one handler edited, `package lambdas::`", "handler_edit_package"), ("`--version`", "version")):
             lines.append(f"| {label} | {m['before'][key]:.2f} s | {m['after'][key]:.2f} s |")
         lines += [f"| one handler edited, import check off | n/a | {m['after']['handler_edit_package_import_check_off']:.2f} s |",
-                  "", f"Wrapper overhead: {warm['wrapper_overhead_ms_median']} ms (median of paired differences: "
-                  "`./pants --version` minus the native client run directly right before or after it, "
-                  "each timed after an untimed call of its own kind).", ""]
+                  "", f"Wrapper overhead: {warm['wrapper_overhead_ms_median']} ms ({OVERHEAD_STATISTIC}).", ""]
     return "\n".join(lines)
 
 
