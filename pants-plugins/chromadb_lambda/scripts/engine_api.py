@@ -1,5 +1,5 @@
-"""The Docker engine's HTTP API over its unix socket: the plugin's in-process image inspects
-(util_rules/engine.py), and the few `docker` CLI calls of chunk_load.py and prover.py served with the
+"""The Docker engine's HTTP API over its unix socket: the connection the plugin reads the engine's
+tags on in-process (util_rules/engine.py), and the few `docker` CLI calls of chunk_load.py and prover.py served with the
 CLI's exit codes and output: `image inspect --format {{.Id}} REF...`, `image inspect --format {{json
 .RepoTags}} REF`, `tag ID REF`, `load --input FILE` and `rmi ID`.
 

@@ -15,7 +15,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from chromadb_lambda.scripts.chunk_load import sent_load_runner, start_load
-from chromadb_lambda.scripts.engine_api import AttachRefused, EngineApi, api_runner, engine_socket, split_ref
+from chromadb_lambda.scripts.engine_api import (
+    AttachRefused,
+    EngineApi,
+    api_runner,
+    engine_socket,
+    image_inspect_path,
+    split_ref,
+)
+
+
+def test_image_inspect_path_keeps_registry_ports_and_slashes() -> None:
+    assert image_inspect_path("reg:5000/acme/fn:ck-1") == "/images/reg:5000/acme/fn:ck-1/json"
+    assert image_inspect_path("fn:latest") == "/images/fn:latest/json"
+    assert image_inspect_path("fn:a b?") == "/images/fn:a%20b%3F/json"
 
 
 def test_split_ref() -> None:

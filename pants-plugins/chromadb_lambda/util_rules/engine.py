@@ -1,6 +1,6 @@
 """The Docker engine as the plugin sees it: the environment of docker processes, the run that keys
 every engine-changing process (see EngineRun), the engine's image listing (once per run), and the image
-ids of given refs (asked for in every run: the engine's tag store read once per run for all of them)."""
+ids of given refs (asked for in every run: the engine's tags read once per run for all of them)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import struct
-import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -21,7 +20,7 @@ from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 
-from chromadb_lambda.scripts.engine_api import CLOSED_BY_ENGINE, UnixConnection, engine_socket, image_inspect_path
+from chromadb_lambda.scripts.engine_api import UnixConnection, engine_socket
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class EngineRun:
 
     Rules get the run from `Get(EngineRun, EngineRunRequest())` (or EngineImages), never from RunId
     directly: a rule that depends on RunId fails its replay at once, which cancels the listing the
-    replay had started, and the listing then runs a second time. (this_run and ask_engine_socket
+    replay had started, and the listing then runs a second time. (this_run and read_engine_tag_store
     depend on RunId, and request nothing.) The run is not read from the listing, so that a step that
     changes the engine does not list it: the first run after a build replays those steps, and would
     list the engine again for nothing.
@@ -143,121 +142,12 @@ class HeldRefs:
     Unlike EngineImages, which carries the run, this is equal from one run to the next while those refs
     stay as they are: a rule that reads only this (the package of an up-to-date image) is not run again
     on a no-op. A rule that changes the engine asks for EngineImages as well (for the run), so it runs
-    again in the next run, which finds its image. Behind a unix socket the engine's tag store is read
-    once per run for all targets (EngineTags: one `GET /info` and one file read, a few ms for thousands
-    of tags), not one API request per ref.
+    again in the next run, which finds its image. Behind a unix socket the engine's tags are read once
+    per run for all targets (EngineTags: its tag store, one `GET /info` and one file read, a few ms for
+    thousands of tags; else its API's image listing, one request), not one request per ref.
     """
 
     refs: FrozenDict[str, str]
-
-
-class EngineQueryError(Exception):
-    """The engine's API answered an image inspect with an error other than "no such image"."""
-
-
-def held_image_id(status: int, body: bytes, ref: str) -> str | None:
-    """The image id of an image inspect answer; None for "no such image" (404) and for a ref the engine
-    cannot hold (400, e.g. "invalid reference format": the step that makes the image reports it)."""
-    if status in (400, 404):
-        return None
-    if status != 200:
-        raise EngineQueryError(f"The Docker engine answered {status} to an inspect of {ref}: {body[:200]!r}")
-    return str(json.loads(body)["Id"])
-
-
-def inspect_refs_on(connection: http.client.HTTPConnection, refs: Iterable[str]) -> dict[str, str]:
-    """The image id of each ref the engine holds, asked on `connection`: one `GET /images/{ref}/json`
-    a ref (about a millisecond each), no process."""
-    held = {}
-    for ref in refs:
-        connection.request("GET", image_inspect_path(ref))
-        response = connection.getresponse()
-        image_id = held_image_id(response.status, response.read(), ref)
-        if image_id:
-            held[ref] = image_id
-    return held
-
-
-class RunConnections:
-    """Keep-alive connections to engine sockets, shared by the asks of one run: every target's refs are
-    asked in their own rule (SocketRefs), and a connection per ask costs little on the engine's own
-    socket but more behind a proxy that relays each connection (Docker Desktop's, a metering relay).
-    A run's first ask closes the connections of the run before, so none is reused across runs (an
-    engine restarted meanwhile closed them); the last run's idle ones stay open until then."""
-
-    def __init__(self, timeout: float = 60.0) -> None:
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._run: int | None = None
-        self._idle: dict[str, list[UnixConnection]] = {}
-
-    def take(self, socket_path: str, run: int) -> tuple[UnixConnection, bool]:
-        """An idle connection of this run (True: reused), else a new one."""
-        with self._lock:
-            if run != self._run:
-                stale = [c for connections in self._idle.values() for c in connections]
-                self._run, self._idle = run, {}
-            else:
-                stale = []
-            idle = self._idle.get(socket_path)
-            reused = idle.pop() if idle else None
-        for connection in stale:
-            connection.close()
-        return (reused, True) if reused else (UnixConnection(socket_path, self.timeout), False)
-
-    def give(self, socket_path: str, run: int, connection: UnixConnection) -> None:
-        """Back for the next ask of the same run; closed when the run is over."""
-        with self._lock:
-            if run == self._run:
-                self._idle.setdefault(socket_path, []).append(connection)
-                return
-        connection.close()
-
-    def ask(self, socket_path: str, run: int, refs: Iterable[str]) -> dict[str, str]:
-        """inspect_refs_on a connection of this run. A reused connection the engine closed while it was
-        idle is dropped and the refs asked on the next one (a new connection when none is idle); an
-        OSError otherwise is the caller's (the socket does not answer)."""
-        refs = tuple(refs)
-        connection, reused = self.take(socket_path, run)
-        try:
-            held = inspect_refs_on(connection, refs)
-        except CLOSED_BY_ENGINE:
-            connection.close()
-            if not reused:
-                raise
-            return self.ask(socket_path, run, refs)
-        except BaseException:
-            connection.close()
-            raise
-        self.give(socket_path, run, connection)
-        return held
-
-
-# The asks of pantsd's runs (one run at a time per build root; concurrent rules share it).
-_RUN_CONNECTIONS = RunConnections()
-
-
-@dataclass(frozen=True)
-class SocketRefsRequest:
-    socket: str
-    refs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SocketRefs:
-    """HeldRefs as the engine's API answered them in this run; `refs` None: the socket did not answer."""
-
-    refs: FrozenDict[str, str] | None
-
-
-@rule
-async def ask_engine_socket(request: SocketRefsRequest, run_id: RunId) -> SocketRefs:
-    # `run_id`: asked again in every run; its value stays equal while the refs do (see HeldRefs). It
-    # requests nothing else, so a replay that finds the run changed cancels nothing (see EngineRun).
-    try:
-        return SocketRefs(FrozenDict(sorted(_RUN_CONNECTIONS.ask(request.socket, int(run_id), request.refs).items())))
-    except (OSError, http.client.HTTPException):
-        return SocketRefs(None)
 
 
 def engine_tags_file(info: Mapping) -> str | None:
@@ -322,6 +212,31 @@ def read_engine_tags(
         return None
 
 
+def parse_api_listing(images: Iterable[Mapping]) -> dict[str, str]:
+    """`repository:tag` -> image id of the engine API's image listing (`GET /images/json`), untagged
+    images (`<none>:<none>`) left out."""
+    return {
+        ref: str(image["Id"])
+        for image in images
+        for ref in image.get("RepoTags") or ()
+        if not ref.startswith("<none>") and not ref.endswith(":<none>")
+    }
+
+
+def list_engine_tags(socket_path: str, timeout: float = 60.0) -> dict[str, str] | None:
+    """Every `repository:tag` the engine at `socket_path` holds, as its API lists them: one request
+    (`GET /images/json`, what `docker image ls` asks), answered in a few ms for hundreds of images,
+    behind a proxy too. None: the engine answered with an error."""
+    connection = UnixConnection(socket_path, timeout)
+    try:
+        connection.request("GET", "/images/json")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    return parse_api_listing(json.loads(body)) if response.status == 200 else None
+
+
 @dataclass(frozen=True)
 class EngineTagsRequest:
     socket: str
@@ -329,8 +244,9 @@ class EngineTagsRequest:
 
 @dataclass(frozen=True)
 class EngineTags:
-    """Every `repository:tag` the engine holds (in Docker's familiar form, see familiar_ref), read from
-    its tag store in this run; `refs` None: the store cannot be read (ask the API per ref)."""
+    """Every `repository:tag` the engine holds (in Docker's familiar form, see familiar_ref), read in
+    this run from its tag store, else from its API's image listing; `refs` None: the socket did not
+    answer (the `docker image ls` process then reports what is wrong)."""
 
     refs: FrozenDict[str, str] | None
 
@@ -338,12 +254,17 @@ class EngineTags:
 @rule
 async def read_engine_tag_store(request: EngineTagsRequest, run_id: RunId) -> EngineTags:
     # `run_id`: read again in every run, requesting nothing (see EngineRun); equal from one run to the
-    # next while no tag of the engine changed, so nothing that reads it runs again.
+    # next while no tag of the engine changed (sorted: the API lists in no fixed order), so nothing that
+    # reads it runs again. The store first: no request per image. The listing when the store is not
+    # this user's to read or the socket is a proxy's (Docker Desktop's, the benchmark's relay): one
+    # request for all targets, where asking per ref cost a round trip per target on every run.
     try:
         refs = read_engine_tags(request.socket)
+        if refs is None:
+            refs = list_engine_tags(request.socket)
     except (OSError, ValueError, http.client.HTTPException):
         refs = None
-    return EngineTags(None if refs is None else FrozenDict(refs))
+    return EngineTags(None if refs is None else FrozenDict(sorted(refs.items())))
 
 
 def familiar_ref(ref: str) -> str:
@@ -366,18 +287,15 @@ def held_in_tags(tags: Mapping[str, str], refs: Iterable[str]) -> FrozenDict[str
 
 @rule(desc="Asking the engine for image refs")
 async def held_refs(request: HeldRefsRequest, env: DockerEnvironment, docker: DockerBinary) -> HeldRefs:
-    # With a `unix://` DOCKER_HOST the engine's tag store is read once per run for every target (no
-    # request per ref), or, when this user cannot read it, the engine's API is asked in-process: no
-    # docker process, no sandbox, nothing stored. Otherwise, or when the socket does not answer, this
-    # run's image listing (whose docker process then reports what is wrong with the engine).
+    # With a `unix://` DOCKER_HOST the engine's tags are read in-process once per run for every target
+    # (EngineTags): no docker process, no sandbox, nothing stored. Otherwise, or when the socket does
+    # not answer, this run's image listing (whose docker process then reports what is wrong with the
+    # engine).
     path = engine_socket({**docker.extra_env, **env.env})
     if path is not None:
         tags = await Get(EngineTags, EngineTagsRequest(path))
         if tags.refs is not None:
             return HeldRefs(held_in_tags(tags.refs, request.refs))
-        asked = await Get(SocketRefs, SocketRefsRequest(path, request.refs))
-        if asked.refs is not None:
-            return HeldRefs(asked.refs)
     engine = await Get(EngineImages, EngineImagesRequest())
     return HeldRefs(held_in_listing(engine.refs, request.refs))
 

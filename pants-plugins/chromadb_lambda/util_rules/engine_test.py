@@ -18,25 +18,21 @@ from chromadb_lambda.util_rules.engine import (
     DockerEnvironment,
     EngineImages,
     EngineImagesRequest,
-    EngineQueryError,
     EngineRun,
     EngineRunRequest,
     EngineTags,
     EngineTagsRequest,
     HeldRefs,
     HeldRefsRequest,
-    RunConnections,
-    SocketRefs,
-    SocketRefsRequest,
     docker_process,
     engine_process_root,
     engine_tags_file,
     familiar_ref,
-    held_image_id,
     held_in_listing,
     held_in_tags,
     held_refs,
-    image_inspect_path,
+    list_engine_tags,
+    parse_api_listing,
     parse_image_listing,
     parse_tag_store,
     read_engine_tag_store,
@@ -72,29 +68,15 @@ LISTING = {
 }
 
 
-def test_image_inspect_path_keeps_registry_ports_and_slashes() -> None:
-    assert image_inspect_path("reg:5000/acme/fn:ck-1") == "/images/reg:5000/acme/fn:ck-1/json"
-    assert image_inspect_path("fn:latest") == "/images/fn:latest/json"
-    assert image_inspect_path("fn:a b?") == "/images/fn:a%20b%3F/json"
-
-
-def test_held_image_id_of_an_inspect_answer() -> None:
-    assert held_image_id(200, b'{"Id": "sha256:abc", "RepoTags": ["fn:latest"]}', "fn:latest") == "sha256:abc"
-    assert held_image_id(404, b'{"message": "No such image: fn:latest"}', "fn:latest") is None
-    assert held_image_id(400, b'{"message": "invalid reference format"}', "Fn:latest") is None
-    with pytest.raises(EngineQueryError, match="answered 500 to an inspect of fn:latest"):
-        held_image_id(500, b'{"message": "boom"}', "fn:latest")
-
-
 class FakeEngine:
-    """An HTTP/1.1 server on a unix socket that answers image inspects from `images` (ref -> id) and
+    """An HTTP/1.1 server on a unix socket that answers the image listing from `images` (ref -> id) and
     records the paths it was asked, all on one keep-alive connection or not."""
 
-    def __init__(self, images: dict[str, str], info: dict | None = None, requests_per_connection: int = 0) -> None:
+    def __init__(self, images: dict[str, str] | None, info: dict | None = None, requests_per_connection: int = 0) -> None:
         self.images = images
         # > 0: the connection is closed after that many answers, as an engine closes an idle one.
         self.requests_per_connection = requests_per_connection
-        # What `GET /info` answers (404 when None).
+        # What `GET /info` answers, and the images `GET /images/json` lists (an error when None).
         self.info = info
         self.paths: list[str] = []
         self.connections = 0
@@ -123,13 +105,17 @@ class FakeEngine:
                     while reader.readline() not in (b"\r\n", b""):
                         pass
                     self.paths.append(path)
-                    ref = path[len("/images/") : -len("/json")]
                     if path == "/info" and self.info is not None:
                         status, body = "200 OK", json.dumps(self.info).encode()
-                    elif ref in self.images:
-                        status, body = "200 OK", json.dumps({"Id": self.images[ref]}).encode()
+                    elif path == "/images/json" and self.images is not None:
+                        by_id: dict[str, list[str]] = {}
+                        for ref, image_id in self.images.items():
+                            by_id.setdefault(image_id, []).append(ref)
+                        listing = [{"Id": i, "RepoTags": refs, "Size": 1} for i, refs in by_id.items()]
+                        listing.append({"Id": "sha256:untagged", "RepoTags": ["<none>:<none>"], "Size": 1})
+                        status, body = "200 OK", json.dumps(listing).encode()
                     else:
-                        status, body = "404 Not Found", json.dumps({"message": f"No such image: {ref}"}).encode()
+                        status, body = "500 Internal Server Error", json.dumps({"message": "boom"}).encode()
                     conn.sendall(
                         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -139,40 +125,36 @@ class FakeEngine:
         self.server.close()
 
 
-def test_the_asks_of_one_run_share_one_connection_a_new_run_opens_its_own() -> None:
-    engine = FakeEngine({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "other:latest": "sha256:o"})
-    connections = RunConnections(timeout=5)
-    try:
-        held = connections.ask(engine.path, 1, ["acme/fn:ck-1", "acme/fn:latest", "acme/fn:gone"])
-        assert connections.ask(engine.path, 1, ["other:latest"]) == {"other:latest": "sha256:o"}
-        assert engine.connections == 1
-        # The next run does not reuse the last run's connection (the engine may have restarted).
-        assert connections.ask(engine.path, 2, ["acme/fn:ck-1"]) == {"acme/fn:ck-1": "sha256:a"}
-        assert engine.connections == 2
-    finally:
-        engine.close()
-    assert held == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a"}
-    assert engine.paths == [
-        "/images/acme/fn:ck-1/json", "/images/acme/fn:latest/json", "/images/acme/fn:gone/json",
-        "/images/other:latest/json", "/images/acme/fn:ck-1/json",
+def test_parse_api_listing_skips_untagged_images() -> None:
+    images = [
+        {"Id": "sha256:a", "RepoTags": ["acme/fn:ck-1", "acme/fn:latest"]},
+        {"Id": "sha256:b", "RepoTags": ["<none>:<none>"]},
+        {"Id": "sha256:c", "RepoTags": None},
+        {"Id": "sha256:d", "RepoTags": ["reg:5000/acme/fn:v1", "acme/fn2:<none>"]},
     ]
+    assert parse_api_listing(images) == {
+        "acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:d"
+    }
+    assert parse_api_listing([]) == {}
 
 
-def test_a_connection_the_engine_closed_while_idle_is_replaced() -> None:
-    engine = FakeEngine({"fn:latest": "sha256:a", "fn:ck-1": "sha256:a"}, requests_per_connection=1)
-    connections = RunConnections(timeout=5)
+def test_list_engine_tags_is_one_request_for_every_tag() -> None:
+    engine = FakeEngine({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "other:latest": "sha256:o"})
     try:
-        assert connections.ask(engine.path, 1, ["fn:latest"]) == {"fn:latest": "sha256:a"}
-        assert connections.ask(engine.path, 1, ["fn:ck-1"]) == {"fn:ck-1": "sha256:a"}
+        tags = list_engine_tags(engine.path, timeout=5)
     finally:
         engine.close()
-    assert engine.connections == 2
-    assert engine.paths == ["/images/fn:latest/json", "/images/fn:ck-1/json"]
-
-
-def test_asking_a_socket_nobody_listens_on_is_an_os_error() -> None:
+    assert tags == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "other:latest": "sha256:o"}
+    assert engine.paths == ["/images/json"]
+    # An engine that answers with an error: None.
+    failing = FakeEngine(None)
+    try:
+        assert list_engine_tags(failing.path, timeout=5) is None
+    finally:
+        failing.close()
+    # A socket nobody listens on: the OSError is the caller's.
     with pytest.raises(OSError):
-        RunConnections(timeout=5).ask(os.path.join(tempfile.mkdtemp(), "absent.sock"), 1, ["fn:latest"])
+        list_engine_tags(os.path.join(tempfile.mkdtemp(), "absent.sock"), timeout=5)
 
 
 LISTING = {"r:ck-1": "sha256:a", "r:latest": "sha256:a", "r2:latest": "sha256:c"}
@@ -183,22 +165,12 @@ def test_held_in_listing_keeps_only_the_asked_refs_it_holds() -> None:
     assert dict(held_in_listing(LISTING, [])) == {}
 
 
-def ask(
-    env: dict[str, str],
-    socket_answer: SocketRefs | None,
-    run: int = 1,
-    tags: FrozenDict[str, str] | None = None,
-) -> tuple[HeldRefs, list]:
+def ask(env: dict[str, str], run: int = 1, tags: FrozenDict[str, str] | None = None) -> tuple[HeldRefs, list]:
     asked: list = []
 
-    def from_store(request: EngineTagsRequest) -> EngineTags:
-        asked.append(("store", request.socket))
+    def from_socket(request: EngineTagsRequest) -> EngineTags:
+        asked.append(("tags", request.socket))
         return EngineTags(tags)
-
-    def from_socket(request: SocketRefsRequest) -> SocketRefs:
-        asked.append(("socket", request))
-        assert socket_answer is not None, "the socket was asked"
-        return socket_answer
 
     def listing(_: EngineImagesRequest) -> EngineImages:
         asked.append(("listing", None))
@@ -212,46 +184,34 @@ def ask(
             DockerBinary("/bin/docker", "sha"),
         ],
         mock_gets=[
-            MockGet(EngineTags, (EngineTagsRequest,), from_store),
-            MockGet(SocketRefs, (SocketRefsRequest,), from_socket),
+            MockGet(EngineTags, (EngineTagsRequest,), from_socket),
             MockGet(EngineImages, (EngineImagesRequest,), listing),
         ],
     )
     return held, asked
 
 
-def test_held_refs_from_a_unix_socket_run_no_listing() -> None:
-    answer = SocketRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
-    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, answer)
-    assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
-    # The store could not be read: the API is asked.
-    assert asked == [
-        ("store", "/e/docker.sock"),
-        ("socket", SocketRefsRequest("/e/docker.sock", ("r:ck-1", "r:latest", "r:v9"))),
-    ]
-
-
-def test_held_refs_from_the_tag_store_ask_no_api() -> None:
-    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:o"})
-    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)
-    # `r:v9` is not in the store: the engine does not hold it.
+def test_held_refs_from_the_engine_tags_run_no_process() -> None:
+    tags = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:o"})
+    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, tags=tags)
+    # `r:v9` is not among the engine's tags: the engine does not hold it.
     assert held == HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b"}))
-    assert asked == [("store", "/e/docker.sock")]
+    assert asked == [("tags", "/e/docker.sock")]
     # Equal from one run to the next while the asked refs stay: other tags of the engine changed.
-    store = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:p", "new:1": "sha256:q"})
-    assert ask({"DOCKER_HOST": "unix:///e/docker.sock"}, None, tags=store)[0] == held
+    tags = FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:b", "other:latest": "sha256:p", "new:1": "sha256:q"})
+    assert ask({"DOCKER_HOST": "unix:///e/docker.sock"}, tags=tags)[0] == held
 
 
 def test_held_refs_fall_back_to_the_listing() -> None:
     expected = HeldRefs(FrozenDict({"r:ck-1": "sha256:a", "r:latest": "sha256:a"}))
     # A socket that does not answer: the listing's docker process reports what is wrong.
-    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"}, SocketRefs(None))
-    assert held == expected and [what for what, _ in asked] == ["store", "socket", "listing"]
+    held, asked = ask({"DOCKER_HOST": "unix:///e/docker.sock"})
+    assert held == expected and [what for what, _ in asked] == ["tags", "listing"]
     # Not a unix socket: the CLI decides the engine.
-    held, asked = ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=1)
+    held, asked = ask({"DOCKER_HOST": "tcp://h:2376"}, run=1)
     assert held == expected and asked == [("listing", None)]
     # Equal in another run whose listing agrees: what an up-to-date package reads does not carry the run.
-    assert ask({"DOCKER_HOST": "tcp://h:2376"}, None, run=2)[0] == held
+    assert ask({"DOCKER_HOST": "tcp://h:2376"}, run=2)[0] == held
 
 
 def test_held_in_tags_keeps_the_asked_refs_the_store_holds() -> None:
@@ -372,9 +332,35 @@ def test_read_engine_tag_store_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tags == again == EngineTags(
         FrozenDict({"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:b"})
     )
-    # A socket nobody listens on: None (held_refs then asks the API, whose failure it handles).
+    # A socket nobody listens on: None (held_refs then runs `docker image ls`, which reports it).
     absent = os.path.join(tempfile.mkdtemp(), "absent.sock")
     assert run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(absent), RunId(5)]) == EngineTags(None)
+
+
+def test_read_engine_tag_store_rule_lists_through_the_api_when_the_store_is_not_readable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A proxy in front of the engine (Docker Desktop's, the benchmark's relay), or a store this user
+    # cannot read: the API's listing, one request for every target of the run.
+    images = {"acme/fn:latest": "sha256:a", "acme/fn:ck-1": "sha256:a", "other:latest": "sha256:o"}
+    engine = FakeEngine(images, info={"DockerRootDir": data_root(STORE), "Driver": "overlay2"})
+    monkeypatch.setattr(engine_module, "engine_process_root", lambda _: None)
+    try:
+        tags = run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(3)])
+        # Listed again in the next run, in another order: equal.
+        engine.images = dict(reversed(list(images.items())))
+        again = run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(4)])
+    finally:
+        engine.close()
+    assert tags == again == EngineTags(FrozenDict(sorted(images.items())))
+    assert list(tags.refs or {}) == ["acme/fn:ck-1", "acme/fn:latest", "other:latest"]
+    assert engine.paths == ["/info", "/images/json"] * 2
+    # Neither the store nor the listing: None.
+    failing = FakeEngine(None, info={"DockerRootDir": data_root(STORE), "Driver": "overlay2"})
+    try:
+        assert run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(failing.path), RunId(5)]) == EngineTags(None)
+    finally:
+        failing.close()
 
 
 def test_this_run_is_the_run_id() -> None:
