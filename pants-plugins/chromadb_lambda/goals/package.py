@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pants.backend.docker.package_types import BuiltDockerImage
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, OutputPathField, PackageFieldSet
 from pants.engine.addresses import Address
+from pants.engine.engine_aware import EngineAwareReturnType
 from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
@@ -120,20 +121,55 @@ async def names_key_and_refs(address: Address) -> tuple[ImageNames, LambdaImageK
 
 
 @dataclass(frozen=True)
+class LambdaContextManifestRequest:
+    address: Address
+
+
+@dataclass(frozen=True)
+class LambdaContextManifest:
+    """The context manifest `dist/` holds beside the docker-info (context.context_manifest)."""
+
+    content: bytes
+
+
+@rule
+async def lambda_context_manifest(
+    request: LambdaContextManifestRequest, subsystem: ChromadbLambdaSubsystem
+) -> LambdaContextManifest:
+    # Its own rule: it changes with the closure only, and the first run after a build reruns every
+    # package rule that made an image (see LambdaImageState), which then finds it here.
+    key = await Get(LambdaImageKey, LambdaImageKeyRequest(request.address))
+    return LambdaContextManifest(context_manifest(key.closure, subsystem.task_root))
+
+
+@dataclass(frozen=True)
 class LambdaImageStateRequest:
     address: Address
     cache_from: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
-class LambdaImageState:
+class LambdaImageState(EngineAwareReturnType):
     """The engine's image of a chromadb_lambda in this run: found, pulled or made, and its import check
-    verdict. `status`: `is up to date`, `built`, or `pulled from <ref>`."""
+    verdict. `status`: `is up to date`, `built`, or `pulled from <ref>`.
+
+    A state that changed the engine (built, pulled, tags moved) is this run's alone (`run`): Pants
+    keeps it for this run only, and the next run computes the state anew instead of cleaning it. Were
+    it cleaned, Pants would ask again, all at once, everything this run's make depended on (the chunk's
+    assembly, its members' closures and keys), find the run changed, and cancel those cleanings in
+    flight; a node whose cleaning is cancelled runs again from the top, so the first no-op after a
+    build recomputed closures and module mappings (docs/content-keys.md). An up-to-date state read
+    nothing of the run: it is cleaned, and equal from run to run."""
 
     image_id: str
     status: str
     pulled_from: str | None
     verdict: str
+    # The run that built, pulled or retagged the image; None: up to date, the engine unchanged.
+    run: EngineRun | None = None
+
+    def cacheable(self) -> bool:
+        return self.run is None
 
 
 @rule
@@ -150,11 +186,11 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
     # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
     # answer_from_held).
     existing = await existing_image_held_first(request.address, names, subsystem.pull_from_registries)
-    image_id, status = existing.image_id, "is up to date"
+    image_id, status, run = existing.image_id, "is up to date", existing.run
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"
     if not image_id:
-        run = existing.run or await Get(EngineRun, EngineRunRequest())
+        run = run or await Get(EngineRun, EngineRunRequest())
         made = await Get(
             MadeLambdaImage,
             MadeLambdaImageRequest(request.address, key.closure, names, request.cache_from, run),
@@ -169,23 +205,25 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
     if verdict is None:
         # Raises when the image cannot import its handler: nothing is written to dist/, nothing published.
         verdict = (await Get(LambdaImportCheck, LambdaImportCheckRequest(key.closure, image_id))).verdict
-    return LambdaImageState(image_id, status, existing.pulled_from, verdict)
+    return LambdaImageState(image_id, status, existing.pulled_from, verdict, run)
 
 
 @rule(desc="Package a chromadb_lambda image")
-async def package_chromadb_lambda(
-    field_set: ChromadbLambdaPackageFieldSet, subsystem: ChromadbLambdaSubsystem
-) -> BuiltPackage:
+async def package_chromadb_lambda(field_set: ChromadbLambdaPackageFieldSet) -> BuiltPackage:
     address = field_set.address
-    names, key = await names_key_and_refs(address)
-    # Everything that asks the engine is in its own rule (see lambda_image_state).
-    state = await Get(LambdaImageState, LambdaImageStateRequest(address, field_set.cache_from.value))
+    # Everything that asks the engine is in its own rule (see lambda_image_state), which awaits the
+    # names, key and refs before the engine: asked at once, the package rule is resumed once.
+    names, key, _, state, manifest = await MultiGet(
+        Get(ImageNames, LambdaImageNamesRequest(address)),
+        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
+        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
+        Get(LambdaImageState, LambdaImageStateRequest(address, field_set.cache_from.value)),
+        Get(LambdaContextManifest, LambdaContextManifestRequest(address)),
+    )
     info = docker_info(
         address, state.image_id, names.local_refs, key, state.status == "built", state.pulled_from, state.verdict
     )
-    files, info_path, manifest_path = package_outputs(
-        field_set, info, context_manifest(key.closure, subsystem.task_root)
-    )
+    files, info_path, manifest_path = package_outputs(field_set, info, manifest.content)
     digest = await Get(Digest, CreateDigest(files))
     summary = (
         f"Lambda image {names.refs[0]} {state.status}: {pluralize(len(key.closure.files), 'file')}, "

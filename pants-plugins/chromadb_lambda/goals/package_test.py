@@ -14,9 +14,12 @@ import pytest
 
 from chromadb_lambda.goals.package import (
     ChromadbLambdaPackageFieldSet,
+    LambdaContextManifest,
+    LambdaContextManifestRequest,
     LambdaImageState,
     LambdaImageStateRequest,
     held_import_verdict,
+    lambda_context_manifest,
     lambda_image_state,
     package_chromadb_lambda,
 )
@@ -44,7 +47,7 @@ def package(
     existing: ExistingImage | None, made: MadeLambdaImage | None = None, held: HeldRefs = HELD_STALE, **options
 ):
     written: dict[str, bytes] = {}
-    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0, "run": 0, "state": []}
+    requests: dict = {"made": [], "checked": [], "held": [], "existing": 0, "run": 0, "state": [], "states": []}
 
     def held_refs(request: HeldRefsRequest) -> HeldRefs:
         requests["held"].append(request)
@@ -82,7 +85,7 @@ def package(
     def state(request: LambdaImageStateRequest) -> LambdaImageState:
         # The engine half, run with its own steps mocked.
         requests["state"].append(request)
-        return run_rule_with_mocks(
+        requests["states"].append(run_rule_with_mocks(
             lambda_image_state,
             rule_args=[request, subsystem],
             mock_gets=[
@@ -93,14 +96,23 @@ def package(
                 MockGet(MadeLambdaImage, (MadeLambdaImageRequest,), make),
                 MockGet(LambdaImportCheck, (LambdaImportCheckRequest,), check),
             ],
+        ))
+        return requests["states"][-1]
+
+    def manifest(request: LambdaContextManifestRequest) -> LambdaContextManifest:
+        return run_rule_with_mocks(
+            lambda_context_manifest,
+            rule_args=[request, subsystem],
+            mock_gets=[MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY)],
         )
 
     result = run_rule_with_mocks(
         package_chromadb_lambda,
-        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target()), subsystem],
+        rule_args=[ChromadbLambdaPackageFieldSet.create(lambda_target())],
         mock_gets=[
             *names_key_refs,
             MockGet(LambdaImageState, (LambdaImageStateRequest,), state),
+            MockGet(LambdaContextManifest, (LambdaContextManifestRequest,), manifest),
             MockGet(Digest, (CreateDigest,), create),
         ],
     )
@@ -139,6 +151,9 @@ def test_up_to_date_makes_nothing_and_reports_the_engine_image() -> None:
         extra_log_lines=(summary(result),),
     )
     assert context == BuiltPackageArtifact(relpath="lambdas.fn/fn.context.json")
+    # Read nothing of the run: Pants may keep it across runs and clean it.
+    (state,) = requests["states"]
+    assert state.run is None and state.cacheable()
 
 
 def test_stale_tags_moved_is_up_to_date_and_not_built() -> None:
@@ -146,6 +161,8 @@ def test_stale_tags_moved_is_up_to_date_and_not_built() -> None:
     assert requests["existing"] == 1
     assert info["built"] is False and requests["made"] == []
     assert info["import_check"] == "checked before load" and requests["checked"] == []
+    # The tags moved in this run: this run's state alone.
+    assert [(state.run, state.cacheable()) for state in requests["states"]] == [(RUN, False)]
 
 
 def test_pulled_says_where_from() -> None:
@@ -155,6 +172,7 @@ def test_pulled_says_where_from() -> None:
     assert (info["built"], info["pulled_from"]) == (False, source)
     assert requests["made"] == [] and requests["checked"] == ["sha256:pulled"]
     assert info["import_check"] == "passed"
+    assert [(state.run, state.cacheable()) for state in requests["states"]] == [(RUN, False)]
 
 
 def test_made_in_the_run_the_engine_step_read() -> None:
@@ -163,6 +181,7 @@ def test_made_in_the_run_the_engine_step_read() -> None:
     assert summary(result).startswith("Lambda image acme/fn:latest built: 2 files")
     assert (info["image_id"], info["built"], info["import_check"]) == ("sha256:new", True, "passed")
     assert requests["checked"] == ["sha256:new"]
+    assert [(state.run, state.cacheable()) for state in requests["states"]] == [(RUN, False)]
 
 
 def test_nothing_held_is_made_without_asking_the_existing_image_step() -> None:
@@ -172,6 +191,7 @@ def test_nothing_held_is_made_without_asking_the_existing_image_step() -> None:
     assert requests["existing"] == 0 and requests["run"] == 1
     assert requests["made"] == [MadeLambdaImageRequest(LAMBDA, CLOSURE, NAMES, None, RUN)]
     assert (info["image_id"], info["built"], info["import_check"]) == ("sha256:new", True, "passed")
+    assert [(state.run, state.cacheable()) for state in requests["states"]] == [(RUN, False)]
 
 
 def test_nothing_held_asks_the_registries_when_pulling_is_on() -> None:
@@ -184,8 +204,10 @@ def test_nothing_held_asks_the_registries_when_pulling_is_on() -> None:
 
 
 def test_made_by_a_concurrent_run_is_up_to_date() -> None:
-    result, info, _, _ = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:theirs", made=False))
+    result, info, _, requests = package(ExistingImage(None, run=RUN), MadeLambdaImage("sha256:theirs", made=False))
     assert " is up to date: " in summary(result) and info["built"] is False
+    # Up to date, but found by this run's make (it waited for the other run's): this run's alone.
+    assert [(state.run, state.cacheable()) for state in requests["states"]] == [(RUN, False)]
 
 
 @pytest.mark.parametrize("options", [{"builder": "docker-build"}, {"check_handler_import": False}])
@@ -218,11 +240,12 @@ def test_the_package_rule_awaits_nothing_that_changes_after_a_build() -> None:
     # After a build, the engine half's answer changes in the next run (tags held; the run asked for).
     # Pants cleans a rule by asking all its previous dependencies at once and cancels the others'
     # cleaning at the first that changed; a cancelled node runs again from the top. So the package
-    # rule awaits only what stays equal (names, key, refs, its outputs) and the engine half, which
-    # awaits those same nodes before the engine.
+    # rule awaits only what stays equal (names, key, refs, the context manifest, its outputs) and the
+    # engine half, which awaits those same nodes before the engine.
     assert awaited(package_chromadb_lambda) == [
-        ImageNames, LambdaImageKey, AllLambdaImageRefs, LambdaImageState, Digest
+        ImageNames, LambdaImageKey, AllLambdaImageRefs, LambdaImageState, LambdaContextManifest, Digest
     ]
+    assert awaited(lambda_context_manifest) == [LambdaImageKey]
     engine_half = awaited(lambda_image_state)
     assert engine_half[:3] == [ImageNames, LambdaImageKey, AllLambdaImageRefs]
     assert {HeldRefs, ExistingImage, EngineRun, MadeLambdaImage, LambdaImportCheck} <= set(engine_half[3:])

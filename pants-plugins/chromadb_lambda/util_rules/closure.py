@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 from pants.backend.docker.target_types import DockerImageSourceField, DockerImageTarget
@@ -119,7 +120,7 @@ class LambdaClosure:
         """The handler as AWS Lambda names it: `dotted.module.function`."""
         return f"{self.handler_module}.{self.handler_function}"
 
-    @property
+    @cached_property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 

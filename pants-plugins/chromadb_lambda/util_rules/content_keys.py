@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Mapping
 
 from pants.backend.docker.goals.package_image import DockerPackageFieldSet
@@ -60,8 +61,10 @@ class BaseImageIdentity:
         """The tag Lambda images build FROM: the base's repository and content key."""
         return key_ref(self.repository, self.key)
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Computed once per value (a sha256 of its JSON): every package of a run reads it, and the
+        # value lives in Pants' graph from run to run.
         return stable_hash(
             {
                 "context": self.context_fingerprint,
