@@ -25,6 +25,7 @@ from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from chromadb_lambda import register
 from chromadb_lambda.pants_compat import (
+    build_config_inputs,
     collection_hash_is_constant,
     compare_sessions_by_their_inputs,
     fix_collection_hash,
@@ -64,6 +65,57 @@ def test_this_pants_finds_runs_of_equal_inputs_unequal_until_the_backend_loads(t
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
     # Even the same inputs to the same second: the options' Config compares by identity.
     assert result.stdout.split() == ["False", "True"], result.stderr
+
+
+def test_a_run_of_equal_inputs_loads_no_backend_again(tmp_path: Path) -> None:
+    # What pantsd does at the start of each run (PantsDaemonCore.prepare), in a fresh interpreter,
+    # counting the loads of backends, before and after this backend's rules() applied the fix.
+    (tmp_path / "BUILDROOT").touch()
+    probe = (
+        "import pants.init.options_initializer as oi\n"
+        "from pants.engine.env_vars import CompleteEnvironmentVars\n"
+        "from pants.engine.internals.native_engine import PyExecutor\n"
+        "from pants.option.options_bootstrapper import OptionsBootstrapper\n"
+        "loads = []\n"
+        "load = oi.load_backends_and_plugins\n"
+        "oi.load_backends_and_plugins = lambda *a: loads.append(a[2]) or load(*a)\n"
+        "def run(*backends):\n"
+        "    env = {'HOME': '/h', 'PANTSD_RUNTRACKER_CLIENT_START_TIME': str(len(loads))}\n"
+        "    args = ['pants', '--pants-config-files=[]', f'--backend-packages={list(backends)}', 'package', '::']\n"
+        "    ob = OptionsBootstrapper.create(env=env, args=args, allow_pantsrc=False)\n"
+        "    return initializer.build_config(ob, CompleteEnvironmentVars(env))\n"
+        "first = OptionsBootstrapper.create(env={}, args=['pants', '--pants-config-files=[]'], allow_pantsrc=False)\n"
+        "initializer = oi.OptionsInitializer(first, PyExecutor(core_threads=2, max_threads=4))\n"
+        "a, b = run('pants.backend.python'), run('pants.backend.python')\n"
+        "print(len(loads), a is b)\n"
+        f"from {register.__name__} import rules\n"
+        "rules()\n"
+        "c, d = run('pants.backend.python'), run('pants.backend.python')\n"
+        "print(len(loads), c is d, {t.alias for t in d.target_types} == {t.alias for t in a.target_types})\n"
+        "e = run('pants.backend.python', 'pants.backend.shell')\n"
+        "f = run('pants.backend.python')\n"
+        "print(len(loads), e is not d, f is not d, 'shell_source' in {t.alias for t in e.target_types})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    lines = [line.split() for line in result.stdout.splitlines()]
+    # Before: every run loads the backends again. After: the first run of new inputs loads them, the
+    # next run of equal inputs gets that configuration; other backends load theirs.
+    assert lines == [["2", "False"], ["3", "True", "True"], ["5", "True", "True", "True"]], result.stderr
+
+
+def test_build_config_inputs_are_the_backends_and_pythonpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "BUILDROOT").touch()
+
+    def inputs(*args: str) -> object:
+        bootstrapper = OptionsBootstrapper.create(env={}, args=["pants", "--pants-config-files=[]", *args], allow_pantsrc=False)
+        return build_config_inputs(bootstrapper)
+
+    assert inputs("--backend-packages=['a.b']", "--pythonpath=['p']") == (("a.b",), ("p",))
+    assert inputs("--backend-packages=['a.b']", "--level=debug", "package", "::") == (("a.b",), ())
+    # Plugins are resolved (from an index, by requirement): never reused.
+    assert inputs("--plugins=['acme-pants-plugin==1.0']") is None
 
 
 @pytest.fixture(autouse=True)

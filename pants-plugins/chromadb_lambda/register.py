@@ -28,10 +28,11 @@ from chromadb_lambda.target_types import BaseImageCacheFromField, ChromadbLambda
 
 
 def rules():
-    # Pants loads backends before each run's session: the fixes are in place before any Get and any
-    # comparison of two runs' SessionValues (pants_compat.py).
+    # Pants loads backends before each run's session: the fixes are in place before any Get, any
+    # comparison of two runs' SessionValues and the next run's loading of backends (pants_compat.py).
     pants_compat.fix_collection_hash()
     pants_compat.compare_sessions_by_their_inputs()
+    pants_compat.reuse_build_configuration()
     return [
         # The base `docker_image` takes `lambda_image_cache_from`: the plugin builds it.
         DockerImageTarget.register_plugin_field(BaseImageCacheFromField),
