@@ -20,6 +20,7 @@ from pants.engine.goal import CurrentExecutingGoals
 from pants.engine.internals.session import SessionValues
 from pants.engine.rules import rule
 from pants.engine.target import DescriptionField, Targets
+from pants.init.options_initializer import OptionsInitializer
 from pants.option.options_bootstrapper import OptionsBootstrapper
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
@@ -29,6 +30,7 @@ from chromadb_lambda.pants_compat import (
     collection_hash_is_constant,
     compare_sessions_by_their_inputs,
     fix_collection_hash,
+    reuse_build_configuration,
     sessions_of_equal_inputs_differ,
 )
 
@@ -104,6 +106,13 @@ def test_a_run_of_equal_inputs_loads_no_backend_again(tmp_path: Path) -> None:
     assert lines == [["2", "False"], ["3", "True", "True"], ["5", "True", "True", "True"]], result.stderr
 
 
+def test_the_build_configuration_is_wrapped_once() -> None:
+    reuse_build_configuration()
+    wrapped = OptionsInitializer.build_config
+    assert reuse_build_configuration() is False
+    assert OptionsInitializer.build_config is wrapped
+
+
 def test_build_config_inputs_are_the_backends_and_pythonpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "BUILDROOT").touch()
@@ -114,6 +123,8 @@ def test_build_config_inputs_are_the_backends_and_pythonpath(tmp_path: Path, mon
 
     assert inputs("--backend-packages=['a.b']", "--pythonpath=['p']") == (("a.b",), ("p",))
     assert inputs("--backend-packages=['a.b']", "--level=debug", "package", "::") == (("a.b",), ())
+    # Another pythonpath alone is other inputs.
+    assert inputs("--backend-packages=['a.b']", "--pythonpath=['q']") == (("a.b",), ("q",))
     # Plugins are resolved (from an index, by requirement): never reused.
     assert inputs("--plugins=['acme-pants-plugin==1.0']") is None
 

@@ -107,19 +107,6 @@ def package_outputs(
     return [FileContent(info_path, info), FileContent(manifest_path, manifest)], info_path, manifest_path
 
 
-async def names_key_and_refs(address: Address) -> tuple[ImageNames, LambdaImageKey]:
-    """The image names and content key of a chromadb_lambda, once every chromadb_lambda's tags are
-    checked (once per run, before anything is built: two targets that would share a `repository:tag`
-    are an error, image_tag_collisions.py). The package rule and its engine half both await these
-    same nodes (see lambda_image_state)."""
-    names, key, _ = await MultiGet(
-        Get(ImageNames, LambdaImageNamesRequest(address)),
-        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
-        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
-    )
-    return names, key
-
-
 @dataclass(frozen=True)
 class LambdaContextManifestRequest:
     address: Address
@@ -178,14 +165,23 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
     # engine part changes in the next run (the tags are held now; a build asked for the run), and
     # Pants cleans a rule by asking all of its previous dependencies at once, stopping at the first
     # that changed and cancelling the others' cleaning; a cancelled node runs again from the top
-    # instead of being cleaned. Here, this rule's rerun waits for the names, key and refs, which the
-    # package rule's cleaning still waits for too, so their cleaning completes; were the engine part
-    # in the package rule itself, the first no-op after a build would cancel the cleaning of every
-    # key and rerun closures (docs/content-keys.md).
-    names, key = await names_key_and_refs(request.address)
+    # instead of being cleaned. Here, this rule's rerun first waits for every other node the package
+    # rule awaits (names, key, refs, the context manifest), so their cleaning has finished when this
+    # rule's new state fails the package rule's; were the engine part in the package rule itself, the
+    # first no-op after a build would cancel the cleaning of every key and rerun closures
+    # (docs/content-keys.md). The refs: every chromadb_lambda's tags checked once per run, before
+    # anything is built (two targets that would share a `repository:tag` are an error,
+    # image_tag_collisions.py).
+    address = request.address
+    names, key, _, _ = await MultiGet(
+        Get(ImageNames, LambdaImageNamesRequest(address)),
+        Get(LambdaImageKey, LambdaImageKeyRequest(address)),
+        Get(AllLambdaImageRefs, AllLambdaImageRefsRequest()),
+        Get(LambdaContextManifest, LambdaContextManifestRequest(address)),
+    )
     # Up to date, or nothing to find, is told from HeldRefs here, not by the ExistingImage step (see
     # answer_from_held).
-    existing = await existing_image_held_first(request.address, names, subsystem.pull_from_registries)
+    existing = await existing_image_held_first(address, names, subsystem.pull_from_registries)
     image_id, status, run = existing.image_id, "is up to date", existing.run
     if existing.pulled_from:
         status = f"pulled from {existing.pulled_from}"
@@ -193,7 +189,7 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
         run = run or await Get(EngineRun, EngineRunRequest())
         made = await Get(
             MadeLambdaImage,
-            MadeLambdaImageRequest(request.address, key.closure, names, request.cache_from, run),
+            MadeLambdaImageRequest(address, key.closure, names, request.cache_from, run),
         )
         image_id = made.image_id
         # Not made: a concurrent run (another clone on this engine) made it while this one waited.
@@ -212,7 +208,7 @@ async def lambda_image_state(request: LambdaImageStateRequest, subsystem: Chroma
 async def package_chromadb_lambda(field_set: ChromadbLambdaPackageFieldSet) -> BuiltPackage:
     address = field_set.address
     # Everything that asks the engine is in its own rule (see lambda_image_state), which awaits the
-    # names, key and refs before the engine: asked at once, the package rule is resumed once.
+    # other four before the engine: asked at once, the package rule is resumed once.
     names, key, _, state, manifest = await MultiGet(
         Get(ImageNames, LambdaImageNamesRequest(address)),
         Get(LambdaImageKey, LambdaImageKeyRequest(address)),

@@ -82,6 +82,13 @@ def package(
         MockGet(AllLambdaImageRefs, (AllLambdaImageRefsRequest,), lambda _: AllLambdaImageRefs(FrozenDict())),
     ]
 
+    def manifest(request: LambdaContextManifestRequest) -> LambdaContextManifest:
+        return run_rule_with_mocks(
+            lambda_context_manifest,
+            rule_args=[request, subsystem],
+            mock_gets=[MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY)],
+        )
+
     def state(request: LambdaImageStateRequest) -> LambdaImageState:
         # The engine half, run with its own steps mocked.
         requests["state"].append(request)
@@ -90,6 +97,7 @@ def package(
             rule_args=[request, subsystem],
             mock_gets=[
                 *names_key_refs,
+                MockGet(LambdaContextManifest, (LambdaContextManifestRequest,), manifest),
                 MockGet(HeldRefs, (HeldRefsRequest,), held_refs),
                 MockGet(ExistingImage, (ExistingImageRequest,), existing_image),
                 MockGet(EngineRun, (EngineRunRequest,), this_run),
@@ -98,13 +106,6 @@ def package(
             ],
         ))
         return requests["states"][-1]
-
-    def manifest(request: LambdaContextManifestRequest) -> LambdaContextManifest:
-        return run_rule_with_mocks(
-            lambda_context_manifest,
-            rule_args=[request, subsystem],
-            mock_gets=[MockGet(LambdaImageKey, (LambdaImageKeyRequest,), lambda _: KEY)],
-        )
 
     result = run_rule_with_mocks(
         package_chromadb_lambda,
@@ -247,5 +248,6 @@ def test_the_package_rule_awaits_nothing_that_changes_after_a_build() -> None:
     ]
     assert awaited(lambda_context_manifest) == [LambdaImageKey]
     engine_half = awaited(lambda_image_state)
-    assert engine_half[:3] == [ImageNames, LambdaImageKey, AllLambdaImageRefs]
-    assert {HeldRefs, ExistingImage, EngineRun, MadeLambdaImage, LambdaImportCheck} <= set(engine_half[3:])
+    # The engine half first awaits every other node the package rule awaits, then the engine.
+    assert engine_half[:4] == [ImageNames, LambdaImageKey, AllLambdaImageRefs, LambdaContextManifest]
+    assert {HeldRefs, ExistingImage, EngineRun, MadeLambdaImage, LambdaImportCheck} <= set(engine_half[4:])

@@ -167,9 +167,13 @@ def parse_tag_store(data: bytes) -> dict[str, str]:
     return {ref: image_id for refs in repositories.values() for ref, image_id in refs.items() if "@" not in ref}
 
 
-def peer_pid(sock: socket.socket) -> int:
-    """The pid of the process serving the other end of a unix socket (SO_PEERCRED)."""
-    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process serving the other end of a unix socket (SO_PEERCRED); None where the
+    system has no such option (macOS: colima's or Docker Desktop's socket is a VM's engine anyway)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
     return pid
 
 
@@ -194,15 +198,20 @@ def read_engine_tags(
     read it."""
     connection = UnixConnection(socket_path, timeout)
     try:
+        # Who serves the socket first: behind a proxy, no `GET /info` (one of the engine's slower
+        # answers) is asked for nothing.
+        connection.connect()
+        pid = peer_pid(connection.sock)
+        root = None if pid is None else (process_root or engine_process_root)(pid)
+        if root is None:
+            return None
         connection.request("GET", "/info")
         response = connection.getresponse()
         body = response.read()
-        root = (process_root or engine_process_root)(peer_pid(connection.sock))
     finally:
         connection.close()
-    if response.status != 200 or root is None:
-        return None
-    path = engine_tags_file(json.loads(body))
+    info = json.loads(body) if response.status == 200 else None
+    path = engine_tags_file(info) if isinstance(info, dict) else None
     if path is None:
         return None
     try:
@@ -212,21 +221,27 @@ def read_engine_tags(
         return None
 
 
-def parse_api_listing(images: Iterable[Mapping]) -> dict[str, str]:
+def parse_api_listing(images: object) -> dict[str, str] | None:
     """`repository:tag` -> image id of the engine API's image listing (`GET /images/json`), untagged
-    images (`<none>:<none>`) left out."""
-    return {
-        ref: str(image["Id"])
-        for image in images
-        for ref in image.get("RepoTags") or ()
-        if not ref.startswith("<none>") and not ref.endswith(":<none>")
-    }
+    images (`<none>:<none>`) left out. None: not a listing of images (a proxy's answer of another
+    shape), which the caller treats as an engine that did not answer."""
+    if not isinstance(images, list):
+        return None
+    refs = {}
+    for image in images:
+        if not isinstance(image, dict) or not isinstance(image.get("Id"), str):
+            return None
+        tags = image.get("RepoTags") or []
+        if not isinstance(tags, list) or not all(isinstance(ref, str) for ref in tags):
+            return None
+        refs.update((ref, image["Id"]) for ref in tags if not ref.startswith("<none>") and not ref.endswith(":<none>"))
+    return refs
 
 
 def list_engine_tags(socket_path: str, timeout: float = 60.0) -> dict[str, str] | None:
     """Every `repository:tag` the engine at `socket_path` holds, as its API lists them: one request
     (`GET /images/json`, what `docker image ls` asks), answered in a few ms for hundreds of images,
-    behind a proxy too. None: the engine answered with an error."""
+    behind a proxy too. None: the engine answered with an error, or with something else than a listing."""
     connection = UnixConnection(socket_path, timeout)
     try:
         connection.request("GET", "/images/json")

@@ -78,6 +78,8 @@ class FakeEngine:
         self.requests_per_connection = requests_per_connection
         # What `GET /info` answers, and the images `GET /images/json` lists (an error when None).
         self.info = info
+        # What `GET /images/json` answers with 200 instead of the listing of `images`.
+        self.listing_body: bytes | None = None
         self.paths: list[str] = []
         self.connections = 0
         self.dir = tempfile.mkdtemp()
@@ -107,6 +109,8 @@ class FakeEngine:
                     self.paths.append(path)
                     if path == "/info" and self.info is not None:
                         status, body = "200 OK", json.dumps(self.info).encode()
+                    elif path == "/images/json" and self.listing_body is not None:
+                        status, body = "200 OK", self.listing_body
                     elif path == "/images/json" and self.images is not None:
                         by_id: dict[str, list[str]] = {}
                         for ref, image_id in self.images.items():
@@ -136,6 +140,8 @@ def test_parse_api_listing_skips_untagged_images() -> None:
         "acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:d"
     }
     assert parse_api_listing([]) == {}
+    assert parse_api_listing({"message": "x"}) is None
+    assert parse_api_listing([{"Id": 7, "RepoTags": ["a:1"]}]) is None
 
 
 def test_list_engine_tags_is_one_request_for_every_tag() -> None:
@@ -295,8 +301,20 @@ def test_read_engine_tags_reads_the_store_the_engine_names() -> None:
     assert tags == {"acme/fn:ck-1": "sha256:a", "acme/fn:latest": "sha256:a", "reg:5000/acme/fn:v1": "sha256:b"}
     # The socket's peer, asked once: the fake engine runs in this process.
     assert peers == [os.getpid()]
-    # One request per read, whatever the number of refs later looked up.
-    assert engine.paths == ["/info", "/info"]
+    # One request per read, whatever the number of refs later looked up; none when the socket's peer
+    # is not a dockerd.
+    assert engine.paths == ["/info"]
+
+
+def test_read_engine_tags_where_the_system_cannot_name_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # macOS has no SO_PEERCRED (colima's or Docker Desktop's socket serves a VM's engine): no store.
+    engine = FakeEngine({}, info={"DockerRootDir": data_root(STORE), "Driver": "overlay2"})
+    monkeypatch.delattr(socket, "SO_PEERCRED")
+    try:
+        assert read_engine_tags(engine.path, process_root=lambda _: "") is None
+    finally:
+        engine.close()
+    assert engine.paths == []
 
 
 def test_engine_process_root_only_of_a_dockerd() -> None:
@@ -354,13 +372,31 @@ def test_read_engine_tag_store_rule_lists_through_the_api_when_the_store_is_not_
         engine.close()
     assert tags == again == EngineTags(FrozenDict(sorted(images.items())))
     assert list(tags.refs or {}) == ["acme/fn:ck-1", "acme/fn:latest", "other:latest"]
-    assert engine.paths == ["/info", "/images/json"] * 2
-    # Neither the store nor the listing: None.
+    # Not a dockerd's socket: the listing alone, no `GET /info`.
+    assert engine.paths == ["/images/json"] * 2
+    # Neither the store nor the listing: None (held_refs then runs `docker image ls`).
     failing = FakeEngine(None, info={"DockerRootDir": data_root(STORE), "Driver": "overlay2"})
     try:
         assert run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(failing.path), RunId(5)]) == EngineTags(None)
     finally:
         failing.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"null", b'{"message": "ok"}', b'[{"RepoTags": ["a:1"]}]', b'[{"Id": "sha256:a", "RepoTags": "a:1"}]', b"not json"],
+)
+def test_a_listing_of_another_shape_is_no_listing(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy answering 200 with something else than a list of images: the run falls back to
+    # `docker image ls` (EngineTags None), it does not fail on it.
+    engine = FakeEngine({}, info={"DockerRootDir": data_root(STORE), "Driver": "overlay2"})
+    engine.listing_body = body
+    monkeypatch.setattr(engine_module, "engine_process_root", lambda _: None)
+    try:
+        assert run_rule_with_mocks(read_engine_tag_store, rule_args=[EngineTagsRequest(engine.path), RunId(6)]) == EngineTags(None)
+    finally:
+        engine.close()
+    assert engine.paths == ["/images/json"]
 
 
 def test_this_run_is_the_run_id() -> None:
